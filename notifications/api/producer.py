@@ -1,0 +1,158 @@
+"""Producer API views: thin; the work is in notifications.services."""
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from notifications.api import serializers as s
+from notifications.api.problems import problem_from_error
+from notifications.errors import ClarionError, InvalidInput, NotFound
+from notifications.models import NotificationType, Recipient
+from notifications.selectors import event_delivery_counts, event_get
+from notifications.services import events, recipients, topics, types
+from notifications.services.tokens import recipient_token_issue
+
+
+def _body(request):
+    return request.data
+
+
+class EventsView(APIView):
+    @extend_schema(request=s.EventRequest, responses={202: s.EventAccepted}, summary="Send an event")
+    def post(self, request):
+        accepted = events.event_accept(
+            api_key_id=request.user.api_key_id,
+            body=_body(request),
+            header_idempotency_key=request.headers.get("Idempotency-Key"),
+        )
+        return Response(accepted.as_response(), status=status.HTTP_202_ACCEPTED)
+
+
+class EventsBatchView(APIView):
+    @extend_schema(request=s.BatchRequest, responses={207: None}, summary="Send up to 1,000 events")
+    def post(self, request):
+        body = _body(request)
+        limit = 1000
+        if not isinstance(body, dict) or not isinstance(body.get("events"), list):
+            raise InvalidInput("Expected {\"events\": [...]}.", errors={"events": ["Must be a list of events."]})
+        items = body["events"]
+        if not items or len(items) > limit:
+            raise InvalidInput(
+                f"A batch holds 1 to {limit} events.", errors={"events": [f"Must hold 1 to {limit} events."]}
+            )
+        results = events.events_accept_batch(api_key_id=request.user.api_key_id, bodies=items)
+        payload = [
+            problem_from_error(result) if isinstance(result, ClarionError) else result.as_response()
+            for result in results
+        ]
+        return Response({"results": payload}, status=207)
+
+
+class EventDetailView(APIView):
+    @extend_schema(summary="An event's status and delivery counts")
+    def get(self, request, event_id: str):
+        event = event_get(event_id=event_id)
+        if event is None:
+            raise NotFound("No such event.")
+        return Response(s.event_json(event, event_delivery_counts(event_id=event_id)))
+
+    @extend_schema(summary="Cancel a scheduled event", responses={204: None})
+    def delete(self, request, event_id: str):
+        if event_get(event_id=event_id) is None:
+            raise NotFound("No such event.")
+        events.event_cancel(event_id=event_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RecipientView(APIView):
+    @extend_schema(request=s.ProfileRequest, summary="Create or replace a recipient's profile")
+    def put(self, request, external_id: str):
+        recipient, created = recipients.recipient_put(external_id=external_id, body=_body(request))
+        return Response(s.profile_json(recipient), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    @extend_schema(summary="A recipient's profile")
+    def get(self, request, external_id: str):
+        return Response(s.profile_json(recipients.recipient_get(external_id=external_id)))
+
+    @extend_schema(summary="Erase a recipient and its personal data", responses={204: None})
+    def delete(self, request, external_id: str):
+        recipients.recipient_erase(external_id=external_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RecipientExportView(APIView):
+    @extend_schema(summary="Everything stored about a recipient")
+    def get(self, request, external_id: str):
+        return Response(recipients.recipient_export(external_id=external_id))
+
+
+class RecipientTokenView(APIView):
+    @extend_schema(request=None, summary="A signed token for the recipient's browser")
+    def post(self, request, external_id: str):
+        recipients.check_external_id(external_id)
+        recipient, _ = Recipient.objects.get_or_create(external_id=external_id)
+        token = recipient_token_issue(recipient_id=recipient.id)
+        return Response({"token": token.token, "expires_at": token.expires_at})
+
+
+class TopicSubscribersView(APIView):
+    @extend_schema(request=s.SubscribersRequest, summary="Add and remove subscribers")
+    def put(self, request, key: str):
+        return Response(topics.topic_subscribers_update(key=key, body=_body(request)))
+
+    @extend_schema(
+        parameters=[OpenApiParameter("cursor", str), OpenApiParameter("limit", int)],
+        summary="Subscribers, a page at a time",
+    )
+    def get(self, request, key: str):
+        limit = _int_param(request, "limit", default=100, maximum=1000)
+        cursor = request.query_params.get("cursor") or "0"
+        if not cursor.isdigit() or len(cursor) > 19:
+            raise ClarionError("Invalid cursor.", errors={"cursor": ["Invalid cursor."]}, status=400)
+        rows, more = topics.topic_subscribers_page(key=key, after=int(cursor), limit=limit)
+        return Response(
+            {
+                "results": [external_id for _, external_id in rows],
+                "next_cursor": str(rows[-1][0]) if more and rows else None,
+            }
+        )
+
+
+class NotificationTypesView(APIView):
+    @extend_schema(summary="All notification types")
+    def get(self, request):
+        return Response({"results": [s.type_json(t) for t in NotificationType.objects.order_by("key")]})
+
+
+class NotificationTypeView(APIView):
+    @extend_schema(request=s.NotificationTypeRequest, summary="Define a notification type")
+    def put(self, request, key: str):
+        notification_type, created = types.notification_type_put(key=key, body=_body(request))
+        return Response(
+            s.type_json(notification_type), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
+
+    @extend_schema(summary="A notification type")
+    def get(self, request, key: str):
+        notification_type = NotificationType.objects.filter(key=key).first()
+        if notification_type is None:
+            raise NotFound(f"No notification type {key!r}.")
+        return Response(s.type_json(notification_type))
+
+    @extend_schema(summary="Retire a notification type", responses={204: None})
+    def delete(self, request, key: str):
+        types.notification_type_retire(key=key)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _int_param(request, name: str, *, default: int, maximum: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise ClarionError(
+            f"{name} must be an integer from 1 to {maximum}.", errors={name: [f"Must be 1 to {maximum}."]}, status=400
+        )
+    return int(raw)

@@ -1,0 +1,36 @@
+"""Domain errors that the API turns into problem+json responses."""
+from __future__ import annotations
+
+
+class ClarionError(Exception):
+    """An error a client can act on; carries its HTTP status and field errors."""
+
+    status = 400
+    title = "Bad request"
+
+    def __init__(self, detail: str, *, errors: dict[str, list[str]] | None = None, status: int | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors or {}
+        if status is not None:
+            self.status = status
+
+
+class InvalidInput(ClarionError):
+    status = 422
+    title = "Invalid input"
+
+
+class TooLarge(ClarionError):
+    status = 413
+    title = "Payload too large"
+
+
+class NotFound(ClarionError):
+    status = 404
+    title = "Not found"
+
+
+class Conflict(ClarionError):
+    status = 409
+    title = "Conflict"

@@ -1,0 +1,261 @@
+"""The spine's tables: who (recipients, topics), what (types, events), and the
+result of fan-out (notifications, deliveries, attempts).
+
+Indexes are declared next to the query that needs them; see the comments.
+"""
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.db.models import Q
+
+from notifications.ids import uuid7
+
+
+class Priority(models.TextChoices):
+    CRITICAL = "critical"
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+class Channel(models.TextChoices):
+    IN_APP = "in_app"
+    EMAIL = "email"
+    SMS = "sms"
+    PUSH = "push"
+    WEB_PUSH = "web_push"
+    WEBHOOK = "webhook"
+
+
+# Channels that get a Delivery row. In-app needs none: the Notification row is
+# the in-app delivery (delivered when inserted, opened when read).
+EXTERNAL_CHANNELS = tuple(c.value for c in Channel if c != Channel.IN_APP)
+
+
+class ApiKey(models.Model):
+    """A producer credential. Only the SHA-256 of the key is stored."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, help_text="First characters of the key, to recognise it.")
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class Recipient(models.Model):
+    external_id = models.CharField(max_length=128, unique=True)
+    email = models.CharField(max_length=254, blank=True, default="")
+    phone = models.CharField(max_length=32, blank=True, default="")
+    locale = models.CharField(max_length=35, blank=True, default="")
+    timezone = models.CharField(max_length=64, blank=True, default="")
+    data = models.JSONField(default=dict, blank=True)
+    # A Django user whose browser session may read this recipient's inbox.
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.external_id
+
+
+class Topic(models.Model):
+    key = models.CharField(max_length=255, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class Subscription(models.Model):
+    # The unique (topic, recipient) index is also the fan-out cursor: pages of a
+    # topic are `recipient_id > cursor ORDER BY recipient_id LIMIT n`.
+    topic = models.ForeignKey(Topic, on_delete=models.CASCADE, db_index=False)
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["topic", "recipient"], name="subscription_topic_recipient_uniq")
+        ]
+
+
+class NotificationType(models.Model):
+    key = models.CharField(max_length=150, unique=True)
+    category = models.CharField(max_length=100, default="general")
+    priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
+    channels = ArrayField(models.CharField(max_length=16, choices=Channel.choices), default=list)
+    required_channels = ArrayField(
+        models.CharField(max_length=16, choices=Channel.choices), default=list, blank=True
+    )
+    default_locale = models.CharField(max_length=35, default="en")
+    templates = models.JSONField(default=dict, blank=True)
+    digest = models.JSONField(null=True, blank=True)
+    throttle = models.JSONField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class EventStatus(models.TextChoices):
+    ACCEPTED = "accepted"
+    SCHEDULED = "scheduled"
+    PROCESSING = "processing"
+    DONE = "done"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class Event(models.Model):
+    """The outbox: one accepted producer request, durable from the 202 on."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, db_index=False)
+    type = models.ForeignKey(NotificationType, on_delete=models.PROTECT, db_index=False)
+    # [["u1", "u2"], {"topic": "k"}, ...] normalised: explicit ids first, then topics.
+    recipients = models.JSONField()
+    actor = models.CharField(max_length=128, blank=True, default="")
+    data = models.JSONField(default=dict, blank=True)
+    priority = models.CharField(max_length=8, choices=Priority.choices)
+    channels = ArrayField(models.CharField(max_length=16), null=True, blank=True)
+    send_at = models.DateTimeField(null=True, blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    status = models.CharField(max_length=12, choices=EventStatus.choices, default=EventStatus.ACCEPTED)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Fan-out progress: the page task expected next, the recipient source it is
+    # in and the last recipient id done in that source. A page task whose page
+    # number is not `fanout_page` is a duplicate and does nothing.
+    fanout_page = models.IntegerField(default=0)
+    fanout_source = models.IntegerField(default=0)
+    fanout_cursor = models.BigIntegerField(default=0)
+    recipient_count = models.IntegerField(default=0)
+    # When a task for this event was last published; the relay re-publishes
+    # events whose task has been gone too long.
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    relay_attempts = models.IntegerField(default=0)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        indexes = [
+            # Relay: events waiting for (or in) fan-out, oldest publish first.
+            models.Index(
+                fields=["enqueued_at"],
+                name="event_pending_idx",
+                condition=Q(status__in=["accepted", "processing"]),
+            ),
+            # Relay: scheduled events coming due.
+            models.Index(fields=["send_at"], name="event_scheduled_idx", condition=Q(status="scheduled")),
+            # Admin and operators: recent events of a type.
+            models.Index(fields=["type", "-created_at"], name="event_type_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return str(self.id)
+
+
+class IdempotencyKey(models.Model):
+    """A producer's idempotency key, kept at least 24 hours (see the purge task)."""
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, db_index=False)
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    event = models.ForeignKey(Event, null=True, on_delete=models.SET_NULL, db_constraint=False, db_index=False)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["api_key", "key"], name="idempotency_key_uniq")]
+
+
+class Notification(models.Model):
+    """The in-app inbox item: one per (event, recipient)."""
+
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, db_index=False)
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, db_index=False)
+    title = models.TextField(blank=True, default="")
+    body = models.TextField(blank=True, default="")
+    url = models.TextField(blank=True, default="")
+    # False when the event's channels leave out in_app: the row still anchors
+    # the external deliveries but never shows in the inbox.
+    visible = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+    archived_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # Exactly once per (event, recipient): fan-out inserts ON CONFLICT DO NOTHING.
+            models.UniqueConstraint(fields=["event", "recipient"], name="notification_event_recipient_uniq")
+        ]
+        indexes = [
+            # Inbox pages, newest first (keyset on id).
+            models.Index(fields=["recipient", "-id"], name="notification_inbox_idx", condition=Q(visible=True)),
+            # Unread count and the unread filter: only unread rows are in it.
+            models.Index(
+                fields=["recipient", "-id"],
+                name="notification_unread_idx",
+                condition=Q(read_at__isnull=True, archived_at__isnull=True, visible=True),
+            ),
+        ]
+
+
+class DeliveryStatus(models.TextChoices):
+    QUEUED = "queued"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    OPENED = "opened"
+    CLICKED = "clicked"
+    FAILED = "failed"
+    DEAD = "dead"
+    SKIPPED = "skipped"
+
+
+class Delivery(models.Model):
+    """One notification on one external channel, with its status lifecycle."""
+
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, db_index=False)
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    status = models.CharField(max_length=12, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED)
+    reason = models.CharField(max_length=64, blank=True, default="")
+    address = models.TextField(blank=True, default="")
+    content = models.JSONField(null=True, blank=True)
+    attempts = models.IntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["notification", "channel"], name="delivery_notification_channel_uniq")
+        ]
+        indexes = [
+            # Dispatch sweep: deliveries waiting to be sent or retried.
+            models.Index(
+                fields=["next_attempt_at"],
+                name="delivery_due_idx",
+                condition=Q(status__in=["queued", "failed"]),
+            ),
+        ]
+
+
+class DeliveryAttempt(models.Model):
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_log")
+    created_at = models.DateTimeField(auto_now_add=True)
+    status_code = models.IntegerField(null=True, blank=True)
+    response = models.TextField(blank=True, default="")
+    duration_ms = models.IntegerField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")

@@ -1,0 +1,94 @@
+"""Reads of the notification domain."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from django.db import connection
+
+from notifications.models import ApiKey, Event, NotificationType
+
+TYPE_CACHE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class TypeInfo:
+    id: int
+    key: str
+    category: str
+    priority: str
+    channels: tuple[str, ...]
+    required_channels: tuple[str, ...]
+
+
+_type_cache: dict[str, tuple[float, TypeInfo]] = {}
+
+
+def notification_types_by_key(keys: set[str]) -> dict[str, TypeInfo]:
+    """Active notification types by key, from a short in-process cache.
+
+    Only hits are cached: a type created a moment ago is found at once; a
+    retired one is refused within TYPE_CACHE_SECONDS.
+    """
+    now = time.monotonic()
+    found: dict[str, TypeInfo] = {}
+    missing = []
+    for key in keys:
+        cached = _type_cache.get(key)
+        if cached and cached[0] > now:
+            found[key] = cached[1]
+        else:
+            missing.append(key)
+    if missing:
+        rows = NotificationType.objects.filter(key__in=missing, retired_at__isnull=True).values_list(
+            "id", "key", "category", "priority", "channels", "required_channels"
+        )
+        for row in rows:
+            info = TypeInfo(row[0], row[1], row[2], row[3], tuple(row[4]), tuple(row[5]))
+            _type_cache[info.key] = (now + TYPE_CACHE_SECONDS, info)
+            found[info.key] = info
+    return found
+
+
+def notification_type_cache_clear() -> None:
+    _type_cache.clear()
+
+
+def event_get(*, event_id: str) -> Event | None:
+    try:
+        return Event.objects.select_related("type").get(id=event_id)
+    except (Event.DoesNotExist, ValueError, TypeError):
+        return None
+
+
+def event_delivery_counts(*, event_id: str) -> dict[str, dict[str, int]]:
+    """Counts by channel and status; in-app from the notifications themselves."""
+    counts: dict[str, dict[str, int]] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT count(*) FILTER (WHERE read_at IS NULL), count(*) FILTER (WHERE read_at IS NOT NULL)
+            FROM notifications_notification WHERE event_id = %s AND visible
+            """,
+            [event_id],
+        )
+        delivered, opened = cursor.fetchone()
+        if delivered or opened:
+            counts["in_app"] = {"delivered": delivered, "opened": opened}
+        cursor.execute(
+            """
+            SELECT d.channel, d.status, count(*)
+            FROM notifications_delivery d
+            JOIN notifications_notification n ON n.id = d.notification_id
+            WHERE n.event_id = %s
+            GROUP BY d.channel, d.status
+            """,
+            [event_id],
+        )
+        for channel, status, count in cursor.fetchall():
+            counts.setdefault(channel, {})[status] = count
+    return counts
+
+
+def api_key_active_by_hash(key_hash: str) -> ApiKey | None:
+    return ApiKey.objects.filter(key_hash=key_hash, revoked_at__isnull=True).only("id", "name").first()

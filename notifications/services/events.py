@@ -1,0 +1,231 @@
+"""Accepting producer events: one transaction writes the event rows and their
+idempotency keys; fan-out is published only after it commits."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import connection, transaction
+from django.utils import timezone
+from psycopg.types.json import Jsonb
+
+from notifications.errors import ClarionError, Conflict, InvalidInput, NotFound
+from notifications.ids import uuid7
+from notifications.models import EventStatus
+from notifications.publish import on_commit_fan_out
+from notifications.selectors import TypeInfo, notification_types_by_key
+from notifications.validation import EventInput, parse_event
+
+ACCEPTED = {"status": "accepted"}
+
+
+@dataclass
+class Accepted:
+    id: str
+    replayed: bool = False
+
+    def as_response(self) -> dict:
+        return {"id": self.id, **ACCEPTED}
+
+
+def request_hash(body: dict) -> str:
+    """Fingerprint of an event body for idempotency (key itself excluded)."""
+    canonical = {k: v for k, v in body.items() if k != "idempotency_key"}
+    return hashlib.sha256(
+        json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    ).hexdigest()
+
+
+def event_accept(*, api_key_id: int, body: object, header_idempotency_key: str | None = None) -> Accepted:
+    """Accept one event: validate, write it durably, publish its fan-out on commit."""
+    result = events_accept_batch(
+        api_key_id=api_key_id, bodies=[body], header_idempotency_key=header_idempotency_key
+    )[0]
+    if isinstance(result, ClarionError):
+        raise result
+    return result
+
+
+def events_accept_batch(
+    *, api_key_id: int, bodies: list[object], header_idempotency_key: str | None = None
+) -> list[Accepted | ClarionError]:
+    """Accept events independently: each result is Accepted or the error of that item.
+
+    All valid new events are written in one transaction with a constant number
+    of statements, whatever the batch size.
+    """
+    results: list[Accepted | ClarionError | None] = [None] * len(bodies)
+    parsed: list[tuple[int, EventInput, str]] = []
+    for index, body in enumerate(bodies):
+        try:
+            item = parse_event(body, header_idempotency_key=header_idempotency_key)
+        except ClarionError as error:
+            results[index] = error
+            continue
+        parsed.append((index, item, request_hash(body) if item.idempotency_key else ""))
+
+    types = notification_types_by_key({item.type_key for _, item, _ in parsed})
+    valid: list[tuple[int, EventInput, str, TypeInfo]] = []
+    for index, item, fingerprint in parsed:
+        info = types.get(item.type_key)
+        if info is None:
+            results[index] = InvalidInput(
+                f"Unknown notification type {item.type_key!r}.",
+                errors={"type": [f"No active notification type {item.type_key!r}."]},
+            )
+        else:
+            valid.append((index, item, fingerprint, info))
+
+    if valid:
+        _write_events(api_key_id=api_key_id, items=valid, results=results)
+    return results  # type: ignore[return-value]
+
+
+def _write_events(*, api_key_id: int, items: list, results: list) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        # Claim idempotency keys first; a concurrent duplicate waits on the
+        # unique index here and then sees the winner's row.
+        keyed = [(index, item, fingerprint) for index, item, fingerprint, _ in items if item.idempotency_key]
+        new_ids: dict[int, str] = {index: str(uuid7()) for index, *_ in items}
+        blocked: set[int] = set()
+        if keyed:
+            first_by_key: dict[str, tuple[int, str]] = {}
+            to_claim: list[tuple[int, str, str]] = []
+            for index, item, fingerprint in keyed:
+                earlier = first_by_key.get(item.idempotency_key)
+                if earlier is None:
+                    first_by_key[item.idempotency_key] = (index, fingerprint)
+                    to_claim.append((index, item.idempotency_key, fingerprint))
+                else:
+                    blocked.add(index)
+                    results[index] = (
+                        Accepted(new_ids[earlier[0]], replayed=True)
+                        if earlier[1] == fingerprint
+                        else _conflict(item.idempotency_key)
+                    )
+            claimed = _claim_idempotency_keys(
+                api_key_id=api_key_id,
+                claims=[(key, fingerprint, new_ids[index]) for index, key, fingerprint in to_claim],
+                now=now,
+            )
+            existing = _existing_keys(
+                api_key_id=api_key_id, keys=[key for _, key, _ in to_claim if key not in claimed]
+            )
+            for index, key, fingerprint in to_claim:
+                if key in claimed:
+                    continue
+                blocked.add(index)
+                stored_hash, stored_event = existing[key]
+                results[index] = (
+                    Accepted(str(stored_event), replayed=True) if stored_hash == fingerprint else _conflict(key)
+                )
+
+        rows = []
+        to_publish = []
+        for index, item, _, info in items:
+            if index in blocked:
+                continue
+            event_id = new_ids[index]
+            priority = item.priority or info.priority
+            scheduled = item.send_at is not None and item.send_at > now
+            rows.append(
+                (
+                    event_id,
+                    api_key_id,
+                    info.id,
+                    Jsonb(item.recipients_spec),
+                    item.actor,
+                    Jsonb(item.data),
+                    priority,
+                    item.channels,
+                    item.send_at,
+                    item.idempotency_key,
+                    EventStatus.SCHEDULED if scheduled else EventStatus.ACCEPTED,
+                )
+            )
+            results[index] = Accepted(event_id)
+            if not scheduled:
+                to_publish.append((event_id, priority))
+        if rows:
+            _insert_events(rows, now)
+        on_commit_fan_out(to_publish)
+
+
+def _conflict(key: str) -> Conflict:
+    return Conflict(
+        "This idempotency key was already used with a different request body.",
+        errors={"idempotency_key": [f"Key {key!r} was used with a different body."]},
+    )
+
+
+def _claim_idempotency_keys(*, api_key_id: int, claims: list[tuple[str, str, str]], now: datetime) -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO notifications_idempotencykey (api_key_id, key, request_hash, event_id, created_at)
+            SELECT %s, k, h, e, %s FROM unnest(%s::text[], %s::text[], %s::uuid[]) AS t(k, h, e)
+            ON CONFLICT (api_key_id, key) DO NOTHING
+            RETURNING key
+            """,
+            [api_key_id, now, [c[0] for c in claims], [c[1] for c in claims], [c[2] for c in claims]],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _existing_keys(*, api_key_id: int, keys: list[str]) -> dict[str, tuple[str, str]]:
+    if not keys:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT key, request_hash, event_id FROM notifications_idempotencykey"
+            " WHERE api_key_id = %s AND key = ANY(%s)",
+            [api_key_id, keys],
+        )
+        return {key: (stored_hash, event_id) for key, stored_hash, event_id in cursor.fetchall()}
+
+
+def _insert_events(rows: list[tuple], now: datetime) -> None:
+    columns = (
+        "id, api_key_id, type_id, recipients, actor, data, priority, channels, send_at,"
+        " idempotency_key, status"
+    )
+    with connection.cursor() as cursor:
+        if len(rows) == 1:
+            cursor.execute(
+                f"INSERT INTO notifications_event ({columns}, created_at, enqueued_at, fanout_page,"
+                " fanout_source, fanout_cursor, recipient_count, relay_attempts, error)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0, 0, 0, 0, 0, '')",
+                [*rows[0], now, now],
+            )
+            return
+        with cursor.copy(
+            f"COPY notifications_event ({columns}, created_at, enqueued_at, fanout_page,"
+            " fanout_source, fanout_cursor, recipient_count, relay_attempts, error) FROM STDIN"
+        ) as copy:
+            for row in rows:
+                copy.write_row((*row, now, now, 0, 0, 0, 0, 0, ""))
+
+
+def event_cancel(*, event_id: str) -> None:
+    """Cancel an event whose send_at has not come; 409 once fan-out has begun."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE notifications_event SET status = 'cancelled', finished_at = now()"
+            " WHERE id = %s AND status = 'scheduled' RETURNING id",
+            [event_id],
+        )
+        if cursor.fetchone():
+            return
+        cursor.execute("SELECT status FROM notifications_event WHERE id = %s", [event_id])
+        row = cursor.fetchone()
+    if row is None:
+        raise NotFound("No such event.")
+    if row[0] == EventStatus.CANCELLED:
+        return
+    raise Conflict(
+        f"The event is {row[0]}; only a scheduled event whose send_at has not come can be cancelled.",
+        errors={"status": [row[0]]},
+    )

@@ -1,0 +1,149 @@
+"""The recipient's inbox: keyset pages, unread count, read/unread/archive."""
+from __future__ import annotations
+
+import base64
+import binascii
+
+from django.db import connection, transaction
+
+from notifications.errors import ClarionError, NotFound
+from notifications.sqljson import from_db_json
+from realtime.hints import unread_changed_on_commit
+
+STATUS_FILTERS = {
+    # No status: the live inbox (read and unread, not archived).
+    None: "n.archived_at IS NULL",
+    "unread": "n.read_at IS NULL AND n.archived_at IS NULL",
+    "read": "n.read_at IS NOT NULL AND n.archived_at IS NULL",
+    "archived": "n.archived_at IS NOT NULL",
+    "all": "TRUE",
+}
+MAX_LIMIT = 100
+CURSOR_PREFIX = "n1:"
+
+
+class BadCursor(ClarionError):
+    status = 400
+    title = "Bad cursor"
+
+
+def cursor_encode(notification_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{CURSOR_PREFIX}{notification_id}".encode()).decode().rstrip("=")
+
+
+def cursor_decode(cursor: str) -> int:
+    """The notification id a cursor points after; BadCursor for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not raw.startswith(CURSOR_PREFIX):
+            raise ValueError
+        value = int(raw[len(CURSOR_PREFIX):])
+        if value < 0 or value >= 2**63:
+            raise ValueError
+        return value
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadCursor("The cursor is not one this API returned.", errors={"cursor": ["Invalid cursor."]}) from None
+
+
+ITEM_SQL = """
+    SELECT n.id, t.key, t.category, n.title, n.body, n.url, e.actor, e.data,
+           n.created_at, n.read_at, n.archived_at
+    FROM notifications_notification n
+    JOIN notifications_event e ON e.id = n.event_id
+    JOIN notifications_notificationtype t ON t.id = e.type_id
+"""
+
+
+def item_from_row(row: tuple) -> dict:
+    return {
+        "id": str(row[0]),
+        "type": row[1],
+        "category": row[2],
+        "title": row[3],
+        "body": row[4],
+        "url": row[5] or None,
+        "actor": row[6] or None,
+        "data": from_db_json(row[7]),
+        "created_at": row[8],
+        "read_at": row[9],
+        "archived_at": row[10],
+    }
+
+
+def inbox_page(*, recipient_id: int, status: str | None, cursor: str | None, limit: int) -> tuple[list[dict], str | None]:
+    """Newest first; the cursor is the last id seen, so items arriving meanwhile
+    (always newer) never shift a page."""
+    condition = STATUS_FILTERS[status]
+    before = cursor_decode(cursor) if cursor else 2**63 - 1
+    with connection.cursor() as db:
+        db.execute(
+            f"{ITEM_SQL} WHERE n.recipient_id = %s AND n.visible AND {condition} AND n.id < %s"
+            " ORDER BY n.id DESC LIMIT %s",
+            [recipient_id, before, limit + 1],
+        )
+        rows = db.fetchall()
+    items = [item_from_row(row) for row in rows[:limit]]
+    next_cursor = cursor_encode(rows[limit - 1][0]) if len(rows) > limit else None
+    return items, next_cursor
+
+
+def inbox_items_after(*, recipient_id: int, after_id: int, limit: int = 500) -> list[dict]:
+    """Visible items newer than `after_id`, oldest first (for resuming a feed)."""
+    with connection.cursor() as db:
+        db.execute(
+            f"{ITEM_SQL} WHERE n.recipient_id = %s AND n.visible AND n.id > %s ORDER BY n.id LIMIT %s",
+            [recipient_id, after_id, limit],
+        )
+        return [item_from_row(row) for row in db.fetchall()]
+
+
+def unread_count(*, recipient_id: int) -> int:
+    with connection.cursor() as db:
+        db.execute(
+            "SELECT count(*) FROM notifications_notification"
+            " WHERE recipient_id = %s AND visible AND read_at IS NULL AND archived_at IS NULL",
+            [recipient_id],
+        )
+        return db.fetchone()[0]
+
+
+MARK_ACTIONS = {
+    "read": "read_at = coalesce(read_at, now())",
+    "unread": "read_at = NULL",
+    "archive": "archived_at = coalesce(archived_at, now())",
+}
+
+
+def notification_mark(*, recipient_id: int, notification_id: str, action: str) -> dict:
+    """Mark one of the recipient's own notifications; 404 for anyone else's."""
+    try:
+        nid = int(notification_id)
+    except (TypeError, ValueError):
+        raise NotFound("No such notification.") from None
+    if not 0 < nid < 2**63:
+        raise NotFound("No such notification.")
+    with transaction.atomic(), connection.cursor() as db:
+        db.execute(
+            f"UPDATE notifications_notification SET {MARK_ACTIONS[action]}"
+            " WHERE id = %s AND recipient_id = %s AND visible RETURNING id",
+            [nid, recipient_id],
+        )
+        if db.fetchone() is None:
+            raise NotFound("No such notification.")
+        db.execute(f"{ITEM_SQL} WHERE n.id = %s", [nid])
+        item = item_from_row(db.fetchone())
+        unread_changed_on_commit(recipient_id=recipient_id)
+    return item
+
+
+def inbox_read_all(*, recipient_id: int) -> int:
+    with transaction.atomic(), connection.cursor() as db:
+        db.execute(
+            "UPDATE notifications_notification SET read_at = now()"
+            " WHERE recipient_id = %s AND visible AND read_at IS NULL AND archived_at IS NULL",
+            [recipient_id],
+        )
+        count = db.rowcount
+        if count:
+            unread_changed_on_commit(recipient_id=recipient_id)
+    return count

@@ -1,0 +1,100 @@
+"""Notification types as code: define, retire, load from a file."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django.db import transaction
+from django.utils import timezone
+
+from notifications.errors import InvalidInput, NotFound
+from notifications.models import Channel, NotificationType, Priority
+from notifications.selectors import notification_type_cache_clear
+
+TYPE_FIELDS = {"category", "priority", "channels", "required_channels", "templates", "digest", "throttle", "default_locale"}
+CHANNELS = {c.value for c in Channel}
+KEY_MAX = 150
+
+
+def parse_type(key: str, body: object) -> dict:
+    errors: dict[str, list[str]] = {}
+    if not isinstance(key, str) or not key or len(key) > KEY_MAX or any(ch.isspace() for ch in key):
+        errors["key"] = [f"Must be 1 to {KEY_MAX} characters without spaces."]
+    if not isinstance(body, dict):
+        raise InvalidInput("Expected a JSON object.", errors={"non_field_errors": ["Expected an object."]})
+    for name in sorted(set(body) - TYPE_FIELDS):
+        errors[name] = ["Unknown field."]
+    fields: dict = {}
+    category = body.get("category", "general")
+    if not isinstance(category, str) or not category or len(category) > 100:
+        errors.setdefault("category", []).append("Must be a non-empty string of at most 100 characters.")
+    fields["category"] = category
+    priority = body.get("priority", Priority.NORMAL.value)
+    if priority not in {p.value for p in Priority}:
+        errors.setdefault("priority", []).append("Must be critical, high, normal or low.")
+    fields["priority"] = priority
+    for name, default in (("channels", [Channel.IN_APP.value]), ("required_channels", [])):
+        value = body.get(name, default)
+        if not isinstance(value, list) or not all(isinstance(c, str) and c in CHANNELS for c in value):
+            errors.setdefault(name, []).append(f"Must be a list of channels from {', '.join(sorted(CHANNELS))}.")
+            value = []
+        fields[name] = list(dict.fromkeys(value))
+    if not set(fields["required_channels"]) <= set(fields["channels"]):
+        errors.setdefault("required_channels", []).append("Must be a subset of channels.")
+    templates = body.get("templates", {})
+    if not isinstance(templates, dict) or not all(
+        k in CHANNELS and isinstance(v, dict) and all(isinstance(loc, str) and isinstance(t, dict) for loc, t in v.items())
+        for k, v in templates.items()
+    ):
+        errors.setdefault("templates", []).append("Must map channel → locale → template fields.")
+    fields["templates"] = templates
+    for name in ("digest", "throttle"):
+        value = body.get(name)
+        if value is not None and not isinstance(value, dict):
+            errors.setdefault(name, []).append("Must be an object or null.")
+        fields[name] = value
+    default_locale = body.get("default_locale", "en")
+    if not isinstance(default_locale, str) or not default_locale:
+        errors.setdefault("default_locale", []).append("Must be a locale tag.")
+    fields["default_locale"] = default_locale
+    if errors:
+        raise InvalidInput("The notification type has invalid fields.", errors=errors)
+    return fields
+
+
+def notification_type_put(*, key: str, body: object) -> tuple[NotificationType, bool]:
+    fields = parse_type(key, body)
+    fields["retired_at"] = None
+    notification_type, created = NotificationType.objects.update_or_create(key=key, defaults=fields)
+    notification_type_cache_clear()
+    return notification_type, created
+
+
+def notification_type_retire(*, key: str) -> None:
+    """Retire a type: new events of it are refused; past ones keep their history."""
+    updated = NotificationType.objects.filter(key=key, retired_at__isnull=True).update(retired_at=timezone.now())
+    notification_type_cache_clear()
+    if not updated and not NotificationType.objects.filter(key=key).exists():
+        raise NotFound(f"No notification type {key!r}.")
+
+
+def notification_types_load(*, path: Path) -> list[tuple[str, bool]]:
+    """Load a YAML or JSON file mapping key → type body; all or nothing."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() in {".yaml", ".yml"}:
+        import yaml
+
+        document = yaml.safe_load(text)
+    else:
+        document = json.loads(text)
+    if not isinstance(document, dict):
+        raise InvalidInput("The file must map notification type keys to their definitions.")
+    results = []
+    with transaction.atomic():
+        for key, body in document.items():
+            try:
+                _, created = notification_type_put(key=key, body=body)
+            except InvalidInput as error:
+                raise InvalidInput(f"{key}: {error.detail}", errors={f"{key}.{k}": v for k, v in error.errors.items()}) from error
+            results.append((key, created))
+    return results

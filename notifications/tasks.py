@@ -1,0 +1,50 @@
+"""Celery tasks: thin wrappers over the services; they take ids and are idempotent."""
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.db import OperationalError
+
+from notifications.publish import publish_fan_out_page
+from notifications.services.fanout import event_fan_out_page
+from notifications.services.relay import events_relay, idempotency_keys_purge
+
+log = logging.getLogger(__name__)
+
+DB_RETRY = {"autoretry_for": (OperationalError,), "retry_backoff": 1, "retry_backoff_max": 30, "max_retries": 8}
+
+
+def _run_page(event_id: str, page: int) -> None:
+    result = event_fan_out_page(event_id=event_id, page=page)
+    if result.ran:
+        log.info(
+            "fan-out page done event_id=%s page=%s inserted=%s done=%s",
+            event_id, page, result.inserted, result.done,
+        )
+    if result.next_page is not None:
+        # The page committed; publish the next one. If this publish is lost the
+        # relay re-publishes it from the recorded progress.
+        publish_fan_out_page(event_id=event_id, page=result.next_page, priority=result.priority)
+
+
+@shared_task(name="clarion.events.fan_out_page", **DB_RETRY)
+def fan_out_page(*, event_id: str, page: int) -> None:
+    _run_page(event_id, page)
+
+
+@shared_task(name="clarion.events.fan_out_first_pages", **DB_RETRY)
+def fan_out_first_pages(*, event_ids: list[str]) -> None:
+    """First page of each event of an accepted batch: one message for many events."""
+    for event_id in event_ids:
+        _run_page(event_id, 0)
+
+
+@shared_task(name="clarion.events.relay")
+def relay() -> int:
+    return events_relay()
+
+
+@shared_task(name="clarion.maintenance.purge_idempotency_keys")
+def purge_idempotency_keys() -> int:
+    return idempotency_keys_purge()

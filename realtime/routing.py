@@ -1,0 +1,2 @@
+"""Websocket routes; the inbox consumer arrives with the live bell."""
+websocket_urlpatterns: list = []
