@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 
 from django.db import connection
@@ -56,9 +57,10 @@ def notification_type_cache_clear() -> None:
 
 def event_get(*, event_id: str) -> Event | None:
     try:
-        return Event.objects.select_related("type").get(id=event_id)
-    except (Event.DoesNotExist, ValueError, TypeError):
+        uuid.UUID(event_id)
+    except (ValueError, TypeError, AttributeError):
         return None
+    return Event.objects.select_related("type").filter(id=event_id).first()
 
 
 def event_delivery_counts(*, event_id: str) -> dict[str, dict[str, int]]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -77,6 +78,8 @@ def problem_exception_handler(exc, context):
         return response
     if isinstance(exc, Http404):
         return problem_response(404, "Not found.")
+    if isinstance(exc, RequestDataTooBig):
+        return problem_response(413, "The request body is larger than this server accepts.")
     if isinstance(exc, exceptions.ValidationError):
         return problem_response(422, "The request has invalid fields.", errors=_field_errors(exc.detail))
     response = exception_handler(exc, context)

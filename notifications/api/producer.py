@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from django.http import QueryDict
 from rest_framework import status
+from rest_framework.exceptions import ParseError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -16,7 +18,11 @@ from notifications.services.tokens import recipient_token_issue
 
 
 def _body(request):
-    return request.data
+    """The parsed JSON body; DRF hands an empty body over as an empty QueryDict."""
+    data = request.data
+    if request.stream is None or isinstance(data, QueryDict):
+        raise ParseError("The request body is empty; a JSON document is expected.")
+    return data
 
 
 class EventsView(APIView):

@@ -1,0 +1,28 @@
+"""`make test`: the test suite against real PostgreSQL and Redis.
+
+Private servers are started when DATABASE_URL / REDIS_URL are not set; then
+pytest runs with any extra arguments given (make test ARGS="-k fanout").
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str]) -> int:
+    if not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")):
+        from clarion_dev import services
+
+        for name, value in services.ensure_services().items():
+            os.environ.setdefault(name, value)
+    os.chdir(ROOT)
+    import pytest
+
+    return pytest.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

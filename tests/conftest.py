@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+import redis
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from notifications.api.auth import api_key_create
+from notifications.selectors import notification_type_cache_clear
+from notifications.services.types import notification_type_put
+from tests.workers import WorkerProcess, database_url_for
+
+COMMENT_TYPE = {
+    "category": "social",
+    "priority": "normal",
+    "channels": ["in_app", "email"],
+    "templates": {
+        "in_app": {
+            "en": {"title": "{{ actor }} commented", "body": "{{ comment }}", "url": "/posts/{{ post_id }}"}
+        }
+    },
+}
+
+
+@pytest.fixture
+def redis_client():
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def clean_redis(redis_client):
+    """The test Redis db, emptied (queues included) before the test."""
+    redis_client.flushdb()
+    return redis_client
+
+
+@pytest.fixture
+def api_key(db):
+    key, raw = api_key_create(name="test producer")
+    return key, raw
+
+
+@pytest.fixture
+def producer(api_key):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key[1]}")
+    return client
+
+
+@pytest.fixture
+def comment_type(db):
+    notification_type_cache_clear()
+    notification_type, _ = notification_type_put(key="comment.created", body=COMMENT_TYPE)
+    return notification_type
+
+
+def inbox_client(producer: APIClient, external_id: str) -> APIClient:
+    token = producer.post(f"/api/v1/recipients/{external_id}/token").json()["token"]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Recipient {token}")
+    return client
+
+
+@pytest.fixture(scope="session")
+def worker(django_db_setup, django_db_blocker):
+    """One real Celery worker for the session, on the test database."""
+    from django.db import connection
+
+    process = WorkerProcess(
+        database_url=database_url_for(connection.settings_dict),
+        redis_url=settings.REDIS_URL,
+        extra_env={"CLARION_RELAY_STALE_SECONDS": "600"},
+    )
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    process.start()
+    yield process
+    process.stop()
+    if os.environ.get("CLARION_KEEP_WORKER_LOG"):
+        print(process.log_text())
