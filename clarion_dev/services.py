@@ -793,6 +793,11 @@ def _redis_executable() -> Path:
     )
 
 
+def redis_server_executable() -> Path:
+    """Public name of the bundled redis-server, for tests that run their own."""
+    return _redis_executable()
+
+
 def _redis_proc(base: Path, pidfile: Path) -> psutil.Process | None:
     """The live redis-server named by our pidfile, or None.
 
