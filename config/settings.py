@@ -70,13 +70,20 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": dj_database_url.parse(
-        DATABASE_URL,
-        conn_max_age=env_int("DB_CONN_MAX_AGE", 300),
-        conn_health_checks=True,
-    )
-}
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
+# Under ASGI each request's sync code runs in a fresh thread, so a persistent
+# per-thread connection would be a new connection per request: a psycopg pool
+# per process hands connections to whichever thread asks.
+if env_bool("DB_POOL", True):
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env_int("DB_POOL_MIN_SIZE", 2),
+        "max_size": env_int("DB_POOL_MAX_SIZE", 16),
+        "timeout": env_float("DB_POOL_TIMEOUT", 10.0),
+    }
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 300)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {
