@@ -42,6 +42,8 @@ def manage(env: dict[str, str], *args: str, capture: bool = False) -> str:
 def main() -> int:
     env = service_env()
     env.setdefault("DEBUG", "true")
+    # The Procfile's commands (uvicorn, celery) live beside this interpreter.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     port = env.setdefault("PORT", "8000")
     host = env.setdefault("HOST", "127.0.0.1")
     say("applying migrations")
