@@ -123,3 +123,14 @@ def test_openapi_schema_and_docs_are_served(client):
 def test_metrics_expose_queue_depths(client):
     text = client.get("/metrics").content.decode()
     assert 'clarion_queue_depth{queue="critical"}' in text
+
+
+def test_readiness_is_503_naming_an_unreachable_redis(client, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    settings.CHANNEL_LAYERS = {"default": {"CONFIG": {"hosts": ["redis://127.0.0.1:1/0"]}}}
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["redis"].startswith("unreachable")
+    assert "redis" in body["detail"]

@@ -1,9 +1,7 @@
 """The recipient's inbox: keyset pages, unread count, read/unread/archive."""
 from __future__ import annotations
 
-import base64
-import binascii
-
+from django.core import signing
 from django.db import connection, transaction
 
 from notifications.errors import ClarionError, NotFound
@@ -19,7 +17,7 @@ STATUS_FILTERS = {
     "all": "TRUE",
 }
 MAX_LIMIT = 100
-CURSOR_PREFIX = "n1:"
+CURSOR_SALT = "clarion.inbox-cursor.v1"
 
 
 class BadCursor(ClarionError):
@@ -27,22 +25,24 @@ class BadCursor(ClarionError):
     title = "Bad cursor"
 
 
-def cursor_encode(notification_id: int) -> str:
-    return base64.urlsafe_b64encode(f"{CURSOR_PREFIX}{notification_id}".encode()).decode().rstrip("=")
+def cursor_encode(*, recipient_id: int, notification_id: int) -> str:
+    """An opaque cursor, signed and bound to its recipient: another recipient's
+    cursor is refused rather than silently paging someone else's position."""
+    return signing.Signer(salt=CURSOR_SALT).sign(f"{recipient_id}.{notification_id}")
 
 
-def cursor_decode(cursor: str) -> int:
+def cursor_decode(*, recipient_id: int, cursor: str) -> int:
     """The notification id a cursor points after; BadCursor for anything else."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not raw.startswith(CURSOR_PREFIX):
+        owner, _, value = signing.Signer(salt=CURSOR_SALT).unsign(cursor).partition(".")
+        if int(owner) != recipient_id:
             raise ValueError
-        value = int(raw[len(CURSOR_PREFIX):])
-        if value < 0 or value >= 2**63:
+        notification_id = int(value)
+        if not 0 <= notification_id < 2**63:
             raise ValueError
-        return value
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise BadCursor("The cursor is not one this API returned.", errors={"cursor": ["Invalid cursor."]}) from None
+        return notification_id
+    except (ValueError, signing.BadSignature):
+        raise BadCursor("The cursor is not one this API returned to you.", errors={"cursor": ["Invalid cursor."]}) from None
 
 
 ITEM_SQL = """
@@ -74,7 +74,7 @@ def inbox_page(*, recipient_id: int, status: str | None, cursor: str | None, lim
     """Newest first; the cursor is the last id seen, so items arriving meanwhile
     (always newer) never shift a page."""
     condition = STATUS_FILTERS[status]
-    before = cursor_decode(cursor) if cursor else 2**63 - 1
+    before = cursor_decode(recipient_id=recipient_id, cursor=cursor) if cursor else 2**63 - 1
     with connection.cursor() as db:
         db.execute(
             f"{ITEM_SQL} WHERE n.recipient_id = %s AND n.visible AND {condition} AND n.id < %s"
@@ -83,7 +83,9 @@ def inbox_page(*, recipient_id: int, status: str | None, cursor: str | None, lim
         )
         rows = db.fetchall()
     items = [item_from_row(row) for row in rows[:limit]]
-    next_cursor = cursor_encode(rows[limit - 1][0]) if len(rows) > limit else None
+    next_cursor = (
+        cursor_encode(recipient_id=recipient_id, notification_id=rows[limit - 1][0]) if len(rows) > limit else None
+    )
     return items, next_cursor
 
 

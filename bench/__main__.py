@@ -1,0 +1,133 @@
+"""python -m bench [scenario ...] [--quick] [--million] (see bench/README.md)."""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+
+from bench.common import loadavg, say
+from bench.env import ROOT, prepare
+from bench.procs import REGISTRY
+from bench import report
+
+SCENARIOS = ("ingest", "fanout", "inbox", "fanout_million")
+DEFAULT = ("ingest", "fanout", "inbox")
+
+
+def _runner(name: str):
+    if name == "ingest":
+        from bench import ingest
+
+        return ingest.run
+    if name == "fanout":
+        from bench import fanout
+
+        return fanout.run
+    if name == "fanout_million":
+        from bench import fanout
+
+        return fanout.run_million
+    if name == "inbox":
+        from bench import inbox
+
+        return inbox.run
+    raise KeyError(name)
+
+
+def _git() -> dict:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    return {"commit": git("rev-parse", "HEAD"), "dirty_files": len(git("status", "--porcelain").splitlines())}
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("scenarios", nargs="*", metavar="scenario",
+                        help=f"any of {', '.join(SCENARIOS)} (default: {' '.join(DEFAULT)})")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes and shorter loads (~1-2 min)")
+    parser.add_argument("--million", action="store_true", help="also run fanout_million (1M-subscriber topic)")
+    parser.add_argument("--generator", choices=["auto", "wrk", "aiohttp"], default="auto",
+                        help="HTTP load generator (auto: wrk when installed)")
+    parser.add_argument("--profile", action="store_true",
+                        help="ingest: py-spy a web worker during an extra single-POST phase")
+    args = parser.parse_args(argv)
+    names = list(args.scenarios or DEFAULT)
+    if args.million and "fanout_million" not in names:
+        names.append("fanout_million")
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    started = time.monotonic()
+    run_meta = {
+        "started_at": datetime.now(timezone.utc).isoformat(),
+        "stamp": stamp,
+        "argv": sys.argv[1:] if argv is None else argv,
+        "quick": args.quick,
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "loadavg_start": loadavg(),
+        "git": _git(),
+    }
+    results: dict[str, dict] = {}
+    interrupted = False
+    try:
+        say(f"scenarios: {', '.join(names)}{' (quick)' if args.quick else ''}")
+        env = prepare(stamp)
+        run_meta["services"] = env.describe()
+        run_meta["logs"] = str(env.log_dir)
+        for name in names:
+            say(f"=== {name} ===")
+            t0 = time.monotonic()
+            try:
+                result = _runner(name)(env, args)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # noqa: BLE001 - record it, go on with the next scenario
+                traceback.print_exc()
+                result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(), "metrics": []}
+            finally:
+                REGISTRY.stop_all()
+            result["seconds"] = round(time.monotonic() - t0, 1)
+            result["loadavg_end"] = loadavg()
+            results[name] = result
+            path = report.write(name, stamp, {"run": run_meta, "scenario": name, **result})
+            say(f"{name} done in {result['seconds']:.0f}s -> {path.relative_to(ROOT)}")
+    except KeyboardInterrupt:
+        interrupted = True
+        say("interrupted; stopping everything the bench started")
+    finally:
+        REGISTRY.stop_all()
+    run_meta["seconds"] = round(time.monotonic() - started, 1)
+    run_meta["interrupted"] = interrupted
+    if results:
+        print()
+        print(report.table(results))
+        print()
+        path = report.write_latest({"run": run_meta, "scenarios": results})
+        say(f"results: {path.relative_to(ROOT)} (total {run_meta['seconds']:.0f}s)")
+    if interrupted:
+        return 130
+    failed = any(r.get("error") for r in results.values())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
