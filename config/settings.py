@@ -177,10 +177,29 @@ CELERY_BROKER_POOL_LIMIT = 20
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
 # --- Channels ---------------------------------------------------------------
+# redis-py's defaults do not suit a websocket server: the async pool caps at
+# 100 connections (handshakes are refused in a connect burst) and a 5 s
+# socket_timeout races channels-redis's 5 s blocking read (channels_redis#422).
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "clarion:asgi"},
+        "CONFIG": {
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    "max_connections": env_int("CHANNEL_LAYER_MAX_CONNECTIONS", 1000),
+                    "socket_timeout": env_float("CHANNEL_LAYER_SOCKET_TIMEOUT", 30.0),
+                    "socket_connect_timeout": 5,
+                    "socket_keepalive": True,
+                    "health_check_interval": 25,
+                    "retry_on_timeout": True,
+                }
+            ],
+            "prefix": "clarion:asgi",
+            "capacity": env_int("CHANNEL_LAYER_CAPACITY", 1000),
+            "expiry": 60,
+            "group_expiry": 86400,
+        },
     }
 }
 

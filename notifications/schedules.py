@@ -26,6 +26,7 @@ def schedules() -> list[Schedule]:
     return [
         Schedule("event relay", "clarion.events.relay", config["RELAY_INTERVAL_SECONDS"], "critical"),
         Schedule("purge idempotency keys", "clarion.maintenance.purge_idempotency_keys", 3600, "low"),
+        Schedule("realtime presence sweep", "clarion.realtime.presence_sweep", 60, "low"),
     ]
 
 

@@ -94,3 +94,13 @@ def event_delivery_counts(*, event_id: str) -> dict[str, dict[str, int]]:
 
 def api_key_active_by_hash(key_hash: str) -> ApiKey | None:
     return ApiKey.objects.filter(key_hash=key_hash, revoked_at__isnull=True).only("id", "name").first()
+
+
+def unread_count(*, recipient_id: int) -> int:
+    with connection.cursor() as db:
+        db.execute(
+            "SELECT count(*) FROM notifications_notification"
+            " WHERE recipient_id = %s AND visible AND read_at IS NULL AND archived_at IS NULL",
+            [recipient_id],
+        )
+        return db.fetchone()[0]

@@ -1,11 +1,35 @@
 """Hints to open websockets that the database has something new.
 
-The database stays the truth; these are best-effort nudges that a client can
-always repair by asking for what it missed (see the Realtime contract).
+The database stays the truth; these are best-effort nudges. A lost hint is
+repaired by the client: every notification frame names the recipient's
+previous notification id, so a client that sees a gap asks to `resume`.
+Only recipients with an open socket cost a channel-layer send.
 """
 from __future__ import annotations
 
-from django.db import transaction
+import asyncio
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import connection, transaction
+from rest_framework.utils.encoders import JSONEncoder
+
+from notifications.inbox_items import ITEM_SQL, item_from_row
+from notifications.selectors import unread_count
+from realtime import presence
+
+log = logging.getLogger(__name__)
+_encoder = JSONEncoder()
+
+
+def group_name(recipient_id: int) -> str:
+    return f"inbox.{recipient_id}"
+
+
+def json_safe(item: dict) -> dict:
+    """Datetimes as the REST API writes them; the channel layer carries plain data."""
+    return {key: (_encoder.default(value) if hasattr(value, "isoformat") else value) for key, value in item.items()}
 
 
 def notifications_created_on_commit(*, event_id: str, recipient_ids: list[int]) -> None:
@@ -13,15 +37,74 @@ def notifications_created_on_commit(*, event_id: str, recipient_ids: list[int]) 
     transaction.on_commit(lambda: notifications_created(event_id=event_id, recipient_ids=recipient_ids))
 
 
-def notifications_created(*, event_id: str, recipient_ids: list[int]) -> None:
-    # The websocket push lands with the live bell; until then the inbox API is
-    # how clients learn of new items.
-    return None
-
-
-def unread_changed(*, recipient_id: int) -> None:
-    return None
+def notifications_created(*, event_id: str, recipient_ids: list[int]) -> int:
+    """Push the new notifications of `event_id` to the online recipients; returns sends made."""
+    try:
+        online = presence.online_among(recipient_ids)
+        if not online:
+            return 0
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                SELECT sub.*,
+                    (SELECT max(p.id) FROM notifications_notification p
+                     WHERE p.recipient_id = sub.recipient_id AND p.visible AND p.id < sub.id),
+                    (SELECT count(*) FROM notifications_notification u
+                     WHERE u.recipient_id = sub.recipient_id AND u.visible
+                       AND u.read_at IS NULL AND u.archived_at IS NULL)
+                FROM (
+                    {ITEM_SQL.replace("SELECT n.id,", "SELECT n.recipient_id, n.id,", 1)}
+                    WHERE n.event_id = %s AND n.recipient_id = ANY(%s) AND n.visible
+                ) sub
+                """,
+                [event_id, online],
+            )
+            rows = cursor.fetchall()
+        messages = [
+            (
+                group_name(row[0]),
+                {
+                    "type": "inbox.notification",
+                    "notification": json_safe(item_from_row(row[1:12])),
+                    "previous_id": str(row[12]) if row[12] is not None else None,
+                    "unread_count": row[13],
+                },
+            )
+            for row in rows
+        ]
+        _send_all(messages)
+        return len(messages)
+    except Exception:  # noqa: BLE001 - a hint must never fail the fan-out; clients repair via resume
+        log.exception("realtime push failed event_id=%s", event_id)
+        return 0
 
 
 def unread_changed_on_commit(*, recipient_id: int) -> None:
     transaction.on_commit(lambda: unread_changed(recipient_id=recipient_id))
+
+
+def unread_changed(*, recipient_id: int) -> None:
+    """Tell every open tab and device of the recipient its new unread count."""
+    try:
+        if not presence.online_among([recipient_id]):
+            return
+        count = unread_count(recipient_id=recipient_id)
+        _send_all([(group_name(recipient_id), {"type": "inbox.unread", "count": count})])
+    except Exception:  # noqa: BLE001
+        log.exception("realtime unread push failed recipient_id=%s", recipient_id)
+
+
+def _send_all(messages: list[tuple[str, dict]]) -> None:
+    if not messages:
+        return
+    layer = get_channel_layer()
+
+    async def send() -> None:
+        results = await asyncio.gather(
+            *(layer.group_send(group, message) for group, message in messages), return_exceptions=True
+        )
+        failures = [r for r in results if isinstance(r, Exception)]
+        if failures:
+            log.warning("%d of %d group sends failed: %r", len(failures), len(messages), failures[0])
+
+    async_to_sync(send)()

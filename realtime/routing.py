@@ -1,2 +1,7 @@
-"""Websocket routes; the inbox consumer arrives with the live bell."""
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from realtime.consumers import InboxConsumer
+
+websocket_urlpatterns = [
+    path("ws/inbox/", InboxConsumer.as_asgi()),
+]

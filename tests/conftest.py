@@ -81,3 +81,16 @@ def worker(django_db_setup, django_db_blocker):
     process.stop()
     if os.environ.get("CLARION_KEEP_WORKER_LOG"):
         print(process.log_text())
+
+
+@pytest.fixture(scope="session")
+def asgi_server(django_db_setup, django_db_blocker):
+    """The ASGI server (HTTP + websockets) on the test database, for the session."""
+    from django.db import connection
+
+    from tests.servers import AsgiServer
+
+    server = AsgiServer(database_url=database_url_for(connection.settings_dict), redis_url=settings.REDIS_URL)
+    server.start()
+    yield server
+    server.stop()

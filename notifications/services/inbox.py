@@ -5,7 +5,8 @@ from django.core import signing
 from django.db import connection, transaction
 
 from notifications.errors import ClarionError, NotFound
-from notifications.sqljson import from_db_json
+from notifications.inbox_items import ITEM_SQL, item_from_row
+from notifications.selectors import unread_count  # noqa: F401  (part of the inbox's API)
 from realtime.hints import unread_changed_on_commit
 
 STATUS_FILTERS = {
@@ -45,31 +46,6 @@ def cursor_decode(*, recipient_id: int, cursor: str) -> int:
         raise BadCursor("The cursor is not one this API returned to you.", errors={"cursor": ["Invalid cursor."]}) from None
 
 
-ITEM_SQL = """
-    SELECT n.id, t.key, t.category, n.title, n.body, n.url, e.actor, e.data,
-           n.created_at, n.read_at, n.archived_at
-    FROM notifications_notification n
-    JOIN notifications_event e ON e.id = n.event_id
-    JOIN notifications_notificationtype t ON t.id = e.type_id
-"""
-
-
-def item_from_row(row: tuple) -> dict:
-    return {
-        "id": str(row[0]),
-        "type": row[1],
-        "category": row[2],
-        "title": row[3],
-        "body": row[4],
-        "url": row[5] or None,
-        "actor": row[6] or None,
-        "data": from_db_json(row[7]),
-        "created_at": row[8],
-        "read_at": row[9],
-        "archived_at": row[10],
-    }
-
-
 def inbox_page(*, recipient_id: int, status: str | None, cursor: str | None, limit: int) -> tuple[list[dict], str | None]:
     """Newest first; the cursor is the last id seen, so items arriving meanwhile
     (always newer) never shift a page."""
@@ -97,16 +73,6 @@ def inbox_items_after(*, recipient_id: int, after_id: int, limit: int = 500) -> 
             [recipient_id, after_id, limit],
         )
         return [item_from_row(row) for row in db.fetchall()]
-
-
-def unread_count(*, recipient_id: int) -> int:
-    with connection.cursor() as db:
-        db.execute(
-            "SELECT count(*) FROM notifications_notification"
-            " WHERE recipient_id = %s AND visible AND read_at IS NULL AND archived_at IS NULL",
-            [recipient_id],
-        )
-        return db.fetchone()[0]
 
 
 MARK_ACTIONS = {
