@@ -22,4 +22,5 @@ def redis_url_with_db(url: str, db: int) -> str:
 
 
 _database_url, _redis_url = service_urls()
+os.environ.setdefault("SECRET_KEY", "clarion-test-suite-key-not-secret")
 os.environ["REDIS_URL"] = redis_url_with_db(_redis_url, int(os.environ.get("CLARION_TEST_REDIS_DB", "15")))

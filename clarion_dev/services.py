@@ -1000,7 +1000,12 @@ def ensure_services() -> dict[str, str]:
     """
     database_url = os.environ.get("DATABASE_URL") or ensure_postgres()
     redis_url = os.environ.get("REDIS_URL") or ensure_redis()
-    return {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
+    env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
+    if database_url != os.environ.get("DATABASE_URL") or redis_url != os.environ.get("REDIS_URL"):
+        # Processes started with these URLs run on development servers; settings
+        # then accept the built-in development SECRET_KEY.
+        env["CLARION_EMBEDDED"] = "1"
+    return env
 
 
 def stop_services() -> None:

@@ -1,9 +1,11 @@
-"""Clarion settings. Every knob is read from the environment; see docs/settings.md."""
+"""Clarion settings. Every knob is read from the environment; see docs/deployment.md."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 from config.env import env_bool, env_float, env_int, env_list, env_str, service_urls
@@ -11,7 +13,16 @@ from config.env import env_bool, env_float, env_int, env_list, env_str, service_
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = env_str("SECRET_KEY", "clarion-insecure-development-key-change-me-in-production")
+# Whether this process runs on the private development servers (no
+# DATABASE_URL/REDIS_URL given): only then is the built-in SECRET_KEY allowed.
+EMBEDDED_SERVICES = bool(os.environ.get("CLARION_EMBEDDED")) or not (
+    os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")
+)
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not (DEBUG or EMBEDDED_SERVICES or os.environ.get("CLARION_ALLOW_INSECURE_KEY")):
+        raise ImproperlyConfigured("Set SECRET_KEY (a long random string); it signs sessions and recipient tokens.")
+    SECRET_KEY = "clarion-insecure-development-key-change-me-in-production"
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list(
     "CSRF_TRUSTED_ORIGINS", ["http://127.0.0.1:8000", "http://localhost:8000"]
@@ -42,6 +53,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -77,7 +89,7 @@ DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
 if env_bool("DB_POOL", True):
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-        "min_size": env_int("DB_POOL_MIN_SIZE", 2),
+        "min_size": env_int("DB_POOL_MIN_SIZE", 1),
         "max_size": env_int("DB_POOL_MAX_SIZE", 16),
         "timeout": env_float("DB_POOL_TIMEOUT", 10.0),
     }
@@ -106,6 +118,27 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").exists() else []
+# Static files (admin, the bell widget) served by the app itself, compressed
+# and cache-busted, so a deployment needs no separate file server.
+# STATIC_MANIFEST=true (the Docker image, after collectstatic at build time):
+# hashed, compressed, cached forever. Otherwise files are found in the apps.
+STATIC_MANIFEST = env_bool("STATIC_MANIFEST", False)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if STATIC_MANIFEST
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = not STATIC_MANIFEST
+
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+if env_bool("USE_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # Request bodies above this are refused with 413 before parsing (a batch of
 # 1,000 events with 64 KiB of data each would be far larger, but such a batch is
