@@ -42,6 +42,7 @@ def manage(env: dict[str, str], *args: str, capture: bool = False) -> str:
 def main() -> int:
     env = service_env()
     env.setdefault("DEBUG", "true")
+    env.setdefault("CLARION_DEMO", "true")
     # The Procfile's commands (uvicorn, celery) live beside this interpreter.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     port = env.setdefault("PORT", "8000")
@@ -56,6 +57,7 @@ def main() -> int:
         f"""
   Clarion is starting (Ctrl-C stops everything).
 
+  Bell demo      {base}/demo/   (pick a recipient, send a test event)
   API            {base}/api/v1/
   API docs       {base}/api/docs/
   Admin          {base}/admin/   (python manage.py createsuperuser)

@@ -19,6 +19,9 @@ def main(argv: list[str]) -> int:
         for name, value in services.ensure_services().items():
             os.environ.setdefault(name, value)
     os.chdir(ROOT)
+    from clarion_dev.browser import ensure_chromium
+
+    ensure_chromium()
     import pytest
 
     return pytest.main(argv)

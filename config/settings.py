@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "django_prometheus",
     "channels",
+    "corsheaders",
     "notifications",
     "preferences",
     "templates_app",
@@ -54,6 +55,7 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -140,6 +142,12 @@ SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
 if env_bool("USE_X_FORWARDED_PROTO", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+# The bell widget calls the inbox API from the producer's pages: those origins
+# (default: CSRF_TRUSTED_ORIGINS) may, and only for the recipient-token API.
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", CSRF_TRUSTED_ORIGINS)
+CORS_URLS_REGEX = r"^/api/v1/inbox.*$"
+CORS_ALLOW_HEADERS = ["authorization", "content-type"]
+
 # Request bodies above this are refused with 413 before parsing (a batch of
 # 1,000 events with 64 KiB of data each would be far larger, but such a batch is
 # not a sane request either; producers split it).
@@ -177,6 +185,8 @@ CLARION = {
     "MAX_DATA_BYTES": 64 * 1024,
     "MAX_BATCH_EVENTS": 1000,
     "RECIPIENT_TOKEN_TTL_SECONDS": env_int("CLARION_RECIPIENT_TOKEN_TTL_SECONDS", 3600),
+    # The bell demo page at /demo/ (issues tokens for any recipient: never in production).
+    "DEMO": env_bool("CLARION_DEMO", DEBUG),
 }
 
 # --- Celery -----------------------------------------------------------------

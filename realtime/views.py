@@ -1,9 +1,69 @@
-from django.http import HttpResponse
+"""The home page and the bell demo (only with DEBUG or CLARION_DEMO=true)."""
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.http import Http404, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.csrf import ensure_csrf_cookie
+from django.views.decorators.http import require_POST
+
+from notifications.errors import ClarionError
+from notifications.models import Recipient
+from notifications.services.events import event_accept
+from notifications.services.tokens import recipient_token_issue
+
+DEMO_EVENT = {
+    "type": "comment.created",
+    "actor": "demo",
+    "data": {"post_title": "the demo post", "comment": "This arrived live.", "post_id": 1},
+}
 
 
 def home(request):
+    demo = '<li><a href="/demo/">Bell demo</a></li>' if settings.CLARION["DEMO"] else ""
     return HttpResponse(
         "<!doctype html><title>Clarion</title><h1>Clarion</h1>"
-        '<ul><li><a href="/api/docs/">API docs</a></li><li><a href="/admin/">Admin</a></li>'
+        f'<ul>{demo}<li><a href="/api/docs/">API docs</a></li><li><a href="/admin/">Admin</a></li>'
         '<li><a href="/metrics">Metrics</a></li><li><a href="/readyz">Readiness</a></li></ul>'
     )
+
+
+def _demo_only() -> None:
+    if not settings.CLARION["DEMO"]:
+        raise Http404("The demo is off (set CLARION_DEMO=true).")
+
+
+@ensure_csrf_cookie
+def demo(request):
+    _demo_only()
+    recipients = list(Recipient.objects.order_by("id").values_list("external_id", flat=True)[:50])
+    return render(request, "realtime/demo.html", {"recipients": recipients})
+
+
+@require_POST
+def demo_token(request):
+    """A recipient token for the demo page (a real app issues it server-side)."""
+    _demo_only()
+    external_id = request.POST.get("recipient") or ""
+    recipient = Recipient.objects.filter(external_id=external_id).first()
+    if recipient is None:
+        return JsonResponse({"detail": "unknown recipient"}, status=404)
+    token = recipient_token_issue(recipient_id=recipient.id)
+    return JsonResponse({"token": token.token, "expires_at": token.expires_at})
+
+
+@require_POST
+def demo_send(request):
+    """Send a test event to one recipient, as a producer would."""
+    _demo_only()
+    external_id = request.POST.get("recipient") or ""
+    body = {**DEMO_EVENT, "recipients": [external_id]}
+    if request.POST.get("comment"):
+        body["data"] = {**DEMO_EVENT["data"], "comment": request.POST["comment"]}
+    try:
+        accepted = event_accept(api_key_id=None, body=body)
+    except ClarionError as error:
+        return JsonResponse({"detail": error.detail, "errors": error.errors}, status=error.status)
+    return JsonResponse(json.loads(json.dumps(accepted.as_response())), status=202)

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 class AsgiServer:
     def __init__(self, *, database_url: str, redis_url: str, extra_env: dict[str, str] | None = None, workers: int = 1):
+        # The port is kept across kill()/start(), so clients reconnect to the same address.
         self.port = free_port()
         self.workers = workers
         self.env = {
@@ -25,6 +26,7 @@ class AsgiServer:
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
             "PYTHONUNBUFFERED": "1",
+            "CLARION_DEMO": "true",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "CSRF_TRUSTED_ORIGINS": f"http://127.0.0.1:{self.port},http://localhost:{self.port}",
             **(extra_env or {}),

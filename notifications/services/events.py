@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
@@ -15,7 +15,7 @@ from notifications.errors import ClarionError, Conflict, InvalidInput, NotFound
 from notifications.ids import uuid7
 from notifications.models import EventStatus
 from notifications.publish import on_commit_fan_out
-from notifications.selectors import TypeInfo, notification_types_by_key
+from notifications.selectors import TypeInfo, notification_type_cache_clear, notification_types_by_key
 from notifications.validation import EventInput, parse_event
 
 ACCEPTED = {"status": "accepted"}
@@ -38,7 +38,7 @@ def request_hash(body: dict) -> str:
     ).hexdigest()
 
 
-def event_accept(*, api_key_id: int, body: object, header_idempotency_key: str | None = None) -> Accepted:
+def event_accept(*, api_key_id: int | None, body: object, header_idempotency_key: str | None = None) -> Accepted:
     """Accept one event: validate, write it durably, publish its fan-out on commit."""
     result = events_accept_batch(
         api_key_id=api_key_id, bodies=[body], header_idempotency_key=header_idempotency_key
@@ -49,7 +49,7 @@ def event_accept(*, api_key_id: int, body: object, header_idempotency_key: str |
 
 
 def events_accept_batch(
-    *, api_key_id: int, bodies: list[object], header_idempotency_key: str | None = None
+    *, api_key_id: int | None, bodies: list[object], header_idempotency_key: str | None = None
 ) -> list[Accepted | ClarionError]:
     """Accept events independently: each result is Accepted or the error of that item.
 
@@ -66,6 +66,17 @@ def events_accept_batch(
             continue
         parsed.append((index, item, request_hash(body) if item.idempotency_key else ""))
 
+    try:
+        _resolve_and_write(api_key_id=api_key_id, parsed=parsed, results=results)
+    except IntegrityError:
+        # A type this process had cached was deleted meanwhile (the event's
+        # foreign key failed at commit): look the types up afresh, once.
+        notification_type_cache_clear()
+        _resolve_and_write(api_key_id=api_key_id, parsed=parsed, results=results)
+    return results  # type: ignore[return-value]
+
+
+def _resolve_and_write(*, api_key_id: int | None, parsed: list, results: list) -> None:
     types = notification_types_by_key({item.type_key for _, item, _ in parsed})
     valid: list[tuple[int, EventInput, str, TypeInfo]] = []
     for index, item, fingerprint in parsed:
@@ -77,13 +88,11 @@ def events_accept_batch(
             )
         else:
             valid.append((index, item, fingerprint, info))
-
     if valid:
         _write_events(api_key_id=api_key_id, items=valid, results=results)
-    return results  # type: ignore[return-value]
 
 
-def _write_events(*, api_key_id: int, items: list, results: list) -> None:
+def _write_events(*, api_key_id: int | None, items: list, results: list) -> None:
     now = timezone.now()
     with transaction.atomic():
         # Claim idempotency keys first; a concurrent duplicate waits on the
