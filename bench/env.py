@@ -136,6 +136,15 @@ def prepare(run_id: str) -> BenchEnv:
     redis_url = redis_url_with_db(server_redis, BENCH_REDIS_DB)
     if urlsplit(database_url).path == urlsplit(server_db).path:
         raise RuntimeError(f"refusing to bench in the application database {redact(server_db)}")
+    if not os.environ.get("SECRET_KEY") and not os.environ.get("CLARION_EMBEDDED"):
+        # Servers given by URL count as production-like: settings then insist on a
+        # SECRET_KEY. A random one per run serves the bench (tokens live one run).
+        import secrets
+
+        os.environ["SECRET_KEY"] = "bench-" + secrets.token_urlsafe(48)
+        secret_key_source = "generated for this run"
+    else:
+        secret_key_source = "environment" if os.environ.get("SECRET_KEY") else "development key (embedded servers)"
     created = _ensure_database(server_db, BENCH_DATABASE)
     say(f"database {BENCH_DATABASE} {'created' if created else 'exists'} on {redact(server_db).rsplit('/', 1)[0]}")
     log_dir = RESULTS_DIR / "logs" / run_id
@@ -160,6 +169,8 @@ def prepare(run_id: str) -> BenchEnv:
             for name in ("shared_buffers", "synchronous_commit", "fsync", "max_connections", "work_mem")
         }
     env.extra["fanout_page_size_env"] = os.environ.get("CLARION_FANOUT_PAGE_SIZE")
+    env.extra["secret_key"] = secret_key_source
+    env.extra["embedded_services"] = bool(os.environ.get("CLARION_EMBEDDED"))
     return env
 
 

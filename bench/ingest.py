@@ -198,7 +198,7 @@ def run(env: BenchEnv, opts) -> dict:
 
 def _profile_single(env: BenchEnv, web, base: str, generator: str, singles, seconds: int) -> dict:
     """py-spy one web worker process during an extra single-POST phase (not the measured one)."""
-    children = web.tree()[1:]
+    children = web.workers()
     if not children:
         return {"error": "no web worker process found"}
     target = children[0].pid

@@ -68,6 +68,17 @@ class Managed:
         except psutil.Error:
             return []
 
+    def workers(self) -> list[psutil.Process]:
+        """Serving children (uvicorn workers / Celery pool), not multiprocessing helpers."""
+        result = []
+        for proc in self.tree()[1:]:
+            try:
+                if "resource_tracker" not in " ".join(proc.cmdline()):
+                    result.append(proc)
+            except psutil.Error:
+                continue
+        return result
+
 
 class Registry:
     def __init__(self) -> None:
@@ -181,15 +192,14 @@ def start_web(env: BenchEnv, *, timeout: float = 90.0) -> tuple[Managed, str]:
                 ok_in_a_row = ok_in_a_row + 1 if resp.status == 200 else 0
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             ok_in_a_row = 0
-        workers = len(managed.tree()) - 1
-        if ok_in_a_row >= 5 and workers >= 1:
+        if ok_in_a_row >= 5 and managed.workers():
             break
         time.sleep(0.2)
     else:
         raise RuntimeError(f"web server not ready after {timeout:.0f}s:\n{managed.log_tail()}")
     # Let every worker process load the app: a burst of requests reaches all of them.
     _touch(base + "/healthz", 50)
-    say(f"web ready at {base} (pid {managed.pid}, {len(managed.tree()) - 1} worker processes)")
+    say(f"web ready at {base} (pid {managed.pid}, {len(managed.workers())} worker processes)")
     return managed, base
 
 
@@ -217,7 +227,7 @@ def start_worker(env: BenchEnv, procfile_name: str, *, timeout: float = 90.0,
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if log_path.exists() and b" ready." in log_path.read_bytes():
-            say(f"{procfile_name} ready (pid {managed.pid}, {len(managed.tree()) - 1} pool processes)")
+            say(f"{procfile_name} ready (pid {managed.pid}, {len(managed.workers())} pool processes)")
             return managed
         if not managed.alive():
             raise RuntimeError(f"{procfile_name} exited early:\n{managed.log_tail()}")
@@ -275,11 +285,18 @@ class CpuMeter:
         self.t0 = 0.0
 
     def _snapshot(self) -> dict[str, dict[tuple[int, float], float]]:
+        """Per group, CPU seconds per (pid, start time). Groups claim processes in
+        order, so a later group whose tree contains an earlier one (the bench
+        itself: parent of everything) gets only what is left (e.g. wrk)."""
         result: dict[str, dict[tuple[int, float], float]] = {}
+        claimed: set[int] = set()
         for name, roots in self.groups.items():
             per: dict[tuple[int, float], float] = {}
             for root in roots:
                 for proc in _tree_pids(root):
+                    if proc.pid in claimed:
+                        continue
+                    claimed.add(proc.pid)
                     try:
                         times = proc.cpu_times()
                         per[(proc.pid, proc.create_time())] = times.user + times.system

@@ -26,7 +26,7 @@ def start_record(pid: int, seconds: int, out: Path, rate: int = 200):
         say("py-spy not installed (pip install py-spy); no profile")
         return None
     argv = [exe, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", str(rate),
-            "--format", "raw", "--output", str(out), "--nonblocking"]
+            "--format", "raw", "--output", str(out), "--nonblocking", "--gil"]
     return REGISTRY.start("py-spy", argv, env={"PATH": "/usr/bin:/bin"}, log_path=out.with_suffix(".log"))
 
 
