@@ -1,11 +1,20 @@
 """Publishing Celery tasks for events, after the transaction commits.
 
-A failed publish is logged, never raised: the event row is already committed
-and the relay re-publishes it, so the producer still gets its 202.
+The API process does not publish one message per accepted event in the
+request: a background publisher thread takes accepted ids from a queue and
+publishes them in batches (one `fan_out_first_pages` message per priority per
+batch). At low load a batch is a single event published at once; under load
+the batches grow and the per-message cost of publishing is shared.
+
+A failed publish is logged, never raised: the event row is already
+committed and the relay re-publishes it.
 """
 from __future__ import annotations
 
 import logging
+import os
+import queue
+import threading
 from collections.abc import Iterable
 
 from django.db import transaction
@@ -17,6 +26,7 @@ log = logging.getLogger(__name__)
 FAN_OUT_PAGE = "clarion.events.fan_out_page"
 FAN_OUT_FIRST_PAGES = "clarion.events.fan_out_first_pages"
 PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+MAX_BATCH = 500
 
 
 def publish_fan_out_page(*, event_id: str, page: int, priority: str) -> None:
@@ -32,6 +42,9 @@ def publish_fan_out_page(*, event_id: str, page: int, priority: str) -> None:
 
 
 def publish_first_pages(*, event_ids: list[str], priority: str) -> None:
+    if len(event_ids) == 1:
+        publish_fan_out_page(event_id=event_ids[0], page=0, priority=priority)
+        return
     try:
         app.send_task(
             FAN_OUT_FIRST_PAGES,
@@ -43,19 +56,68 @@ def publish_first_pages(*, event_ids: list[str], priority: str) -> None:
         log.exception("publish failed for %d events; the relay will re-publish them", len(event_ids))
 
 
-def on_commit_fan_out(events: Iterable[tuple[str, str]]) -> None:
-    """After commit, start fan-out of (event_id, priority) pairs, one task per priority."""
+def publish_grouped(events: Iterable[tuple[str, str]]) -> None:
+    """Publish the first pages of (event_id, priority) pairs: one message per priority."""
     by_priority: dict[str, list[str]] = {}
     for event_id, priority in events:
         by_priority.setdefault(priority, []).append(event_id)
-    if not by_priority:
-        return
+    for priority, ids in by_priority.items():
+        publish_first_pages(event_ids=ids, priority=priority)
 
-    def publish() -> None:
-        for priority, ids in by_priority.items():
-            if len(ids) == 1:
-                publish_fan_out_page(event_id=ids[0], page=0, priority=priority)
-            else:
-                publish_first_pages(event_ids=ids, priority=priority)
 
-    transaction.on_commit(publish)
+class BatchingPublisher:
+    """One daemon thread per process that publishes accepted events in batches."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[str, str]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, events: list[tuple[str, str]]) -> None:
+        self._ensure_thread()
+        for item in events:
+            self._queue.put(item)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Block until everything submitted so far has been published (tests, shutdown)."""
+        done = threading.Event()
+        waiter = threading.Thread(target=lambda: (self._queue.join(), done.set()), daemon=True)
+        waiter.start()
+        done.wait(timeout)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                if self._pid != os.getpid():  # forked: the parent's queue and thread are not ours
+                    self._queue = queue.Queue()
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="clarion-publisher", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                publish_grouped(batch)
+            except Exception:  # noqa: BLE001 - never let the thread die
+                log.exception("publisher failed for %d events; the relay will re-publish them", len(batch))
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+
+publisher = BatchingPublisher()
+
+
+def on_commit_fan_out(events: list[tuple[str, str]]) -> None:
+    """After commit, hand (event_id, priority) pairs to the batching publisher."""
+    if events:
+        transaction.on_commit(lambda: publisher.submit(events))

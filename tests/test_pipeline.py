@@ -99,6 +99,7 @@ def test_relay_recovers_an_event_whose_publish_was_lost(worker, clean_redis, pro
     unreachable.conf.broker_connection_timeout = 0.5
     monkeypatch.setattr(publish, "app", unreachable)
     event_id = post_event(producer, ["lost-1"])
+    publish.publisher.flush()
     monkeypatch.undo()
     assert event_row(event_id)["status"] == "accepted"
     settings.CLARION = {**settings.CLARION, "RELAY_STALE_SECONDS": 0}

@@ -56,6 +56,7 @@ def done(event_id: str) -> bool:
 def test_queued_messages_survive_a_redis_restart(private_redis, private_worker, producer, comment_type):
     # No worker yet: the message waits in Redis across the restart.
     event_id = post(producer, "queued-1")
+    publish.publisher.flush()
     private_redis.stop()
     private_redis.start()
     private_worker.start()
@@ -71,6 +72,7 @@ def test_events_accepted_while_redis_is_down_are_relayed_once_it_is_back(
     wait_for(lambda: done(before), what="the first event")
     private_redis.stop()
     during = [post(producer, f"during-{n}") for n in range(3)]  # 202 although the broker is down
+    publish.publisher.flush(timeout=30)
     assert all(event_row(e)["status"] == "accepted" for e in during)
     private_redis.start()
     settings.CLARION = {**settings.CLARION, "RELAY_STALE_SECONDS": 0}

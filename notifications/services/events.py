@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -94,7 +95,10 @@ def _resolve_and_write(*, api_key_id: int | None, parsed: list, results: list) -
 
 def _write_events(*, api_key_id: int | None, items: list, results: list) -> None:
     now = timezone.now()
-    with transaction.atomic():
+    keyed_or_many = len(items) > 1 or any(item.idempotency_key for _, item, _, _ in items)
+    # A single event without a key is one INSERT: atomic on its own, so it runs
+    # in autocommit (one round trip instead of BEGIN, INSERT, COMMIT).
+    with transaction.atomic() if keyed_or_many else nullcontext():
         # Claim idempotency keys first; a concurrent duplicate waits on the
         # unique index here and then sees the winner's row.
         keyed = [(index, item, fingerprint) for index, item, fingerprint, _ in items if item.idempotency_key]
