@@ -174,7 +174,7 @@ SPECTACULAR_SETTINGS = {
 CLARION = {
     # Recipients per fan-out page: one Celery task and a constant number of
     # queries per page.
-    "FANOUT_PAGE_SIZE": env_int("CLARION_FANOUT_PAGE_SIZE", 5000),
+    "FANOUT_PAGE_SIZE": env_int("CLARION_FANOUT_PAGE_SIZE", 10000),
     # An event accepted or mid-fan-out whose last enqueue is older than this is
     # re-enqueued by the relay (lost publish, killed worker). Doubles per retry.
     "RELAY_STALE_SECONDS": env_float("CLARION_RELAY_STALE_SECONDS", 60.0),

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from django.db import connection
 
-from notifications.models import ApiKey, Event, NotificationType
+from notifications.models import Event, NotificationType
 
 TYPE_CACHE_SECONDS = 5.0
 
@@ -90,10 +90,6 @@ def event_delivery_counts(*, event_id: str) -> dict[str, dict[str, int]]:
         for channel, status, count in cursor.fetchall():
             counts.setdefault(channel, {})[status] = count
     return counts
-
-
-def api_key_active_by_hash(key_hash: str) -> ApiKey | None:
-    return ApiKey.objects.filter(key_hash=key_hash, revoked_at__isnull=True).only("id", "name").first()
 
 
 def unread_count(*, recipient_id: int) -> int:

@@ -208,7 +208,7 @@ def _insert_shared(event: LockedEvent, renderer: InAppRenderer, page_sql: str, p
             INSERT INTO notifications_notification
                 (event_id, recipient_id, title, body, url, visible, created_at)
             SELECT %(event_id)s, page.recipient_id, %(title)s, %(body)s, %(url)s, %(visible)s, now()
-            FROM page ORDER BY page.recipient_id
+            FROM page
         {_INSERT_TAIL}
         SELECT (SELECT count(*) FROM page), (SELECT max(recipient_id) FROM page),
                coalesce((SELECT array_agg(recipient_id) FROM ins), '{{}}')
