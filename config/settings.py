@@ -85,10 +85,11 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
-# Under ASGI each request's sync code runs in a fresh thread, so a persistent
-# per-thread connection would be a new connection per request: a psycopg pool
-# per process hands connections to whichever thread asks.
-if env_bool("DB_POOL", True):
+# Every process keeps one connection per thread (web: the WEB_THREADS pool of
+# config/asgi.py; workers: one per pool process). DB_POOL=true switches to a
+# psycopg pool per process instead, for deployments with many more threads
+# than the database should see connections.
+if env_bool("DB_POOL", False):
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env_int("DB_POOL_MIN_SIZE", 1),
@@ -96,8 +97,9 @@ if env_bool("DB_POOL", True):
         "timeout": env_float("DB_POOL_TIMEOUT", 10.0),
     }
 else:
-    DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 300)
+    DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 600)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {
@@ -180,6 +182,9 @@ CLARION = {
     "RELAY_STALE_SECONDS": env_float("CLARION_RELAY_STALE_SECONDS", 60.0),
     "RELAY_INTERVAL_SECONDS": env_float("CLARION_RELAY_INTERVAL_SECONDS", 5.0),
     "RELAY_BATCH": env_int("CLARION_RELAY_BATCH", 500),
+    # The API's publisher waits this long after the first accepted event for
+    # more, so one Celery message carries many events under load.
+    "PUBLISH_LINGER_SECONDS": env_float("CLARION_PUBLISH_LINGER_SECONDS", 0.003),
     "IDEMPOTENCY_TTL_HOURS": env_int("CLARION_IDEMPOTENCY_TTL_HOURS", 48),
     "MAX_EXPLICIT_RECIPIENTS": 1000,
     "MAX_DATA_BYTES": 64 * 1024,
@@ -218,6 +223,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_BROKER_POOL_LIMIT = 20
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Celery's Django fixup otherwise closes the database connection around every
+# task (measured: ~one new PostgreSQL session per fan-out task).
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 
 # --- Channels ---------------------------------------------------------------
 # redis-py's defaults do not suit a websocket server: the async pool caps at

@@ -15,6 +15,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterable
 
 from django.db import transaction
@@ -98,11 +99,16 @@ class BatchingPublisher:
                 self._thread.start()
 
     def _run(self) -> None:
+        from django.conf import settings
+
+        linger = settings.CLARION["PUBLISH_LINGER_SECONDS"]
         while True:
             batch = [self._queue.get()]
+            deadline = time.monotonic() + linger
             while len(batch) < MAX_BATCH:
+                remaining = deadline - time.monotonic()
                 try:
-                    batch.append(self._queue.get_nowait())
+                    batch.append(self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait())
                 except queue.Empty:
                     break
             try:

@@ -2,17 +2,12 @@
 characters (PostgreSQL's jsonb refuses them), depth-safe."""
 from __future__ import annotations
 
-import json
-
+import orjson
 from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
 from notifications.errors import TooLarge
-
-
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def _contains_nul(value) -> bool:
@@ -43,15 +38,10 @@ class StrictJSONParser(JSONParser):
         if not raw:
             raise ParseError("The request body is empty; a JSON document is expected.")
         try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ParseError("The request body is not valid UTF-8.") from exc
-        try:
-            data = json.loads(text, parse_constant=_reject_constant)
-        except RecursionError as exc:
-            raise ParseError("The JSON document is nested too deeply.") from exc
-        except ValueError as exc:
+            # orjson: strict RFC 8259 (no NaN/Infinity), UTF-8 checked, nesting capped.
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
             raise ParseError(f"Malformed JSON: {exc}") from exc
-        if "\\u0000" in text and _contains_nul(data):
+        if b"\\u0000" in raw and _contains_nul(data):
             raise ParseError("Strings must not contain the NUL character (\\u0000).")
         return data

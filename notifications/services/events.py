@@ -3,14 +3,13 @@ idempotency keys; fan-out is published only after it commits."""
 from __future__ import annotations
 
 import hashlib
-import json
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
-from psycopg.types.json import Jsonb
+import orjson
 
 from notifications.errors import ClarionError, Conflict, InvalidInput, NotFound
 from notifications.ids import uuid7
@@ -34,9 +33,7 @@ class Accepted:
 def request_hash(body: dict) -> str:
     """Fingerprint of an event body for idempotency (key itself excluded)."""
     canonical = {k: v for k, v in body.items() if k != "idempotency_key"}
-    return hashlib.sha256(
-        json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    ).hexdigest()
+    return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def event_accept(*, api_key_id: int | None, body: object, header_idempotency_key: str | None = None) -> Accepted:
@@ -149,9 +146,9 @@ def _write_events(*, api_key_id: int | None, items: list, results: list) -> None
                     event_id,
                     api_key_id,
                     info.id,
-                    Jsonb(item.recipients_spec),
+                    orjson.dumps(item.recipients_spec).decode(),
                     item.actor,
-                    Jsonb(item.data),
+                    item.data_json.decode(),
                     priority,
                     item.channels,
                     item.send_at,
@@ -210,7 +207,7 @@ def _insert_events(rows: list[tuple], now: datetime) -> None:
             cursor.execute(
                 f"INSERT INTO notifications_event ({columns}, created_at, enqueued_at, fanout_page,"
                 " fanout_source, fanout_cursor, recipient_count, relay_attempts, error)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0, 0, 0, 0, 0, '')",
+                " VALUES (%s, %s, %s, %s::jsonb, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, 0, 0, 0, 0, 0, '')",
                 [*rows[0], now, now],
             )
             return
