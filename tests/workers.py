@@ -2,15 +2,11 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from urllib.parse import quote
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.processes import ManagedProcess
 
 
 def database_url_for(settings_dict: dict) -> str:
@@ -24,11 +20,14 @@ def database_url_for(settings_dict: dict) -> str:
     return f"postgresql://{auth}{host}{':' + str(port) if port else ''}/{settings_dict['NAME']}"
 
 
-class WorkerProcess:
+class WorkerProcess(ManagedProcess):
     """A `celery worker` consuming every priority queue, startable and killable."""
+
+    name = "worker"
 
     def __init__(self, *, database_url: str, redis_url: str, extra_env: dict[str, str] | None = None,
                  queues: str = "critical,high,normal,low", concurrency: int = 2):
+        super().__init__()
         self.env = {
             **os.environ,
             "DATABASE_URL": database_url,
@@ -39,49 +38,22 @@ class WorkerProcess:
         }
         self.queues = queues
         self.concurrency = concurrency
-        self.process: subprocess.Popen | None = None
-        self.log_path = Path(tempfile.mkstemp(prefix="clarion-worker-", suffix=".log")[1])
 
     def start(self, timeout: float = 60.0) -> None:
-        log = self.log_path.open("ab")
         offset = self.log_path.stat().st_size
-        self.process = subprocess.Popen(
+        self.launch(
             [
                 sys.executable, "-m", "celery", "-A", "config", "worker",
                 "-Q", self.queues, "-c", str(self.concurrency), "-P", "prefork",
                 "--without-mingle", "--without-gossip", "-n", f"test-{os.getpid()}-{time.time_ns()}@%h",
                 "-l", "info",
             ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, so kill() takes the pool children too
+            self.env,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             with self.log_path.open("rb") as handle:
                 handle.seek(offset)
-                if b" ready." in handle.read():
-                    return
-            if self.process.poll() is not None:
-                raise RuntimeError(f"celery worker exited early:\n{self.log_text()[-4000:]}")
-            time.sleep(0.1)
-        raise RuntimeError(f"celery worker not ready after {timeout}s:\n{self.log_text()[-4000:]}")
+                return b" ready." in handle.read()
 
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def kill(self) -> None:
-        """SIGKILL the worker and its pool children at once, as a crash would."""
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        self.wait_until(ready, timeout)
