@@ -12,7 +12,7 @@ from notifications.services.events import event_accept
 from notifications.services.fanout import event_fan_out_page
 from notifications.services.tokens import recipient_token_issue
 from realtime.hints import notifications_created
-from tests.helpers import subscribe_many
+from tests.helpers import subscribe_many, wait_for
 from tests.wsclient import InboxSocket
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.pipeline]
@@ -292,3 +292,23 @@ def test_a_posted_event_reaches_a_connected_socket_through_the_worker(asgi_serve
 
     frame = run(scenario())
     assert frame["notification"]["title"] == "bo commented"
+
+
+def test_a_connect_burst_and_a_mass_disconnect_leave_the_server_healthy(asgi_server, clean_redis):
+    from realtime import presence
+
+    recipients = [Recipient.objects.get_or_create(external_id=f"burst-{n}")[0] for n in range(300)]
+    tokens = [recipient_token_issue(recipient_id=r.id).token for r in recipients]
+
+    async def scenario():
+        sockets = await asyncio.gather(*(InboxSocket.open(asgi_server.ws_url, token) for token in tokens))
+        counts = await asyncio.gather(*(socket.expect("unread_count", timeout=30) for socket in sockets))
+        online_while_open = presence.sync_client().scard(presence.ONLINE_KEY)
+        await asyncio.gather(*(socket.connection.close() for socket in sockets))
+        return counts, online_while_open
+
+    counts, online_while_open = run(scenario())
+    assert len(counts) == 300 and all(frame["count"] == 0 for frame in counts)
+    assert online_while_open == 300
+    wait_for(lambda: presence.sync_client().scard(presence.ONLINE_KEY) == 0, timeout=20, what="presence to empty")
+    assert httpx.get(f"{asgi_server.base_url}/healthz").status_code == 200
