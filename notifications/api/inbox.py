@@ -105,3 +105,18 @@ class ReadAllView(InboxView):
     @extend_schema(request=None, summary="Mark every notification read")
     def post(self, request):
         return Response({"updated": inbox.inbox_read_all(recipient_id=self.recipient_id)})
+
+
+class InboxPreferencesView(InboxView):
+    @extend_schema(summary="The recipient's own preference center")
+    def get(self, request):
+        from preferences.services import preferences_get
+
+        return Response(preferences_get(recipient_id=self.recipient_id))
+
+    @extend_schema(request=None, summary="Replace the recipient's own preferences")
+    def put(self, request):
+        from notifications.api.producer import _body
+        from preferences.services import preferences_put
+
+        return Response(preferences_put(recipient_id=self.recipient_id, body=_body(request)))

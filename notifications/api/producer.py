@@ -162,3 +162,19 @@ def _int_param(request, name: str, *, default: int, maximum: int) -> int:
             f"{name} must be an integer from 1 to {maximum}.", errors={name: [f"Must be 1 to {maximum}."]}, status=400
         )
     return int(raw)
+
+
+class RecipientPreferencesView(APIView):
+    @extend_schema(summary="A recipient's preferences")
+    def get(self, request, external_id: str):
+        from preferences.services import preferences_get
+
+        return Response(preferences_get(recipient_id=recipients.recipient_get(external_id=external_id).id))
+
+    @extend_schema(request=None, summary="Replace a recipient's preferences")
+    def put(self, request, external_id: str):
+        from preferences.services import preferences_put
+
+        recipients.check_external_id(external_id)
+        recipient, _ = Recipient.objects.get_or_create(external_id=external_id)
+        return Response(preferences_put(recipient_id=recipient.id, body=_body(request)))

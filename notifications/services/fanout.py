@@ -62,6 +62,8 @@ class LockedEvent:
     type_channels: list[str]
     templates: dict
     default_locale: str
+    category: str = ""
+    required_channels: list[str] = field(default_factory=list)
     channels_in_app: bool = True
 
 
@@ -126,7 +128,7 @@ def _lock_event(event_id: str) -> LockedEvent | None:
             """
             SELECT e.id, e.status, e.fanout_page, e.fanout_source, e.fanout_cursor, e.priority,
                    e.recipients, e.actor, e.data, e.channels,
-                   t.key, t.channels, t.templates, t.default_locale
+                   t.key, t.channels, t.templates, t.default_locale, t.category, t.required_channels
             FROM notifications_event e JOIN notifications_notificationtype t ON t.id = e.type_id
             WHERE e.id = %s
             FOR UPDATE OF e
@@ -137,12 +139,12 @@ def _lock_event(event_id: str) -> LockedEvent | None:
     if row is None:
         return None
     (event_id, status, page, source, cursor_id, priority, recipients, actor, data, channels,
-     type_key, type_channels, templates, default_locale) = row
+     type_key, type_channels, templates, default_locale, category, required_channels) = row
     return LockedEvent(
         id=str(event_id), status=status, page=page, source=source, cursor=cursor_id, priority=priority,
         recipients=from_db_json(recipients), actor=actor, data=from_db_json(data), channels=channels,
         type_key=type_key, type_channels=type_channels, templates=from_db_json(templates),
-        default_locale=default_locale,
+        default_locale=default_locale, category=category, required_channels=list(required_channels),
     )
 
 
@@ -186,16 +188,40 @@ class InAppRenderer:
         return title, render_simple(variant.get("body", ""), context), render_simple(variant.get("url", ""), context)
 
 
+def _preference_lateral(recipient: str, channel: str, alias: str) -> str:
+    """The recipient's most specific on/off for a channel (type, then category,
+    then global), as `alias.enabled`; NULL when no row decides: see
+    docs/preferences.md. One index probe per row, no query per recipient."""
+    return f"""
+    LEFT JOIN LATERAL (
+        SELECT p.enabled FROM preferences_channelpreference p
+        WHERE p.recipient_id = {recipient} AND p.channel = {channel}
+          AND ((p.scope = 'type' AND p.key = %(type_key)s)
+            OR (p.scope = 'category' AND p.key = %(category)s)
+            OR (p.scope = 'global' AND p.key = ''))
+        ORDER BY CASE p.scope WHEN 'type' THEN 0 WHEN 'category' THEN 1 ELSE 2 END
+        LIMIT 1
+    ) {alias} ON TRUE"""
+
+
+# In-app is visible unless the recipient turned it off (and it is not required).
+_VISIBLE = "%(visible)s AND (%(in_app_required)s OR coalesce(in_app_pref.enabled, TRUE))"
+
 # Inserts the page's notifications (skipping any that exist) and a delivery row
-# per external channel for each new one; returns the recipients newly notified.
-_INSERT_TAIL = """
+# per external channel for each new one — `skipped` with reason `preference`
+# where the recipient turned that channel off; returns the recipients notified.
+_INSERT_TAIL = f"""
     ON CONFLICT (event_id, recipient_id) DO NOTHING
     RETURNING id, recipient_id
 ), deliveries AS (
     INSERT INTO notifications_delivery
         (notification_id, channel, status, reason, address, attempts, created_at, updated_at)
-    SELECT ins.id, ch, 'queued', '', '', 0, now(), now()
+    SELECT ins.id, ch,
+           CASE WHEN pref.enabled IS FALSE AND NOT ch = ANY(%(required)s::text[]) THEN 'skipped' ELSE 'queued' END,
+           CASE WHEN pref.enabled IS FALSE AND NOT ch = ANY(%(required)s::text[]) THEN 'preference' ELSE '' END,
+           '', 0, now(), now()
     FROM ins CROSS JOIN unnest(%(channels)s::text[]) AS ch
+    {_preference_lateral("ins.recipient_id", "ch", "pref")}
     ON CONFLICT (notification_id, channel) DO NOTHING
 )
 """
@@ -207,8 +233,9 @@ def _insert_shared(event: LockedEvent, renderer: InAppRenderer, page_sql: str, p
         ins AS (
             INSERT INTO notifications_notification
                 (event_id, recipient_id, title, body, url, visible, created_at)
-            SELECT %(event_id)s, page.recipient_id, %(title)s, %(body)s, %(url)s, %(visible)s, now()
+            SELECT %(event_id)s, page.recipient_id, %(title)s, %(body)s, %(url)s, {_VISIBLE}, now()
             FROM page
+            {_preference_lateral("page.recipient_id", "'in_app'", "in_app_pref")}
         {_INSERT_TAIL}
         SELECT (SELECT count(*) FROM page), (SELECT max(recipient_id) FROM page),
                coalesce((SELECT array_agg(recipient_id) FROM ins), '{{}}')
@@ -219,9 +246,10 @@ _INSERT_RENDERED = f"""
     WITH ins AS (
         INSERT INTO notifications_notification
             (event_id, recipient_id, title, body, url, visible, created_at)
-        SELECT %(event_id)s, r, t, b, u, %(visible)s, now()
+        SELECT %(event_id)s, r, t, b, u, {_VISIBLE}, now()
         FROM unnest(%(rids)s::bigint[], %(titles)s::text[], %(bodies)s::text[], %(urls)s::text[])
              AS x(r, t, b, u)
+        {_preference_lateral("x.r", "'in_app'", "in_app_pref")}
         ORDER BY r
     {_INSERT_TAIL}
     SELECT coalesce((SELECT array_agg(recipient_id) FROM ins), '{{}}')
@@ -248,28 +276,31 @@ def _insert_rendered(event: LockedEvent, renderer: InAppRenderer, rows: list[tup
         cursor.execute(
             _INSERT_RENDERED,
             {
-                "event_id": event.id,
-                "visible": event.channels_in_app,
+                **_base_params(event, channels),
                 "rids": [row[0] for row in rows],
                 "titles": [r[0] for r in rendered],
                 "bodies": [r[1] for r in rendered],
                 "urls": [r[2] for r in rendered],
-                "channels": channels,
             },
         )
         return list(cursor.fetchone()[0])
 
 
-def _shared_params(event: LockedEvent, renderer: InAppRenderer, channels: list[str]) -> dict:
-    title, body, url = renderer.shared
+def _base_params(event: LockedEvent, channels: list[str]) -> dict:
     return {
         "event_id": event.id,
-        "title": title,
-        "body": body,
-        "url": url,
         "visible": event.channels_in_app,
         "channels": channels,
+        "required": event.required_channels,
+        "in_app_required": Channel.IN_APP in event.required_channels,
+        "type_key": event.type_key,
+        "category": event.category,
     }
+
+
+def _shared_params(event: LockedEvent, renderer: InAppRenderer, channels: list[str]) -> dict:
+    title, body, url = renderer.shared
+    return {**_base_params(event, channels), "title": title, "body": body, "url": url}
 
 
 def _insert_for_explicit(event: LockedEvent, external_ids: list[str], channels: list[str], renderer: InAppRenderer) -> list[int]:

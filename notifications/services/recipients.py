@@ -116,6 +116,8 @@ def recipient_erase(*, external_id: str) -> None:
             )
             cursor.execute("DELETE FROM notifications_notification WHERE recipient_id = %s", [recipient_id])
             cursor.execute("DELETE FROM notifications_subscription WHERE recipient_id = %s", [recipient_id])
+            cursor.execute("DELETE FROM preferences_channelpreference WHERE recipient_id = %s", [recipient_id])
+            cursor.execute("DELETE FROM preferences_deliverysettings WHERE recipient_id = %s", [recipient_id])
             cursor.execute("DELETE FROM notifications_recipient WHERE id = %s", [recipient_id])
 
 
@@ -163,8 +165,11 @@ def recipient_export(*, external_id: str) -> dict:
             [recipient.id],
         )
         topics = [row[0] for row in cursor.fetchall()]
+    from preferences.services import preferences_get
+
     return {
         "recipient": profile_json(recipient),
+        "preferences": preferences_get(recipient_id=recipient.id),
         "topics": topics,
         "notifications": notifications,
         "deliveries": deliveries,
