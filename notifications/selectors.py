@@ -63,9 +63,11 @@ def event_get(*, event_id: str) -> Event | None:
     return Event.objects.select_related("type").filter(id=event_id).first()
 
 
-def event_delivery_counts(*, event_id: str) -> dict[str, dict[str, int]]:
-    """Counts by channel and status; in-app from the notifications themselves."""
+def event_delivery_counts(*, event_id: str) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+    """Counts by channel and status, and of skipped deliveries by channel and
+    reason; in-app from the notifications themselves."""
     counts: dict[str, dict[str, int]] = {}
+    reasons: dict[str, dict[str, int]] = {}
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -79,17 +81,21 @@ def event_delivery_counts(*, event_id: str) -> dict[str, dict[str, int]]:
             counts["in_app"] = {"delivered": delivered, "opened": opened}
         cursor.execute(
             """
-            SELECT d.channel, d.status, count(*)
+            SELECT d.channel, d.status, d.reason, count(*)
             FROM notifications_delivery d
             JOIN notifications_notification n ON n.id = d.notification_id
             WHERE n.event_id = %s
-            GROUP BY d.channel, d.status
+            GROUP BY d.channel, d.status, d.reason
             """,
             [event_id],
         )
-        for channel, status, count in cursor.fetchall():
-            counts.setdefault(channel, {})[status] = count
-    return counts
+        for channel, status, reason, count in cursor.fetchall():
+            by_status = counts.setdefault(channel, {})
+            by_status[status] = by_status.get(status, 0) + count
+            if status == "skipped" or reason:
+                by_reason = reasons.setdefault(channel, {})
+                by_reason[reason] = by_reason.get(reason, 0) + count
+    return counts, reasons
 
 
 def unread_count(*, recipient_id: int) -> int:

@@ -8,6 +8,7 @@ the database and de-duplicates live frames by id.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from urllib.parse import parse_qs
 
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 CLOSE_UNAUTHORIZED = 4401
 RESUME_PAGE = 500
 REMEMBERED_IDS = 2000
+# channels-redis forgets a group member after its group_expiry (a day); a
+# long-lived socket re-joins its group well before that.
+GROUP_REJOIN_SECONDS = 3600
 
 
 @database_sync_to_async
@@ -75,6 +79,7 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):
         self.sent_set: set[str] = set()
         self.group = group_name(self.recipient_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        self.joined_at = time.monotonic()
         await presence.connection_opened(recipient_id=self.recipient_id, channel_name=self.channel_name)
         await self.accept()
         await self.send_json({"type": "unread_count", "count": await _unread(self.recipient_id)})
@@ -101,6 +106,9 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):
             return
         kind = content.get("type") if isinstance(content, dict) else None
         await presence.connection_refreshed(recipient_id=self.recipient_id, channel_name=self.channel_name)
+        if time.monotonic() - self.joined_at > GROUP_REJOIN_SECONDS:
+            await self.channel_layer.group_add(self.group, self.channel_name)
+            self.joined_at = time.monotonic()
         if kind == "ping":
             await self.send_json({"type": "pong"})
         elif kind == "resume":

@@ -62,7 +62,8 @@ class EventDetailView(APIView):
         event = event_get(event_id=event_id)
         if event is None:
             raise NotFound("No such event.")
-        return Response(s.event_json(event, event_delivery_counts(event_id=event_id)))
+        counts, reasons = event_delivery_counts(event_id=event_id)
+        return Response({**s.event_json(event, counts), "delivery_reasons": reasons})
 
     @extend_schema(summary="Cancel a scheduled event", responses={204: None})
     def delete(self, request, event_id: str):

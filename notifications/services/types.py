@@ -48,11 +48,11 @@ def parse_type(key: str, body: object) -> dict:
     ):
         errors.setdefault("templates", []).append("Must map channel → locale → template fields.")
     fields["templates"] = templates
-    for name in ("digest", "throttle"):
-        value = body.get(name)
-        if value is not None and not isinstance(value, dict):
-            errors.setdefault(name, []).append("Must be an object or null.")
-        fields[name] = value
+    digest = body.get("digest")
+    if digest is not None and not isinstance(digest, dict):
+        errors.setdefault("digest", []).append("Must be an object or null.")
+    fields["digest"] = digest
+    fields["throttle"] = _parse_throttle(body.get("throttle"), errors)
     default_locale = body.get("default_locale", "en")
     if not isinstance(default_locale, str) or not default_locale:
         errors.setdefault("default_locale", []).append("Must be a locale tag.")
@@ -60,6 +60,23 @@ def parse_type(key: str, body: object) -> dict:
     if errors:
         raise InvalidInput("The notification type has invalid fields.", errors=errors)
     return fields
+
+
+def _parse_throttle(value: object, errors: dict) -> dict | None:
+    """{"limit": N, "window_seconds": W, "key": "{{ post_id }}"}: at most N per
+    recipient (and key, when given) per window of W seconds."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not set(value) <= {"limit", "window_seconds", "key"}:
+        errors.setdefault("throttle", []).append('Must be {"limit": N, "window_seconds": W, "key": optional template}.')
+        return None
+    for name in ("limit", "window_seconds"):
+        number = value.get(name)
+        if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+            errors.setdefault(f"throttle.{name}", []).append("Must be a whole number of at least 1.")
+    if "key" in value and not isinstance(value["key"], str):
+        errors.setdefault("throttle.key", []).append("Must be a template string.")
+    return value
 
 
 def notification_type_put(*, key: str, body: object) -> tuple[NotificationType, bool]:

@@ -1,0 +1,144 @@
+"""The statement that inserts one page of fan-out, with every per-recipient
+rule applied set-based inside it (see docs/preferences.md).
+
+A page is a relation `page(recipient_id, title, body, url)`; the statement
+
+1. inserts a notification per row (`ON CONFLICT DO NOTHING`: exactly once),
+   visible unless the recipient turned in-app off;
+2. works out, for recipients with delivery settings, whether their quiet
+   hours are on now in their time zone and when they end, and their local day;
+3. inserts a delivery per new notification and external channel: `skipped`
+   (`preference`) where the recipient turned the channel off, else `queued`,
+   due now or at the end of the quiet hours (`quiet_hours`);
+4. returns the page's size and last recipient, the recipients notified, and
+   the queued deliveries that a daily cap or the type's throttle must still
+   pass (checked against Redis counters by services.limits).
+
+`critical` bypasses quiet hours, caps and throttles.
+"""
+from __future__ import annotations
+
+
+def preference_lateral(recipient: str, channel: str, alias: str) -> str:
+    """The recipient's most specific on/off for a channel (type, then category,
+    then global) as `alias.enabled`, NULL when no row decides. One probe of the
+    unique index (recipient, channel, scope, key) per row."""
+    return f"""
+    LEFT JOIN LATERAL (
+        SELECT p.enabled FROM preferences_channelpreference p
+        WHERE p.recipient_id = {recipient} AND p.channel = {channel}
+          AND ((p.scope = 'type' AND p.key = %(type_key)s)
+            OR (p.scope = 'category' AND p.key = %(category)s)
+            OR (p.scope = 'global' AND p.key = ''))
+        ORDER BY CASE p.scope WHEN 'type' THEN 0 WHEN 'category' THEN 1 ELSE 2 END
+        LIMIT 1
+    ) {alias} ON TRUE"""
+
+
+_OFF = "pref.enabled IS FALSE AND NOT ch = ANY(%(required)s::text[])"
+
+_PAGE_STATEMENT = f"""
+WITH page AS ({{page_sql}}),
+ins AS (
+    INSERT INTO notifications_notification (event_id, recipient_id, title, body, url, visible, created_at)
+    SELECT %(event_id)s, page.recipient_id, page.title, page.body, page.url,
+           %(visible)s AND (%(in_app_required)s OR coalesce(in_app_pref.enabled, TRUE)), now()
+    FROM page
+    {preference_lateral("page.recipient_id", "'in_app'", "in_app_pref")}
+    ON CONFLICT (event_id, recipient_id) DO NOTHING
+    RETURNING id, recipient_id
+),
+rules AS (
+    SELECT ins.id AS notification_id, ins.recipient_id, s.daily_caps, local.d AS local_day,
+           CASE WHEN s.quiet_start IS NOT NULL AND NOT %(critical)s AND (
+                    CASE WHEN s.quiet_start < s.quiet_end
+                         THEN local.t >= s.quiet_start AND local.t < s.quiet_end
+                         ELSE local.t >= s.quiet_start OR local.t < s.quiet_end END)
+                THEN ((CASE WHEN local.t < s.quiet_end THEN local.d ELSE local.d + 1 END) + s.quiet_end)
+                     AT TIME ZONE local.tz
+           END AS release_at
+    FROM ins
+    LEFT JOIN preferences_deliverysettings s ON s.recipient_id = ins.recipient_id
+    LEFT JOIN LATERAL (
+        SELECT z.tz, (%(now)s::timestamptz AT TIME ZONE z.tz)::time AS t,
+               (%(now)s::timestamptz AT TIME ZONE z.tz)::date AS d
+        FROM (SELECT coalesce(nullif(r.timezone, ''), 'UTC') AS tz
+              FROM notifications_recipient r WHERE r.id = ins.recipient_id) z
+    ) local ON s.recipient_id IS NOT NULL
+),
+deliveries AS (
+    INSERT INTO notifications_delivery
+        (notification_id, channel, status, reason, address, attempts, next_attempt_at, created_at, updated_at)
+    SELECT rules.notification_id, ch,
+           CASE WHEN {_OFF} THEN 'skipped' ELSE 'queued' END,
+           CASE WHEN {_OFF} THEN 'preference' WHEN rules.release_at IS NOT NULL THEN 'quiet_hours' ELSE '' END,
+           '', 0, coalesce(rules.release_at, %(now)s::timestamptz), now(), now()
+    FROM rules CROSS JOIN unnest(%(channels)s::text[]) AS ch
+    {preference_lateral("rules.recipient_id", "ch", "pref")}
+    ON CONFLICT (notification_id, channel) DO NOTHING
+    RETURNING id, notification_id, channel, status
+),
+limited AS (
+    SELECT d.id, rules.recipient_id, d.channel, (rules.daily_caps ->> d.channel)::int AS cap, rules.local_day
+    FROM deliveries d JOIN rules ON rules.notification_id = d.notification_id
+    WHERE d.status = 'queued' AND NOT %(critical)s
+      AND (%(throttled)s OR coalesce(rules.daily_caps ? d.channel, FALSE))
+)
+SELECT (SELECT count(*) FROM page), (SELECT max(recipient_id) FROM page),
+       coalesce((SELECT array_agg(recipient_id) FROM ins), '{{}}'),
+       coalesce((SELECT json_agg(json_build_array(id, recipient_id, channel, cap, local_day::text)) FROM limited), '[]')
+"""
+
+
+def page_statement(page_sql: str) -> str:
+    """The full statement for a page given as SQL producing (recipient_id, title, body, url)."""
+    return _PAGE_STATEMENT.replace("{page_sql}", page_sql)
+
+
+# Pages of a topic, in recipient-id order after a cursor, with the shared rendering.
+TOPIC_PAGE = """
+    SELECT s.recipient_id, %(title)s::text AS title, %(body)s::text AS body, %(url)s::text AS url
+    FROM notifications_subscription s
+    WHERE s.topic_id = (SELECT id FROM notifications_topic WHERE key = %(topic)s)
+      AND s.recipient_id > %(cursor)s
+    ORDER BY s.recipient_id
+    LIMIT %(limit)s
+"""
+
+# Recipients given by id, with the shared rendering.
+IDS_PAGE = """
+    SELECT unnest(%(rids)s::bigint[]) AS recipient_id,
+           %(title)s::text AS title, %(body)s::text AS body, %(url)s::text AS url
+"""
+
+# Recipients rendered one by one.
+RENDERED_PAGE = """
+    SELECT * FROM unnest(%(rids)s::bigint[], %(titles)s::text[], %(bodies)s::text[], %(urls)s::text[])
+        AS x(recipient_id, title, body, url)
+"""
+
+# The profiles of a topic page, for per-recipient rendering.
+TOPIC_PROFILES = """
+    SELECT r.id, r.external_id, r.email, r.phone, r.locale, r.timezone, r.data
+    FROM notifications_subscription s JOIN notifications_recipient r ON r.id = s.recipient_id
+    WHERE s.topic_id = (SELECT id FROM notifications_topic WHERE key = %(topic)s)
+      AND s.recipient_id > %(cursor)s
+    ORDER BY s.recipient_id
+    LIMIT %(limit)s
+"""
+
+# Explicit recipients by external id, created on the fly; their profiles.
+UPSERT_RECIPIENTS = """
+    WITH wanted AS (SELECT unnest(%(ids)s::text[]) AS external_id),
+    created AS (
+        INSERT INTO notifications_recipient
+            (external_id, email, phone, locale, timezone, data, created_at, updated_at)
+        SELECT external_id, '', '', '', '', '{}', now(), now() FROM wanted
+        ON CONFLICT (external_id) DO NOTHING
+        RETURNING id, external_id, email, phone, locale, timezone, data
+    )
+    SELECT * FROM created
+    UNION ALL
+    SELECT r.id, r.external_id, r.email, r.phone, r.locale, r.timezone, r.data
+    FROM notifications_recipient r JOIN wanted USING (external_id)
+"""
