@@ -1,4 +1,9 @@
+import json
+
 from django.contrib import admin, messages
+from django.http import JsonResponse
+from django.shortcuts import render
+from django.urls import path
 from django.utils import timezone
 
 from notifications.api.auth import api_key_create
@@ -14,7 +19,13 @@ from notifications.models import (
     Subscription,
     Topic,
 )
+from notifications.errors import ClarionError
 from notifications.publish import publish_fan_out_page
+from notifications.selectors import notification_type_cache_clear
+from notifications.services.events import event_accept
+from templates_app.models import TemplateVersion
+from templates_app.preview import template_preview
+from templates_app.services import template_versions_record
 
 
 class LargeTableAdmin(admin.ModelAdmin):
@@ -64,11 +75,77 @@ class SubscriptionAdmin(LargeTableAdmin):
     list_select_related = ("topic", "recipient")
 
 
+class TemplateVersionInline(admin.TabularInline):
+    model = TemplateVersion
+    extra = 0
+    can_delete = False
+    fields = ("channel", "locale", "version", "fields", "created_at")
+    readonly_fields = fields
+    ordering = ("channel", "locale", "-version")
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(NotificationType)
 class NotificationTypeAdmin(admin.ModelAdmin):
     list_display = ("key", "category", "priority", "channels", "retired_at", "updated_at")
     list_filter = ("category", "priority")
     search_fields = ("key",)
+    inlines = [TemplateVersionInline]
+    actions = ["send_test"]
+    change_form_template = "admin/notifications/notificationtype/change_form.html"
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        template_versions_record(notification_type=obj, templates=obj.templates)
+        notification_type_cache_clear()
+
+    def get_urls(self):
+        return [
+            path("preview/", self.admin_site.admin_view(self.preview_view), name="notifications_notificationtype_preview"),
+            *super().get_urls(),
+        ]
+
+    def preview_view(self, request):
+        """Render posted templates against posted sample data (the live preview)."""
+        if request.method != "POST":
+            return JsonResponse({"detail": "POST templates and sample_data"}, status=405)
+        try:
+            templates = json.loads(request.POST.get("templates") or "{}")
+            sample = json.loads(request.POST.get("sample_data") or "{}")
+        except ValueError as exc:
+            return JsonResponse({"errors": {"json": [str(exc)]}}, status=400)
+        if not isinstance(templates, dict) or not isinstance(sample, dict):
+            return JsonResponse({"errors": {"json": ["templates and sample_data must be objects"]}}, status=400)
+        return JsonResponse(
+            template_preview(
+                templates=templates, sample_data=sample, locale=request.POST.get("locale") or "",
+                default_locale=request.POST.get("default_locale") or "en",
+            )
+        )
+
+    @admin.action(description="Send a test to a recipient (uses the type's sample data)")
+    def send_test(self, request, queryset):
+        external_id = request.POST.get("recipient")
+        if not external_id:
+            return render(
+                request,
+                "admin/notifications/notificationtype/send_test.html",
+                {**self.admin_site.each_context(request), "types": queryset, "opts": self.model._meta,
+                 "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME},
+            )
+        sent = []
+        for notification_type in queryset:
+            body = {"type": notification_type.key, "recipients": [external_id], "actor": request.user.get_username(),
+                    "data": notification_type.sample_data or {}}
+            try:
+                sent.append(event_accept(api_key_id=None, body=body).id)
+            except ClarionError as error:
+                self.message_user(request, f"{notification_type.key}: {error.detail} {error.errors}", messages.ERROR)
+        if sent:
+            self.message_user(request, f"Sent {len(sent)} test event(s) to {external_id}: {', '.join(sent)}")
+        return None
 
 
 @admin.register(Event)

@@ -100,6 +100,8 @@ class NotificationType(models.Model):
     )
     default_locale = models.CharField(max_length=35, default="en")
     templates = models.JSONField(default=dict, blank=True)
+    # Example event data for the admin's live preview and test sends.
+    sample_data = models.JSONField(default=dict, blank=True)
     digest = models.JSONField(null=True, blank=True)
     throttle = models.JSONField(null=True, blank=True)
     retired_at = models.DateTimeField(null=True, blank=True)

@@ -146,3 +146,18 @@ def test_the_page_reconnects_after_a_server_restart_and_shows_what_it_missed_onc
         context.close()
     finally:
         server.stop()
+
+
+def test_markup_in_event_data_shows_as_text_and_never_runs(browser, asgi_server, worker, clean_redis, api_key, comment_type, people):
+    context = browser.new_context()
+    page = open_bell(context, asgi_server, "alice")
+    dialogs = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    post_event(asgi_server, api_key, "alice", "<img src=x onerror=alert(1)><b>bold?</b>")
+    page.wait_for_function("document.querySelector('[data-testid=clarion-badge]').textContent === '1'", timeout=5_000)
+    page.click("[aria-haspopup=true]")
+    body = page.locator(".clarion-bell__body").first
+    assert body.inner_text() == "<img src=x onerror=alert(1)><b>bold?</b>"
+    assert page.locator(".clarion-bell__list img").count() == 0
+    assert dialogs == []
+    context.close()

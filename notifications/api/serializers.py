@@ -29,6 +29,7 @@ def type_json(notification_type: NotificationType) -> dict:
         "required_channels": notification_type.required_channels,
         "default_locale": notification_type.default_locale,
         "templates": notification_type.templates,
+        "sample_data": notification_type.sample_data,
         "digest": notification_type.digest,
         "throttle": notification_type.throttle,
         "retired_at": notification_type.retired_at,

@@ -29,8 +29,10 @@ from notifications.services import fanout_sql
 from notifications.services.limits import LimitedDelivery, deliveries_apply_limits
 from notifications.sqljson import from_db_json
 from realtime.hints import notifications_created_on_commit
-from templates_app.locales import pick_locale
-from templates_app.simple import render_simple, template_names
+from django.utils.html import escape
+
+from templates_app.engine import TemplateError, referenced_names
+from templates_app.rendering import build_context, render_channel
 
 log = logging.getLogger(__name__)
 
@@ -177,26 +179,39 @@ def _enabled_channels(event: LockedEvent) -> list[str]:
 
 class InAppRenderer:
     """Renders the in-app title/body/url once per event, or per recipient when
-    the templates read the recipient or come in several locales."""
+    the templates read the recipient or come in several locales. A template
+    that fails leaves the type's key as the title and the failure in the log:
+    the fan-out goes on."""
 
     def __init__(self, event: LockedEvent):
-        self.variants: dict[str, dict] = (event.templates or {}).get(Channel.IN_APP) or {}
+        self.templates = event.templates or {}
+        self.variants: dict[str, dict] = self.templates.get(Channel.IN_APP) or {}
         self.default_locale = event.default_locale
-        self.base_context = {**(event.data or {}), "actor": event.actor, "event": {"id": event.id, "type": event.type_key}}
+        self.event = event
+        self.base_context = build_context(
+            data=event.data or {}, actor=event.actor, event={"id": event.id, "type": event.type_key}
+        )
         names: set[str] = set()
         for variant in self.variants.values():
             for name in IN_APP_FIELDS:
-                names |= template_names(variant.get(name, ""))
+                names |= referenced_names(variant.get(name, ""))
         self.per_recipient = "recipient" in names or len(self.variants) > 1
-        self.fallback_title = event.type_key
+        self.fallback_title = escape(event.type_key)
         self.shared = None if self.per_recipient else self.render(None)
 
     def render(self, recipient: dict | None) -> tuple[str, str, str]:
-        locale = (recipient or {}).get("locale", "")
-        variant = pick_locale(self.variants, locale, self.default_locale) or {}
+        if not self.variants:
+            return self.fallback_title, "", ""
         context = self.base_context if recipient is None else {**self.base_context, "recipient": recipient}
-        title = render_simple(variant.get("title", ""), context) or self.fallback_title
-        return title, render_simple(variant.get("body", ""), context), render_simple(variant.get("url", ""), context)
+        try:
+            out = render_channel(
+                templates=self.templates, channel=Channel.IN_APP, locale=(recipient or {}).get("locale", ""),
+                default_locale=self.default_locale, context=context,
+            )
+        except TemplateError as exc:
+            log.warning("in-app template failed event_id=%s type=%s: %s", self.event.id, self.event.type_key, exc)
+            return self.fallback_title, "", ""
+        return out.get("title") or self.fallback_title, out.get("body", ""), out.get("url", "")
 
 
 _RECIPIENT_FIELDS = "id, external_id, email, phone, locale, timezone, data"

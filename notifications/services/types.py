@@ -10,8 +10,13 @@ from django.utils import timezone
 from notifications.errors import InvalidInput, NotFound
 from notifications.models import Channel, NotificationType, Priority
 from notifications.selectors import notification_type_cache_clear
+from templates_app.rendering import template_problems
+from templates_app.services import template_versions_record
 
-TYPE_FIELDS = {"category", "priority", "channels", "required_channels", "templates", "digest", "throttle", "default_locale"}
+TYPE_FIELDS = {
+    "category", "priority", "channels", "required_channels", "templates", "digest", "throttle",
+    "default_locale", "sample_data",
+}
 CHANNELS = {c.value for c in Channel}
 KEY_MAX = 150
 
@@ -47,7 +52,14 @@ def parse_type(key: str, body: object) -> dict:
         for k, v in templates.items()
     ):
         errors.setdefault("templates", []).append("Must map channel → locale → template fields.")
+    else:
+        for path, problems in template_problems(templates).items():
+            errors.setdefault(path, []).extend(problems)
     fields["templates"] = templates
+    sample = body.get("sample_data", {})
+    if not isinstance(sample, dict):
+        errors.setdefault("sample_data", []).append("Must be an object (example event data for previews).")
+    fields["sample_data"] = sample
     digest = body.get("digest")
     if digest is not None and not isinstance(digest, dict):
         errors.setdefault("digest", []).append("Must be an object or null.")
@@ -82,7 +94,9 @@ def _parse_throttle(value: object, errors: dict) -> dict | None:
 def notification_type_put(*, key: str, body: object) -> tuple[NotificationType, bool]:
     fields = parse_type(key, body)
     fields["retired_at"] = None
-    notification_type, created = NotificationType.objects.update_or_create(key=key, defaults=fields)
+    with transaction.atomic():
+        notification_type, created = NotificationType.objects.update_or_create(key=key, defaults=fields)
+        template_versions_record(notification_type=notification_type, templates=fields["templates"])
     notification_type_cache_clear()
     return notification_type, created
 

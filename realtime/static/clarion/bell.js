@@ -66,6 +66,34 @@ function el(tag, className, text) {
   return node;
 }
 
+// Titles and bodies arrive as HTML with every variable escaped by the server;
+// only simple inline markup from the template itself is kept.
+const ALLOWED_TAGS = new Set(["B", "STRONG", "I", "EM", "U", "BR", "A", "SPAN"]);
+
+export function safeFragment(markup) {
+  const parsed = new DOMParser().parseFromString(`<body>${markup || ""}</body>`, "text/html");
+  const fragment = document.createDocumentFragment();
+  const copy = (source, target) => {
+    for (const node of source.childNodes) {
+      if (node.nodeType === Node.TEXT_NODE) {
+        target.appendChild(document.createTextNode(node.textContent));
+      } else if (node.nodeType === Node.ELEMENT_NODE) {
+        if (!ALLOWED_TAGS.has(node.tagName)) { copy(node, target); continue; }
+        const clean = document.createElement(node.tagName.toLowerCase());
+        const href = node.getAttribute("href");
+        if (node.tagName === "A" && href && /^(https?:\/\/|\/)/.test(href)) {
+          clean.setAttribute("href", href);
+          clean.setAttribute("rel", "noopener noreferrer");
+        }
+        copy(node, clean);
+        target.appendChild(clean);
+      }
+    }
+  };
+  copy(parsed.body, fragment);
+  return fragment;
+}
+
 const UNITS = [["year", 31536000], ["month", 2592000], ["week", 604800], ["day", 86400], ["hour", 3600], ["minute", 60]];
 
 export function relativeTime(iso, now = Date.now(), locale = undefined) {
@@ -365,8 +393,14 @@ export class ClarionBell {
       row.dataset.id = item.id;
       row.setAttribute("data-testid", "clarion-item");
       const text = el("div");
-      text.append(el("div", "clarion-bell__title", item.title));
-      if (item.body) text.append(el("div", "clarion-bell__body", item.body));
+      const title = el("div", "clarion-bell__title");
+      title.appendChild(safeFragment(item.title));
+      text.append(title);
+      if (item.body) {
+        const body = el("div", "clarion-bell__body");
+        body.appendChild(safeFragment(item.body));
+        text.append(body);
+      }
       const time = el("div", "clarion-bell__time", relativeTime(item.created_at, Date.now(), this.locale));
       time.dataset.created = item.created_at;
       text.append(time);
