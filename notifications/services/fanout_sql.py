@@ -14,57 +14,57 @@ A page is a relation `page(recipient_id, title, body, url)`; the statement
    the queued deliveries that a daily cap or the type's throttle must still
    pass (checked against Redis counters by services.limits).
 
-`critical` bypasses quiet hours, caps and throttles.
+`critical` bypasses quiet hours, caps and throttles. Preferences and
+settings are read once per page (an index scan on `recipient_id = ANY(page
+ids)`) and hash-joined, never looked up row by row.
 """
 from __future__ import annotations
 
 
-def preference_lateral(recipient: str, channel: str, alias: str) -> str:
-    """The recipient's most specific on/off for a channel (type, then category,
-    then global) as `alias.enabled`, NULL when no row decides. One probe of the
-    unique index (recipient, channel, scope, key) per row."""
-    return f"""
-    LEFT JOIN LATERAL (
-        SELECT p.enabled FROM preferences_channelpreference p
-        WHERE p.recipient_id = {recipient} AND p.channel = {channel}
-          AND ((p.scope = 'type' AND p.key = %(type_key)s)
-            OR (p.scope = 'category' AND p.key = %(category)s)
-            OR (p.scope = 'global' AND p.key = ''))
-        ORDER BY CASE p.scope WHEN 'type' THEN 0 WHEN 'category' THEN 1 ELSE 2 END
-        LIMIT 1
-    ) {alias} ON TRUE"""
-
-
-_OFF = "pref.enabled IS FALSE AND NOT ch = ANY(%(required)s::text[])"
+_OFF = "decided.enabled IS FALSE AND NOT ch = ANY(%(required)s::text[])"
 
 _PAGE_STATEMENT = f"""
-WITH page AS ({{page_sql}}),
+WITH page AS MATERIALIZED ({{page_sql}}),
+-- The most specific on/off per (recipient, channel): type, then category, then
+-- global. One index scan for the whole page (recipient_id = ANY(page's ids)).
+decided AS (
+    SELECT DISTINCT ON (p.recipient_id, p.channel) p.recipient_id, p.channel, p.enabled
+    FROM preferences_channelpreference p
+    WHERE p.recipient_id = ANY(ARRAY(SELECT recipient_id FROM page))
+      AND ((p.scope = 'type' AND p.key = %(type_key)s)
+        OR (p.scope = 'category' AND p.key = %(category)s)
+        OR (p.scope = 'global' AND p.key = ''))
+    ORDER BY p.recipient_id, p.channel, CASE p.scope WHEN 'type' THEN 0 WHEN 'category' THEN 1 ELSE 2 END
+),
+-- Quiet hours, caps and local clock of the page's recipients that have
+-- settings: the time-zone conversion is done once per recipient, here.
+page_settings AS (
+    SELECT s.recipient_id, s.quiet_start, s.quiet_end, s.daily_caps, z.tz,
+           (%(now)s::timestamptz AT TIME ZONE z.tz) AS local_now
+    FROM preferences_deliverysettings s
+    JOIN notifications_recipient r ON r.id = s.recipient_id
+    CROSS JOIN LATERAL (SELECT coalesce(nullif(r.timezone, ''), 'UTC') AS tz) z
+    WHERE s.recipient_id = ANY(ARRAY(SELECT recipient_id FROM page))
+),
 ins AS (
     INSERT INTO notifications_notification (event_id, recipient_id, title, body, url, visible, created_at)
     SELECT %(event_id)s, page.recipient_id, page.title, page.body, page.url,
-           %(visible)s AND (%(in_app_required)s OR coalesce(in_app_pref.enabled, TRUE)), now()
+           %(visible)s AND (%(in_app_required)s OR coalesce(in_app.enabled, TRUE)), now()
     FROM page
-    {preference_lateral("page.recipient_id", "'in_app'", "in_app_pref")}
+    LEFT JOIN decided in_app ON in_app.recipient_id = page.recipient_id AND in_app.channel = 'in_app'
     ON CONFLICT (event_id, recipient_id) DO NOTHING
     RETURNING id, recipient_id
 ),
 rules AS (
-    SELECT ins.id AS notification_id, ins.recipient_id, s.daily_caps, local.d AS local_day,
+    SELECT ins.id AS notification_id, ins.recipient_id, s.daily_caps, s.local_now::date AS local_day,
            CASE WHEN s.quiet_start IS NOT NULL AND NOT %(critical)s AND (
                     CASE WHEN s.quiet_start < s.quiet_end
-                         THEN local.t >= s.quiet_start AND local.t < s.quiet_end
-                         ELSE local.t >= s.quiet_start OR local.t < s.quiet_end END)
-                THEN ((CASE WHEN local.t < s.quiet_end THEN local.d ELSE local.d + 1 END) + s.quiet_end)
-                     AT TIME ZONE local.tz
+                         THEN s.local_now::time >= s.quiet_start AND s.local_now::time < s.quiet_end
+                         ELSE s.local_now::time >= s.quiet_start OR s.local_now::time < s.quiet_end END)
+                THEN ((CASE WHEN s.local_now::time < s.quiet_end THEN s.local_now::date
+                            ELSE s.local_now::date + 1 END) + s.quiet_end) AT TIME ZONE s.tz
            END AS release_at
-    FROM ins
-    LEFT JOIN preferences_deliverysettings s ON s.recipient_id = ins.recipient_id
-    LEFT JOIN LATERAL (
-        SELECT z.tz, (%(now)s::timestamptz AT TIME ZONE z.tz)::time AS t,
-               (%(now)s::timestamptz AT TIME ZONE z.tz)::date AS d
-        FROM (SELECT coalesce(nullif(r.timezone, ''), 'UTC') AS tz
-              FROM notifications_recipient r WHERE r.id = ins.recipient_id) z
-    ) local ON s.recipient_id IS NOT NULL
+    FROM ins LEFT JOIN page_settings s ON s.recipient_id = ins.recipient_id
 ),
 deliveries AS (
     INSERT INTO notifications_delivery
@@ -74,7 +74,7 @@ deliveries AS (
            CASE WHEN {_OFF} THEN 'preference' WHEN rules.release_at IS NOT NULL THEN 'quiet_hours' ELSE '' END,
            '', 0, coalesce(rules.release_at, %(now)s::timestamptz), now(), now()
     FROM rules CROSS JOIN unnest(%(channels)s::text[]) AS ch
-    {preference_lateral("rules.recipient_id", "ch", "pref")}
+    LEFT JOIN decided ON decided.recipient_id = rules.recipient_id AND decided.channel = ch
     ON CONFLICT (notification_id, channel) DO NOTHING
     RETURNING id, notification_id, channel, status
 ),

@@ -24,15 +24,17 @@ _TAKE = """
 local allowed = {}
 for i, key in ipairs(KEYS) do
     local limit = tonumber(ARGV[2 * i])
-    local ttl = tonumber(ARGV[2 * i + 1])
-    if redis.call('SISMEMBER', key, ARGV[1]) == 1 then
-        allowed[i] = 1
-    elseif redis.call('SCARD', key) < limit then
-        redis.call('SADD', key, ARGV[1])
-        redis.call('EXPIRE', key, ttl)
-        allowed[i] = 1
+    if redis.call('SADD', key, ARGV[1]) == 0 then
+        allowed[i] = 1                       -- counted before: this event is a re-run
     else
-        allowed[i] = 0
+        local count = redis.call('SCARD', key)
+        if count > limit then
+            redis.call('SREM', key, ARGV[1])  -- over the limit: take it back out
+            allowed[i] = 0
+        else
+            if count == 1 then redis.call('EXPIRE', key, tonumber(ARGV[2 * i + 1])) end
+            allowed[i] = 1
+        end
     end
 end
 return allowed
