@@ -7,6 +7,7 @@ the database and de-duplicates live frames by id.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -28,6 +29,20 @@ log = logging.getLogger(__name__)
 CLOSE_UNAUTHORIZED = 4401
 RESUME_PAGE = 500
 REMEMBERED_IDS = 2000
+# Redis work of connects and disconnects in flight at once per process: a burst
+# of thousands of handshakes or closes waits here instead of asking the Redis
+# pools for more connections than they hold.
+REDIS_CONCURRENCY = 100
+_redis_slots: asyncio.Semaphore | None = None
+
+
+def redis_slots() -> asyncio.Semaphore:
+    global _redis_slots
+    if _redis_slots is None:
+        _redis_slots = asyncio.Semaphore(REDIS_CONCURRENCY)
+    return _redis_slots
+
+
 # channels-redis forgets a group member after its group_expiry (a day); a
 # long-lived socket re-joins its group well before that.
 GROUP_REJOIN_SECONDS = 3600
@@ -78,9 +93,10 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):
         self.sent_ids: deque[str] = deque(maxlen=REMEMBERED_IDS)
         self.sent_set: set[str] = set()
         self.group = group_name(self.recipient_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        async with redis_slots():
+            await self.channel_layer.group_add(self.group, self.channel_name)
+            await presence.connection_opened(recipient_id=self.recipient_id, channel_name=self.channel_name)
         self.joined_at = time.monotonic()
-        await presence.connection_opened(recipient_id=self.recipient_id, channel_name=self.channel_name)
         await self.accept()
         await self.send_json({"type": "unread_count", "count": await _unread(self.recipient_id)})
 
@@ -95,10 +111,11 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):
         return None
 
     async def disconnect(self, code: int) -> None:
-        if self.recipient_id is None:
+        if self.recipient_id is None or not hasattr(self, "group"):
             return
-        await self.channel_layer.group_discard(self.group, self.channel_name)
-        await presence.connection_closed(recipient_id=self.recipient_id, channel_name=self.channel_name)
+        async with redis_slots():
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+            await presence.connection_closed(recipient_id=self.recipient_id, channel_name=self.channel_name)
 
     # --- client → server -------------------------------------------------
     async def receive_json(self, content, **kwargs) -> None:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import connection, transaction
 from rest_framework.utils.encoders import JSONEncoder
 
 from notifications.inbox_items import ITEM_SQL, item_from_row
 from notifications.selectors import unread_count
-from realtime import presence
+from realtime import loop, presence
 
 log = logging.getLogger(__name__)
 _encoder = JSONEncoder()
@@ -107,4 +106,4 @@ def _send_all(messages: list[tuple[str, dict]]) -> None:
         if failures:
             log.warning("%d of %d group sends failed: %r", len(failures), len(messages), failures[0])
 
-    async_to_sync(send)()
+    loop.run(send())

@@ -50,6 +50,7 @@ const PAGE_SIZE = 20;
 const PING_MS = 25000;
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 30000;
+const GAP_GRACE_MS = 300;
 
 function injectStyle() {
   if (document.getElementById("clarion-bell-style")) return;
@@ -239,6 +240,14 @@ export class ClarionBell {
     this.resuming = this.send({ type: "resume", after: this.lastId });
   }
 
+  resumeSoon() {
+    if (this.resumeTimer) return;
+    this.resumeTimer = setTimeout(() => {
+      this.resumeTimer = null;
+      if (this.pending.size) this.resume();
+    }, GAP_GRACE_MS);
+  }
+
   onFrame(frame) {
     if (frame.type === "notification") {
       this.unread = frame.unread_count;
@@ -247,7 +256,9 @@ export class ClarionBell {
         this.items.set(item.id, item);
         this.pending.set(frame.previous_id ?? null, item.id);
         this.advance();
-        if (this.lastId !== null && Number(item.id) > Number(this.lastId)) this.resume(); // a frame went missing
+        // A frame arrived whose predecessor we do not hold: one went missing,
+        // or two fan-outs committed out of order. Give stragglers a moment.
+        if (this.lastId !== null && Number(item.id) > Number(this.lastId)) this.resumeSoon();
         this.renderList();
         this.root.dispatchEvent(new CustomEvent("clarion:notification", { detail: item }));
       }
