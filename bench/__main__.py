@@ -16,7 +16,8 @@ from bench.env import ROOT, prepare
 from bench.procs import REGISTRY
 from bench import report
 
-SCENARIOS = ("ingest", "fanout", "inbox", "fanout_million")
+SCENARIOS = ("ingest", "fanout", "inbox", "fanout_million", "realtime_latency", "realtime_fanout", "idle_connections",
+             "fanout_rules", "templates")
 DEFAULT = ("ingest", "fanout", "inbox")
 
 
@@ -37,6 +38,18 @@ def _runner(name: str):
         from bench import inbox
 
         return inbox.run
+    if name in ("realtime_latency", "realtime_fanout"):
+        from bench import realtime
+
+        return realtime.run_latency if name == "realtime_latency" else realtime.run_fanout
+    if name in ("fanout_rules", "templates"):
+        from bench import rules
+
+        return rules.run if name == "fanout_rules" else rules.run_templates
+    if name == "idle_connections":
+        from bench import idle
+
+        return idle.run
     raise KeyError(name)
 
 
@@ -64,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="HTTP load generator (auto: wrk when installed)")
     parser.add_argument("--profile", action="store_true",
                         help="ingest: py-spy a web worker during an extra single-POST phase")
+    parser.add_argument("--web-command", metavar="CMD",
+                        help="experiment: web server command instead of the Procfile's web line,"
+                             " with {host} and {port}, e.g. 'gunicorn config.wsgi:application -w 8 -b {host}:{port}'")
     args = parser.parse_args(argv)
     names = list(args.scenarios or DEFAULT)
     if args.million and "fanout_million" not in names:
@@ -73,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
 
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # Ctrl-C always interrupts (and cleans up), even when started with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     started = time.monotonic()
     run_meta = {
@@ -80,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         "stamp": stamp,
         "argv": sys.argv[1:] if argv is None else argv,
         "quick": args.quick,
+        "web_command": args.web_command or "Procfile web line",
         "host": platform.node(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
@@ -106,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 REGISTRY.stop_all()
             result["seconds"] = round(time.monotonic() - t0, 1)
+            result["git"] = _git()  # the app may change between scenarios of a long run
             result["loadavg_end"] = loadavg()
             results[name] = result
             path = report.write(name, stamp, {"run": run_meta, "scenario": name, **result})

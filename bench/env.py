@@ -66,8 +66,9 @@ class BenchEnv:
             REDIS_URL=self.redis_url,
             DEBUG="false",
             PYTHONUNBUFFERED="1",
-            DJANGO_SETTINGS_MODULE="config.settings",
         )
+        # Experiments may point DJANGO_SETTINGS_MODULE at a module that imports config.settings.
+        env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
         env.update(extra)
         return env
 
@@ -103,7 +104,7 @@ class BenchEnv:
         return {
             "database_url": redact(self.database_url),
             "redis_url": redact(self.redis_url),
-            **self.extra,
+            **{k: v for k, v in self.extra.items() if not k.startswith("_")},
         }
 
 
@@ -129,6 +130,38 @@ def _ensure_database(server_url: str, name: str) -> bool:
         return True
 
 
+RUN_LOCK_KEY = 0x636C6172  # advisory lock id: one bench run per bench database at a time
+RUN_LOCK_WAIT = float(os.environ.get("CLARION_BENCH_LOCK_WAIT", "1800"))
+
+
+def _acquire_run_lock(database_url: str):
+    """Hold a session advisory lock for the whole run: two runs sharing the bench
+    database and Redis db would flush each other's queues and delete each other's
+    events. The lock lives in PostgreSQL, so it also covers runs from other hosts."""
+    import time
+
+    import psycopg
+
+    conn = psycopg.connect(database_url, autocommit=True, application_name="clarion-bench-lock")
+    deadline = time.monotonic() + RUN_LOCK_WAIT
+    told = 0.0
+    while not conn.execute("SELECT pg_try_advisory_lock(%s)", (RUN_LOCK_KEY,)).fetchone()[0]:
+        holder = conn.execute(
+            "SELECT a.pid, a.client_addr, a.backend_start FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+            " WHERE l.locktype = 'advisory' AND l.objid = %s AND l.granted",
+            (RUN_LOCK_KEY,),
+        ).fetchone()
+        if time.monotonic() > deadline:
+            conn.close()
+            raise RuntimeError(f"another bench run holds the bench lock ({holder}); gave up after {RUN_LOCK_WAIT:.0f}s")
+        if time.monotonic() - told > 30:
+            told = time.monotonic()
+            who = f"backend pid {holder[0]} from {holder[1]}, since {holder[2]:%H:%M:%S}" if holder else "?"
+            say(f"another bench run is using {BENCH_DATABASE} ({who}); waiting for it to finish")
+        time.sleep(2)
+    return conn
+
+
 def prepare(run_id: str) -> BenchEnv:
     """Find the servers, create and migrate ``clarion_bench``, point this process at it."""
     server_db, server_redis = _server_urls()
@@ -147,10 +180,12 @@ def prepare(run_id: str) -> BenchEnv:
         secret_key_source = "environment" if os.environ.get("SECRET_KEY") else "development key (embedded servers)"
     created = _ensure_database(server_db, BENCH_DATABASE)
     say(f"database {BENCH_DATABASE} {'created' if created else 'exists'} on {redact(server_db).rsplit('/', 1)[0]}")
+    lock_conn = _acquire_run_lock(database_url)
     log_dir = RESULTS_DIR / "logs" / run_id
     log_dir.mkdir(parents=True, exist_ok=True)
     env = BenchEnv(database_url=database_url, redis_url=redis_url, server_database_url=server_db,
                    run_id=run_id, log_dir=log_dir)
+    env.extra["_lock_conn"] = lock_conn
     say("applying migrations to the bench database (manage.py migrate)")
     env.manage("migrate", "--no-input", "-v", "0")
     # This process (in-process scenarios, Celery publishing) uses the bench services too.
@@ -218,6 +253,26 @@ def checkpoint(env: BenchEnv) -> None:
             conn.execute("CHECKPOINT")
     except Exception as exc:  # noqa: BLE001 - needs superuser/pg_checkpoint; only noise reduction
         say(f"(CHECKPOINT skipped: {type(exc).__name__})")
+
+
+def autovacuum_running(env: BenchEnv) -> list[str]:
+    with env.connect() as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT query FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+            " AND datname = current_database()").fetchall()]
+
+
+def vacuum_if_dirty(env: BenchEnv, table: str, min_dead: int = 10_000) -> int:
+    """VACUUM ANALYZE `table` when it has dead tuples, so autovacuum does not start mid-measurement."""
+    with env.connect() as conn:
+        row = conn.execute(
+            "SELECT n_dead_tup, n_mod_since_analyze FROM pg_stat_user_tables WHERE relname = %s", (table,)
+        ).fetchone()
+        if not row or max(row) < min_dead:
+            return 0
+        say(f"VACUUM ANALYZE {table} ({row[0]:,} dead tuples) before measuring")
+        conn.execute(f"VACUUM (ANALYZE) {table}")
+        return row[0]
 
 
 def db_activity(env: BenchEnv) -> dict:

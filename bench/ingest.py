@@ -64,6 +64,66 @@ def _system_cpu() -> tuple[float, float]:
     return busy, getattr(t, "steal", 0.0)
 
 
+def _db_commit_baseline(env: BenchEnv, type_id: int, seconds: float, concurrency: int) -> dict:
+    """Raw psycopg: one event-shaped row per transaction (INSERT + COMMIT) into a
+    scratch table LIKE notifications_event INCLUDING ALL, from `concurrency`
+    threads: what the database alone sustains for single-event accepts."""
+    import threading
+    import uuid
+
+    import psycopg
+    from psycopg.types.json import Jsonb
+
+    columns = ("id, api_key_id, type_id, recipients, actor, data, priority, status, created_at,"
+               " enqueued_at, fanout_page, fanout_source, fanout_cursor, recipient_count, relay_attempts, error")
+    sql = (f"INSERT INTO bench_event_scratch ({columns}) VALUES"
+           " (%s, NULL, %s, %s, %s, %s, 'normal', 'accepted', now(), now(), 0, 0, 0, 0, 0, '')")
+    rng = random.Random(5)
+    body = event_body(rng, 0)
+    counts = [0] * concurrency
+    stop = time.monotonic() + seconds
+    errors: list[str] = []
+
+    def work(index: int) -> None:
+        try:
+            with psycopg.connect(env.database_url) as conn:
+                while time.monotonic() < stop:
+                    conn.execute(sql, (uuid.uuid4(), type_id, Jsonb({"ids": body["recipients"], "topics": []}),
+                                       body["actor"], Jsonb(body["data"])))
+                    conn.commit()
+                    counts[index] += 1
+        except Exception as exc:  # noqa: BLE001
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(concurrency)]
+    t0 = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(seconds + 30)
+    elapsed = time.monotonic() - t0
+    total = sum(counts)
+    return {"concurrency": concurrency, "commits": total, "commits_per_s": round(total / elapsed, 1),
+            "mean_ms": round(elapsed / max(total / concurrency, 1) * 1000, 3), "errors": errors[:3]}
+
+
+def db_baseline(env: BenchEnv, type_id: int, seconds: float) -> dict:
+    with env.connect() as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_event_scratch")
+        conn.execute("CREATE TABLE bench_event_scratch (LIKE notifications_event INCLUDING ALL)")
+    try:
+        result = {}
+        for concurrency in (2, 32):
+            res = _db_commit_baseline(env, type_id, seconds, concurrency)
+            say(f"db baseline: INSERT+COMMIT of one event row, {concurrency} connections:"
+                f" {res['commits_per_s']:,.0f}/s ({res['mean_ms']:.2f} ms each)")
+            result[f"c{concurrency}"] = res
+        return result
+    finally:
+        with env.connect() as conn:
+            conn.execute("DROP TABLE IF EXISTS bench_event_scratch")
+
+
 def run(env: BenchEnv, opts) -> dict:
     quick = opts.quick
     warm = 1 if quick else 3
@@ -78,7 +138,7 @@ def run(env: BenchEnv, opts) -> dict:
 
     urgent = start_worker(env, "worker_urgent")
     bulk = start_worker(env, "worker_bulk")
-    web, base = start_web(env)
+    web, base = start_web(env, command=opts.web_command)
 
     key = env.manage("create_api_key", "bench").strip().splitlines()[-1].strip()
     bearer = f"Bearer {key}"
@@ -112,11 +172,18 @@ def run(env: BenchEnv, opts) -> dict:
             ).fetchone()[0]
 
     phases: dict[str, dict] = {}
+    db_base = db_baseline(env, tid, 2 if quick else 4)
+
+    def sessions() -> int:
+        with env.connect() as conn:
+            return conn.execute(
+                "SELECT sessions FROM pg_stat_database WHERE datname = current_database()").fetchone()[0]
 
     def phase(name: str, **load) -> object:
         data.purge_queues(env)
         time.sleep(0.5)
         done0 = count_done()
+        sessions0 = sessions()
         cpu0, steal0 = _system_cpu()
         meter.start()
         result = run_load(base_url=base, generator=generator, label=name, **load)
@@ -130,7 +197,9 @@ def run(env: BenchEnv, opts) -> dict:
         )
         backlog = data.queue_backlog(env)
         fanned = count_done() - done0
+        opened = sessions() - sessions0
         phases[name] = {
+            "db_sessions_opened": opened,
             "load": result.as_dict(),
             "cpu_cores": cpu,
             "celery_backlog_after": backlog,
@@ -139,7 +208,8 @@ def run(env: BenchEnv, opts) -> dict:
             "loadavg_after": loadavg(),
         }
         say(f"  cpu cores busy: {', '.join(f'{k}={v}' for k, v in cpu.items() if not k.startswith('_'))};"
-            f" fan-out kept up with {fanned:,} events, backlog {backlog:,} tasks")
+            f" fan-out kept up with {fanned:,} events, backlog {backlog:,} tasks;"
+            f" {opened:,} new DB sessions")
         return result
 
     # Warm-up: loads URLconf, DRF, the type cache and DB connections in every web worker.
@@ -174,6 +244,8 @@ def run(env: BenchEnv, opts) -> dict:
         metric("POST /events errors", single.error_count, "", at_most=0),
         metric("GET /healthz baseline (c=32)", round(health.ok_rps, 1), "req/s"),
         metric("ratio POST /events / healthz", round(ratio, 3) if ratio else None, "x"),
+        metric("DB alone: 1-event INSERT+COMMIT, 2 conns", db_base["c2"]["commits_per_s"], "tx/s"),
+        metric("DB alone: 1-event INSERT+COMMIT, 32 conns", db_base["c32"]["commits_per_s"], "tx/s"),
         metric(f"POST /events/batch events/s (1,000/req, c={BATCH_CONCURRENCY})", round(batch.items_per_s, 1),
                "ev/s", at_least=GOAL_BATCH),
         metric("POST /events/batch p50 request latency", batch.latency_ms.get("p50"), "ms"),
@@ -185,8 +257,10 @@ def run(env: BenchEnv, opts) -> dict:
         "details": {
             "generator": generator,
             "web_command": web.argv,
+            "web_command_is_procfile": not opts.web_command,
             "worker_commands": {"worker_urgent": urgent.argv, "worker_bulk": bulk.argv},
             "phases": phases,
+            "db_commit_baseline": db_base,
             "event_body_example": json.loads(singles[0][1]),
             "batch_size": BATCH_SIZE,
             "durations_s": {"warm_up": warm, "healthz": t_health, "single": t_single, "batch": t_batch},

@@ -175,10 +175,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_web(env: BenchEnv, *, timeout: float = 90.0) -> tuple[Managed, str]:
-    """The ASGI server exactly as the Procfile's web line, on a free port."""
+def start_web(env: BenchEnv, *, timeout: float = 90.0, command: str | None = None) -> tuple[Managed, str]:
+    """The ASGI server exactly as the Procfile's web line, on a free port.
+
+    `command` (``--web-command``) replaces it for experiments, e.g.
+    "gunicorn config.wsgi:application -w 8 -b {host}:{port}".
+    """
     port = free_port()
-    argv = procfile_command("web", {"HOST": "127.0.0.1", "PORT": str(port)})
+    if command:
+        argv = shlex.split(command.format(host="127.0.0.1", port=port))
+        argv[0] = bin_path(argv[0])
+    else:
+        argv = procfile_command("web", {"HOST": "127.0.0.1", "PORT": str(port)})
     say(f"starting web: {' '.join(shlex.quote(a) for a in argv[1:])}")
     managed = REGISTRY.start("web", argv, env=env.child_env(), log_path=env.log_dir / f"web-{port}.log")
     base = f"http://127.0.0.1:{port}"
@@ -329,7 +337,7 @@ class RssSampler(threading.Thread):
         self.root_pid = root_pid
         self.interval = interval
         self.samples: list[tuple[float, int]] = []
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def sample(self) -> int:
         total = 0
@@ -342,10 +350,10 @@ class RssSampler(threading.Thread):
 
     def run(self) -> None:
         t0 = time.monotonic()
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             self.samples.append((round(time.monotonic() - t0, 2), self.sample()))
-            self._stop.wait(self.interval)
+            self._halt.wait(self.interval)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(5)

@@ -10,8 +10,10 @@ from websockets.asyncio.client import ClientConnection, connect
 
 
 class InboxSocket:
-    def __init__(self, connection: ClientConnection):
+    def __init__(self, connection: ClientConnection, gap_grace: float = 0.0):
         self.connection = connection
+        self.gap_grace = gap_grace
+        self._grace_task: asyncio.Task | None = None
         self.items: dict[str, dict] = {}
         self.last_id: str | None = None
         self.unread: int | None = None
@@ -20,10 +22,11 @@ class InboxSocket:
         self.resuming = False
 
     @classmethod
-    async def open(cls, base: str, token: str | None, *, origin: str | None = None) -> "InboxSocket":
+    async def open(cls, base: str, token: str | None, *, origin: str | None = None,
+                   gap_grace: float = 0.0) -> "InboxSocket":
         url = f"{base}/ws/inbox/" + (f"?token={token}" if token else "")
         origin = origin or base.replace("ws://", "http://")
-        return cls(await connect(url, origin=origin, open_timeout=10))
+        return cls(await connect(url, origin=origin, open_timeout=10), gap_grace=gap_grace)
 
     async def send(self, frame: dict) -> None:
         await self.connection.send(json.dumps(frame))
@@ -52,15 +55,28 @@ class InboxSocket:
             self.pending[previous] = item["id"]
             self._advance()
             if self.last_id is not None and int(item["id"]) > int(self.last_id) and not self.resuming:
-                # Something between last_id and this item never arrived.
-                self.gaps += 1
-                self.resuming = True
-                await self.send({"type": "resume", "after": self.last_id})
+                # Something between last_id and this item has not arrived (yet).
+                if self.gap_grace:
+                    if self._grace_task is None or self._grace_task.done():
+                        self._grace_task = asyncio.create_task(self._resume_after_grace())
+                else:
+                    await self._resume_now()
         elif kind == "resumed":
             self.resuming = False
             self.unread = frame["unread_count"]
         elif kind == "unread_count":
             self.unread = frame["count"]
+
+    async def _resume_now(self) -> None:
+        self.gaps += 1
+        self.resuming = True
+        await self.send({"type": "resume", "after": self.last_id})
+
+    async def _resume_after_grace(self) -> None:
+        """As the bell does: give an out-of-order frame a moment before resuming."""
+        await asyncio.sleep(self.gap_grace)
+        if self.pending and not self.resuming:
+            await self._resume_now()
 
     def _advance(self) -> None:
         """Move last_id along the previous_id chain as far as it is unbroken."""
