@@ -20,6 +20,7 @@ from realtime import loop, presence
 
 log = logging.getLogger(__name__)
 _encoder = JSONEncoder()
+SEND_CONCURRENCY = 64
 
 
 def group_name(recipient_id: int) -> str:
@@ -99,9 +100,14 @@ def _send_all(messages: list[tuple[str, dict]]) -> None:
     layer = get_channel_layer()
 
     async def send() -> None:
-        results = await asyncio.gather(
-            *(layer.group_send(group, message) for group, message in messages), return_exceptions=True
-        )
+        # A bounded number in flight: each group send holds a Redis connection.
+        slots = asyncio.Semaphore(SEND_CONCURRENCY)
+
+        async def one(group: str, message: dict) -> None:
+            async with slots:
+                await layer.group_send(group, message)
+
+        results = await asyncio.gather(*(one(group, message) for group, message in messages), return_exceptions=True)
         failures = [r for r in results if isinstance(r, Exception)]
         if failures:
             log.warning("%d of %d group sends failed: %r", len(failures), len(messages), failures[0])
