@@ -7,7 +7,7 @@ several times (signals, view, response close); asgiref's WsgiToAsgi runs
 every request on one shared thread. Measured here, same server and load:
 /healthz 277 req/s through Django's ASGI handler, 802 req/s through
 WsgiToAsgi; POST /events 230/s through WsgiToAsgi (serialised on one
-thread, with errors under load) — see README, "Choice of server".
+thread, with errors under load) — see README.md, "Choice of server".
 """
 import os
 
