@@ -184,7 +184,7 @@ CLARION = {
     "RELAY_BATCH": env_int("CLARION_RELAY_BATCH", 500),
     # The API's publisher waits this long after the first accepted event for
     # more, so one Celery message carries many events under load.
-    "PUBLISH_LINGER_SECONDS": env_float("CLARION_PUBLISH_LINGER_SECONDS", 0.003),
+    "PUBLISH_LINGER_SECONDS": env_float("CLARION_PUBLISH_LINGER_SECONDS", 0.002),
     "IDEMPOTENCY_TTL_HOURS": env_int("CLARION_IDEMPOTENCY_TTL_HOURS", 48),
     "MAX_EXPLICIT_RECIPIENTS": 1000,
     "MAX_DATA_BYTES": 64 * 1024,
