@@ -182,6 +182,8 @@ CLARION = {
     "RELAY_STALE_SECONDS": env_float("CLARION_RELAY_STALE_SECONDS", 60.0),
     "RELAY_INTERVAL_SECONDS": env_float("CLARION_RELAY_INTERVAL_SECONDS", 5.0),
     "RELAY_BATCH": env_int("CLARION_RELAY_BATCH", 500),
+    # How often the Beat sweep sends digest windows that have closed.
+    "DIGEST_FLUSH_INTERVAL_SECONDS": env_float("CLARION_DIGEST_FLUSH_INTERVAL_SECONDS", 5.0),
     # The API's publisher waits this long after the first accepted event for
     # more, so one Celery message carries many events under load.
     "PUBLISH_LINGER_SECONDS": env_float("CLARION_PUBLISH_LINGER_SECONDS", 0.002),

@@ -266,3 +266,39 @@ class DeliveryAttempt(models.Model):
     response = models.TextField(blank=True, default="")
     duration_ms = models.IntegerField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
+
+
+class DigestWindow(models.Model):
+    """Events of one type for one recipient (and digest key) gathered over a
+    window, delivered as one notification when it closes."""
+
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, db_index=False, db_constraint=False)
+    type = models.ForeignKey(NotificationType, on_delete=models.CASCADE, db_index=False)
+    key = models.CharField(max_length=255, blank=True, default="")
+    opened_at = models.DateTimeField()
+    closes_at = models.DateTimeField()
+    status = models.CharField(max_length=8, default="open")  # open | flushed
+    item_count = models.IntegerField(default=0)
+    flushed_at = models.DateTimeField(null=True, blank=True)
+    first_event = models.ForeignKey(Event, null=True, on_delete=models.SET_NULL, db_constraint=False, db_index=False)
+
+    class Meta:
+        constraints = [
+            # At most one open window per (recipient, type, key): the heart of "exactly one digest".
+            models.UniqueConstraint(
+                fields=["recipient", "type", "key"], condition=Q(status="open"), name="digest_one_open_window"
+            )
+        ]
+        indexes = [
+            # The flush sweep: open windows whose time has come.
+            models.Index(fields=["closes_at"], name="digest_due_idx", condition=Q(status="open")),
+        ]
+
+
+class DigestItem(models.Model):
+    window = models.ForeignKey(DigestWindow, on_delete=models.CASCADE, db_index=False)
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, db_constraint=False, db_index=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["window", "event"], name="digest_item_uniq")]

@@ -8,6 +8,7 @@ from django.db import OperationalError
 
 from notifications.publish import publish_fan_out_page
 from notifications.services.fanout import event_fan_out_page
+from notifications.services.digests import digests_flush_due
 from notifications.services.relay import events_relay, idempotency_keys_purge
 
 log = logging.getLogger(__name__)
@@ -48,3 +49,8 @@ def relay() -> int:
 @shared_task(name="clarion.maintenance.purge_idempotency_keys")
 def purge_idempotency_keys() -> int:
     return idempotency_keys_purge()
+
+
+@shared_task(name="clarion.digests.flush_due", **DB_RETRY)
+def flush_due_digests() -> int:
+    return digests_flush_due()

@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from notifications.models import EXTERNAL_CHANNELS, Channel, EventStatus, Priority
 from notifications.services import fanout_sql
+from notifications.services.digests import digests_collect, is_digested
 from notifications.services.limits import LimitedDelivery, deliveries_apply_limits
 from notifications.sqljson import from_db_json
 from realtime.hints import notifications_created_on_commit
@@ -71,6 +72,8 @@ class LockedEvent:
     category: str = ""
     required_channels: list[str] = field(default_factory=list)
     throttle: dict | None = None
+    type_id: int | None = None
+    digest: dict | None = None
     channels_in_app: bool = True
 
 
@@ -93,6 +96,7 @@ def event_fan_out_page(*, event_id: str, page: int, now: datetime | None = None)
         source, cursor = event.source, event.cursor
         budget = page_size
         inserted_ids: list[int] = []
+        digested = 0
         limited: list[LimitedDelivery] = []
         touched_sources = 0
         while source < len(sources) and budget > 0 and touched_sources < MAX_SOURCES_PER_PAGE:
@@ -112,13 +116,15 @@ def event_fan_out_page(*, event_id: str, page: int, now: datetime | None = None)
                     cursor = write.last_id
             inserted_ids.extend(write.notified)
             limited.extend(write.limited)
+            if writer.digesting:
+                digested += write.taken
 
         if limited:
             deliveries_apply_limits(
                 event_id=event.id, type_key=event.type_key, throttle=event.throttle, data=event.data or {}, rows=limited
             )
         done = source >= len(sources)
-        _record_progress(event, page, source, cursor, len(inserted_ids), done)
+        _record_progress(event, page, source, cursor, len(inserted_ids) + digested, done)
         result = PageResult(
             event_id,
             page,
@@ -140,7 +146,8 @@ def _lock_event(event_id: str) -> LockedEvent | None:
             """
             SELECT e.id, e.status, e.fanout_page, e.fanout_source, e.fanout_cursor, e.priority,
                    e.recipients, e.actor, e.data, e.channels,
-                   t.key, t.channels, t.templates, t.default_locale, t.category, t.required_channels, t.throttle
+                   t.key, t.channels, t.templates, t.default_locale, t.category, t.required_channels, t.throttle,
+                   t.id, t.digest
             FROM notifications_event e JOIN notifications_notificationtype t ON t.id = e.type_id
             WHERE e.id = %s
             FOR UPDATE OF e
@@ -151,13 +158,14 @@ def _lock_event(event_id: str) -> LockedEvent | None:
     if row is None:
         return None
     (event_id, status, page, source, cursor_id, priority, recipients, actor, data, channels,
-     type_key, type_channels, templates, default_locale, category, required_channels, throttle) = row
+     type_key, type_channels, templates, default_locale, category, required_channels, throttle,
+     type_id, digest) = row
     return LockedEvent(
         id=str(event_id), status=status, page=page, source=source, cursor=cursor_id, priority=priority,
         recipients=from_db_json(recipients), actor=actor, data=from_db_json(data), channels=channels,
         type_key=type_key, type_channels=type_channels, templates=from_db_json(templates),
         default_locale=default_locale, category=category, required_channels=list(required_channels),
-        throttle=from_db_json(throttle),
+        throttle=from_db_json(throttle), type_id=type_id, digest=from_db_json(digest),
     )
 
 
@@ -246,6 +254,9 @@ class PageWriter:
     def __init__(self, event: LockedEvent, channels: list[str], renderer: InAppRenderer, now):
         self.event = event
         self.renderer = renderer
+        self.now = now
+        # Digest types gather the event into windows instead of notifying now.
+        self.digesting = is_digested(digest=event.digest, priority=event.priority)
         self.params = {
             "event_id": event.id,
             "visible": event.channels_in_app,
@@ -268,6 +279,11 @@ class PageWriter:
             taken, last_id, notified, limited = cursor.fetchone()
         return PageWrite(taken, last_id, list(notified), [LimitedDelivery(*row) for row in from_db_json(limited)])
 
+    def _collect(self, recipient_ids: list[int]) -> PageWrite:
+        """Digest mode: add the event to the recipients' windows; nothing is notified yet."""
+        digests_collect(event=self.event, type_id=self.event.type_id, recipient_ids=recipient_ids, now=self.now)
+        return PageWrite(len(recipient_ids), recipient_ids[-1] if recipient_ids else None, [], [])
+
     def rendered(self, profiles: list[tuple]) -> PageWrite:
         rendered = [self.renderer.render(_recipient_context(row)) for row in profiles]
         return self._run(
@@ -286,6 +302,8 @@ class PageWriter:
             # A fixed order keeps concurrent upserts of the same ids from deadlocking.
             cursor.execute(fanout_sql.UPSERT_RECIPIENTS, {"ids": sorted(external_ids)})
             profiles = cursor.fetchall()
+        if self.digesting:
+            return self._collect([row[0] for row in profiles])
         if self.renderer.per_recipient:
             return self.rendered(profiles)
         return self._run(fanout_sql.IDS_PAGE, {"rids": [row[0] for row in profiles]})
@@ -293,6 +311,12 @@ class PageWriter:
     def topic(self, topic: str, cursor_id: int, limit: int) -> PageWrite:
         """The next `limit` subscribers of a topic after `cursor_id`."""
         window = {"topic": topic, "cursor": cursor_id, "limit": limit}
+        if self.digesting:
+            with connection.cursor() as cursor:
+                cursor.execute(fanout_sql.TOPIC_IDS, window)
+                ids = [row[0] for row in cursor.fetchall()]
+            write = self._collect(ids)
+            return PageWrite(len(ids), ids[-1] if ids else None, write.notified, [])
         if not self.renderer.per_recipient:
             return self._run(fanout_sql.TOPIC_PAGE, window)
         with connection.cursor() as cursor:

@@ -48,7 +48,7 @@ page_settings AS (
 ),
 ins AS (
     INSERT INTO notifications_notification (event_id, recipient_id, title, body, url, visible, created_at)
-    SELECT %(event_id)s, page.recipient_id, page.title, page.body, page.url,
+    SELECT coalesce(page.event_id, %(event_id)s::uuid), page.recipient_id, page.title, page.body, page.url,
            %(visible)s AND (%(in_app_required)s OR coalesce(in_app.enabled, TRUE)), now()
     FROM page
     LEFT JOIN decided in_app ON in_app.recipient_id = page.recipient_id AND in_app.channel = 'in_app'
@@ -97,7 +97,8 @@ def page_statement(page_sql: str) -> str:
 
 # Pages of a topic, in recipient-id order after a cursor, with the shared rendering.
 TOPIC_PAGE = """
-    SELECT s.recipient_id, %(title)s::text AS title, %(body)s::text AS body, %(url)s::text AS url
+    SELECT s.recipient_id, %(title)s::text AS title, %(body)s::text AS body, %(url)s::text AS url,
+           NULL::uuid AS event_id
     FROM notifications_subscription s
     WHERE s.topic_id = (SELECT id FROM notifications_topic WHERE key = %(topic)s)
       AND s.recipient_id > %(cursor)s
@@ -108,13 +109,30 @@ TOPIC_PAGE = """
 # Recipients given by id, with the shared rendering.
 IDS_PAGE = """
     SELECT unnest(%(rids)s::bigint[]) AS recipient_id,
-           %(title)s::text AS title, %(body)s::text AS body, %(url)s::text AS url
+           %(title)s::text AS title, %(body)s::text AS body, %(url)s::text AS url, NULL::uuid AS event_id
 """
 
 # Recipients rendered one by one.
 RENDERED_PAGE = """
-    SELECT * FROM unnest(%(rids)s::bigint[], %(titles)s::text[], %(bodies)s::text[], %(urls)s::text[])
+    SELECT x.*, NULL::uuid AS event_id
+    FROM unnest(%(rids)s::bigint[], %(titles)s::text[], %(bodies)s::text[], %(urls)s::text[])
         AS x(recipient_id, title, body, url)
+"""
+
+# Digest notifications: rendered one by one, each under its window's first event.
+DIGEST_PAGE = """
+    SELECT * FROM unnest(%(rids)s::bigint[], %(titles)s::text[], %(bodies)s::text[], %(urls)s::text[],
+                         %(event_ids)s::uuid[])
+        AS x(recipient_id, title, body, url, event_id)
+"""
+
+# The recipient ids of a topic page (for digests, which need no rendering per page).
+TOPIC_IDS = """
+    SELECT s.recipient_id FROM notifications_subscription s
+    WHERE s.topic_id = (SELECT id FROM notifications_topic WHERE key = %(topic)s)
+      AND s.recipient_id > %(cursor)s
+    ORDER BY s.recipient_id
+    LIMIT %(limit)s
 """
 
 # The profiles of a topic page, for per-recipient rendering.

@@ -60,10 +60,7 @@ def parse_type(key: str, body: object) -> dict:
     if not isinstance(sample, dict):
         errors.setdefault("sample_data", []).append("Must be an object (example event data for previews).")
     fields["sample_data"] = sample
-    digest = body.get("digest")
-    if digest is not None and not isinstance(digest, dict):
-        errors.setdefault("digest", []).append("Must be an object or null.")
-    fields["digest"] = digest
+    fields["digest"] = _parse_digest(body.get("digest"), errors)
     fields["throttle"] = _parse_throttle(body.get("throttle"), errors)
     default_locale = body.get("default_locale", "en")
     if not isinstance(default_locale, str) or not default_locale:
@@ -72,6 +69,28 @@ def parse_type(key: str, body: object) -> dict:
     if errors:
         raise InvalidInput("The notification type has invalid fields.", errors=errors)
     return fields
+
+
+def _parse_digest(value: object, errors: dict) -> dict | None:
+    """{"window_seconds": W, "key": "{{ post_id }}", "mode": "lookback"|"fixed", "max_batch": N}."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not set(value) <= {"window_seconds", "key", "mode", "max_batch"}:
+        errors.setdefault("digest", []).append(
+            'Must be {"window_seconds": W, "key": optional template, "mode": "lookback"|"fixed", "max_batch": N}.'
+        )
+        return None
+    for name, required in (("window_seconds", True), ("max_batch", False)):
+        number = value.get(name)
+        if number is None and not required:
+            continue
+        if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+            errors.setdefault(f"digest.{name}", []).append("Must be a whole number of at least 1.")
+    if value.get("mode", "lookback") not in ("lookback", "fixed"):
+        errors.setdefault("digest.mode", []).append("Must be lookback or fixed.")
+    if "key" in value and not isinstance(value["key"], str):
+        errors.setdefault("digest.key", []).append("Must be a template string.")
+    return value
 
 
 def _parse_throttle(value: object, errors: dict) -> dict | None:
