@@ -39,6 +39,24 @@ def notifications_created_on_commit(*, event_id: str, recipient_ids: list[int]) 
 
 def notifications_created(*, event_id: str, recipient_ids: list[int]) -> int:
     """Push the new notifications of `event_id` to the online recipients; returns sends made."""
+    return _push(recipient_ids, "n.event_id = %s AND n.recipient_id = ANY(%s)", lambda online: [event_id, online])
+
+
+def digests_created_on_commit(*, event_ids: list[str], recipient_ids: list[int]) -> None:
+    """After digests commit: each (window's first event, recipient) pair is one new notification."""
+    pairs = dict(zip(recipient_ids, event_ids))
+
+    def push() -> None:
+        _push(
+            recipient_ids,
+            "(n.event_id, n.recipient_id) IN (SELECT * FROM unnest(%s::uuid[], %s::bigint[]))",
+            lambda online: [[pairs[rid] for rid in online], online],
+        )
+
+    transaction.on_commit(push)
+
+
+def _push(recipient_ids: list[int], where: str, params_for) -> int:
     try:
         online = presence.online_among(recipient_ids)
         if not online:
@@ -54,10 +72,10 @@ def notifications_created(*, event_id: str, recipient_ids: list[int]) -> int:
                        AND u.read_at IS NULL AND u.archived_at IS NULL)
                 FROM (
                     {ITEM_SQL.replace("SELECT n.id,", "SELECT n.recipient_id, n.id,", 1)}
-                    WHERE n.event_id = %s AND n.recipient_id = ANY(%s) AND n.visible
+                    WHERE {where} AND n.visible
                 ) sub
                 """,
-                [event_id, online],
+                params_for(online),
             )
             rows = cursor.fetchall()
         messages = [
@@ -75,7 +93,7 @@ def notifications_created(*, event_id: str, recipient_ids: list[int]) -> int:
         _send_all(messages)
         return len(messages)
     except Exception:  # noqa: BLE001 - a hint must never fail the fan-out; clients repair via resume
-        log.exception("realtime push failed event_id=%s", event_id)
+        log.exception("realtime push failed for %d recipients", len(recipient_ids))
         return 0
 
 

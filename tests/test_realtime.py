@@ -312,3 +312,32 @@ def test_a_connect_burst_and_a_mass_disconnect_leave_the_server_healthy(asgi_ser
     assert online_while_open == 300
     wait_for(lambda: presence.sync_client().scard(presence.ONLINE_KEY) == 0, timeout=20, what="presence to empty")
     assert httpx.get(f"{asgi_server.base_url}/healthz").status_code == 200
+
+
+def test_a_digest_reaches_a_connected_socket_when_its_window_is_sent(asgi_server, clean_redis, api_key):
+    from datetime import datetime, timedelta, timezone
+
+    from notifications.selectors import notification_type_cache_clear
+    from notifications.services.digests import digests_flush_due
+    from notifications.services.types import notification_type_put
+
+    notification_type_put(key="comment.created", body={
+        "channels": ["in_app"], "digest": {"window_seconds": 60},
+        "templates": {"in_app": {"en": {"title": "{{ digest.count }} new comments"}}}})
+    notification_type_cache_clear()
+    token = token_for("dana")
+
+    async def scenario():
+        socket = await InboxSocket.open(asgi_server.ws_url, token)
+        await socket.expect("unread_count")
+        await in_thread(lambda: [notify(api_key, ["dana"]) for _ in range(3)])
+        with pytest.raises(asyncio.TimeoutError):
+            await socket.expect("notification", timeout=0.5)
+        await in_thread(lambda: digests_flush_due(now=datetime.now(timezone.utc) + timedelta(minutes=2)))
+        frame = await socket.expect("notification")
+        await socket.close()
+        return frame
+
+    frame = run(scenario())
+    assert frame["notification"]["title"] == "3 new comments"
+    assert frame["unread_count"] == 1

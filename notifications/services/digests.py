@@ -28,6 +28,7 @@ from django.utils import timezone
 from notifications.models import Channel, Priority
 from notifications.services import fanout_sql
 from notifications.sqljson import from_db_json
+from realtime.hints import digests_created_on_commit
 from templates_app.engine import TemplateError, render
 from templates_app.rendering import build_context, render_channel
 
@@ -193,11 +194,15 @@ def _flush_locked(*, window_ids: list[int], now: datetime) -> None:
             titles.append(title)
             bodies.append(body)
             urls.append(url)
-        writer._run(
+        recipient_ids, event_ids = [row[4] for row in group], [str(row[2]) for row in group]
+        write = writer._run(
             fanout_sql.DIGEST_PAGE,
-            {"rids": [row[4] for row in group], "titles": titles, "bodies": bodies, "urls": urls,
-             "event_ids": [str(row[2]) for row in group]},
+            {"rids": recipient_ids, "titles": titles, "bodies": bodies, "urls": urls, "event_ids": event_ids},
         )
+        if write.notified and anchor.channels_in_app:
+            notified = set(write.notified)
+            pairs = [(rid, eid) for rid, eid in zip(recipient_ids, event_ids) if rid in notified]
+            digests_created_on_commit(event_ids=[e for _, e in pairs], recipient_ids=[r for r, _ in pairs])
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE notifications_digestwindow SET status = 'flushed', flushed_at = %s WHERE id = ANY(%s)",
