@@ -131,13 +131,16 @@ def parse_event(body: object, *, header_idempotency_key: str | None = None) -> E
             )
 
     priority = body.get("priority")
-    if priority is not None and priority not in PRIORITIES:
+    if priority is not None and (not isinstance(priority, str) or priority not in PRIORITIES):
         errors.setdefault("priority", []).append(f"Must be one of {', '.join(sorted(PRIORITIES))}.")
 
     send_at = None
     raw_send_at = body.get("send_at")
     if raw_send_at is not None:
-        parsed = parse_datetime(raw_send_at) if isinstance(raw_send_at, str) else None
+        try:
+            parsed = parse_datetime(raw_send_at) if isinstance(raw_send_at, str) else None
+        except ValueError:  # well-formed but impossible, e.g. minute 60
+            parsed = None
         if parsed is None or parsed.tzinfo is None:
             errors.setdefault("send_at", []).append("Must be an ISO 8601 date-time with a time zone.")
         else:

@@ -96,6 +96,8 @@ def test_unknown_type_is_422_naming_type(producer, comment_type):
         ("priority", "urgent"),
         ("send_at", "tomorrow"),
         ("send_at", "2026-01-01T10:00:00"),
+        ("send_at", "2000-01-01T00:60:00Z"),
+        ("send_at", "2000-02-30T00:00:00Z"),
         ("channels", ["pigeon"]),
         ("channels", "email"),
         ("data", [1, 2]),
@@ -205,3 +207,9 @@ def test_inbox_bad_cursor_status_and_limit_are_400(producer):
     assert_problem(client.get("/api/v1/inbox?status=new"), 400, "status")
     assert_problem(client.get("/api/v1/inbox?limit=0"), 400, "limit")
     assert_problem(client.get("/api/v1/inbox?limit=abc"), 400, "limit")
+
+
+@pytest.mark.parametrize("value", [{}, [], 3, True])
+def test_a_priority_of_the_wrong_type_is_422_not_500(producer, comment_type, value):
+    assert_problem(producer.post("/api/v1/events", {**EVENT, "priority": value}, format="json"), 422, "priority")
+    assert_problem(producer.put("/api/v1/notification-types/x.y", {"priority": value}, format="json"), 422, "priority")

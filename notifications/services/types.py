@@ -35,7 +35,7 @@ def parse_type(key: str, body: object) -> dict:
         errors.setdefault("category", []).append("Must be a non-empty string of at most 100 characters.")
     fields["category"] = category
     priority = body.get("priority", Priority.NORMAL.value)
-    if priority not in {p.value for p in Priority}:
+    if not isinstance(priority, str) or priority not in {p.value for p in Priority}:
         errors.setdefault("priority", []).append("Must be critical, high, normal or low.")
     fields["priority"] = priority
     for name, default in (("channels", [Channel.IN_APP.value]), ("required_channels", [])):
