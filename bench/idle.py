@@ -3,8 +3,9 @@
 For each server / websocket implementation (one process each, no Celery):
 
 * uvicorn as the Procfile's web line with `--workers 1` and `--ws` set to
-  `websockets-sansio` (the Procfile's choice), `websockets` (legacy) or
-  `wsproto`; the sansio one again with `--ws-per-message-deflate false`;
+  `websockets-sansio`, `websockets` (legacy) or `wsproto`, per-message deflate
+  off; the sansio one again with deflate on (more variants with deflate on:
+  see VARIANTS);
 * daphne (`daphne -b 127.0.0.1 -p PORT config.asgi:application`),
 
 the bench (ulimit -n raised to the hard limit) opens 10,000 (`--quick`: 2,000)
@@ -53,11 +54,15 @@ IN_FLIGHT = 200
 RECIPIENT_PREFIX = "bench-ws-"
 
 
-def _uvicorn(ws: str, *extra: str):
+def _uvicorn(ws: str, deflate: bool):
+    """The Procfile's web line with --workers 1, the given --ws and per-message deflate set explicitly."""
     def argv(port: int) -> list[str]:
         args = procfile_command("web", {"HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": "1"})
         args[args.index("--ws") + 1] = ws
-        return [*args, *extra]
+        if "--ws-per-message-deflate" in args:
+            i = args.index("--ws-per-message-deflate")
+            del args[i:i + 2]
+        return [*args, "--ws-per-message-deflate", "true" if deflate else "false"]
     return argv
 
 
@@ -65,15 +70,20 @@ def _daphne(port: int) -> list[str]:
     return [bin_path("daphne"), "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
 
 
+# Browsers (and these clients) offer permessage-deflate; the server decides. Daphne (autobahn) does not accept it.
 VARIANTS = {
-    "uvicorn-websockets-sansio": ("uvicorn --ws websockets-sansio (Procfile)", _uvicorn("websockets-sansio")),
-    "uvicorn-websockets": ("uvicorn --ws websockets", _uvicorn("websockets")),
-    "uvicorn-wsproto": ("uvicorn --ws wsproto", _uvicorn("wsproto")),
+    "uvicorn-websockets-sansio": ("uvicorn --ws websockets-sansio, no deflate", _uvicorn("websockets-sansio", False)),
+    "uvicorn-websockets": ("uvicorn --ws websockets (legacy), no deflate", _uvicorn("websockets", False)),
+    "uvicorn-wsproto": ("uvicorn --ws wsproto, no deflate", _uvicorn("wsproto", False)),
     "daphne": ("daphne", _daphne),
-    "uvicorn-websockets-sansio-nodeflate": ("uvicorn --ws websockets-sansio --ws-per-message-deflate false",
-                                            _uvicorn("websockets-sansio", "--ws-per-message-deflate", "false")),
+    "uvicorn-websockets-sansio-deflate": ("uvicorn --ws websockets-sansio, per-message deflate",
+                                          _uvicorn("websockets-sansio", True)),
+    "uvicorn-websockets-deflate": ("uvicorn --ws websockets (legacy), per-message deflate",
+                                   _uvicorn("websockets", True)),
+    "uvicorn-wsproto-deflate": ("uvicorn --ws wsproto, per-message deflate", _uvicorn("wsproto", True)),
 }
-DEFAULT_VARIANTS = list(VARIANTS)
+DEFAULT_VARIANTS = ["uvicorn-websockets-sansio", "uvicorn-websockets", "uvicorn-wsproto", "daphne",
+                    "uvicorn-websockets-sansio-deflate"]
 
 
 def _raise_nofile() -> tuple[int, int]:

@@ -136,6 +136,13 @@ class Client:
                 # Passive: never resume while running (InboxSocket only resumes when not
                 # already resuming); one final resume at the end still counts what is missing.
                 socket.resuming = True
+            resume_now = socket._resume_now
+
+            async def traced_resume(socket=socket, resume_now=resume_now) -> None:
+                _out({"k": "resume", "c": index, "t": time.time(), "after": socket.last_id})
+                await resume_now()
+
+            socket._resume_now = traced_resume  # every resume, immediate or after the gap grace
             self.sockets[index] = socket
             self.resumed[index] = asyncio.Event()
         try:
@@ -158,10 +165,7 @@ class Client:
                         record["final"] = self.phase >= 2
                     _out(record)
                 if socket is not None:
-                    gaps = socket.gaps
                     await socket.handle(frame)
-                    if socket.gaps != gaps:
-                        _out({"k": "resume", "c": index, "t": t, "after": socket.last_id})
                     if kind == "resumed":
                         self.resumed[index].set()
         except ConnectionClosed as exc:
