@@ -46,6 +46,9 @@ class DeliverySettings(models.Model):
     quiet_end = models.TimeField(null=True, blank=True)
     # {"email": 5, "sms": 2}: at most that many per channel per day (recipient's time zone).
     daily_caps = models.JSONField(default=dict, blank=True)
+    # A copy of the recipient's time zone (kept in step by the recipient and
+    # preference services) so fan-out reads quiet hours without a join.
+    timezone = models.CharField(max_length=64, blank=True, default="", db_default="")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

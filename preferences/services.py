@@ -14,7 +14,7 @@ import re
 from django.db import transaction
 
 from notifications.errors import InvalidInput
-from notifications.models import Channel
+from notifications.models import Channel, Recipient
 from preferences.models import ChannelPreference, DeliverySettings, Scope
 
 CHANNELS = {c.value for c in Channel}
@@ -134,6 +134,7 @@ def preferences_put(*, recipient_id: int, body: object) -> dict:
                 "quiet_start": quiet["start"] if quiet else None,
                 "quiet_end": quiet["end"] if quiet else None,
                 "daily_caps": document["daily_caps"],
+                "timezone": Recipient.objects.filter(id=recipient_id).values_list("timezone", flat=True).first() or "",
             },
         )
     return preferences_get(recipient_id=recipient_id)

@@ -187,3 +187,12 @@ def test_bad_throttle_is_422(producer):
     response = producer.put("/api/v1/notification-types/x.y", {"throttle": {"limit": 0, "window_seconds": "1h"}}, format="json")
     assert response.status_code == 422
     assert {"throttle.limit", "throttle.window_seconds"} <= set(response.json()["errors"])
+
+
+@pytest.mark.django_db
+def test_quiet_hours_follow_a_time_zone_changed_after_the_preferences(api_key, producer, social_type):
+    recipient("ana", "UTC", **QUIET)
+    producer.put("/api/v1/recipients/ana", {"timezone": "Asia/Tokyo"}, format="json")
+    now = datetime(2026, 7, 1, 14, 0, tzinfo=UTC)  # 14:00 UTC is 23:00 in Tokyo: quiet
+    email = email_of(fan_out(api_key, "ana", now))
+    assert (email.reason, email.next_attempt_at) == ("quiet_hours", datetime(2026, 7, 1, 22, 0, tzinfo=UTC))

@@ -42,8 +42,7 @@ page_settings AS (
     SELECT s.recipient_id, s.quiet_start, s.quiet_end, s.daily_caps, z.tz,
            (%(now)s::timestamptz AT TIME ZONE z.tz) AS local_now
     FROM preferences_deliverysettings s
-    JOIN notifications_recipient r ON r.id = s.recipient_id
-    CROSS JOIN LATERAL (SELECT coalesce(nullif(r.timezone, ''), 'UTC') AS tz) z
+    CROSS JOIN LATERAL (SELECT coalesce(nullif(s.timezone, ''), 'UTC') AS tz) z
     WHERE s.recipient_id = ANY(ARRAY(SELECT recipient_id FROM page))
 ),
 ins AS (

@@ -11,6 +11,7 @@ from django.db import connection, transaction
 from notifications.errors import InvalidInput, NotFound
 from notifications.models import Recipient
 from notifications.sqljson import from_db_json
+from preferences.models import DeliverySettings
 from notifications.validation import validate_external_id
 
 LOCALE_RE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
@@ -74,7 +75,10 @@ def recipient_put(*, external_id: str, body: object) -> tuple[Recipient, bool]:
     """Create or replace a recipient's profile; returns (recipient, created)."""
     check_external_id(external_id)
     profile = parse_profile(body)
-    recipient, created = Recipient.objects.update_or_create(external_id=external_id, defaults=profile)
+    with transaction.atomic():
+        recipient, created = Recipient.objects.update_or_create(external_id=external_id, defaults=profile)
+        # Quiet hours are read in the recipient's zone from the settings' copy.
+        DeliverySettings.objects.filter(recipient_id=recipient.id).update(timezone=recipient.timezone)
     return recipient, created
 
 
