@@ -175,3 +175,9 @@ def test_concurrent_producers_and_flushes_send_one_digest_per_window_and_lose_no
     assert DigestItem.objects.values("event_id").distinct().count() == 40
     assert Notification.objects.filter(recipient__external_id="ana").count() == len(windows)
     assert DigestWindow.objects.filter(status="open").count() == 0
+
+
+@pytest.mark.django_db
+def test_a_critical_event_of_a_digest_type_renders_as_a_digest_of_one(api_key, digest_type):
+    comment(api_key, "zed", priority="critical")
+    assert Notification.objects.get().title == "zed commented on post 7"

@@ -212,7 +212,8 @@ def _flush_locked(*, window_ids: list[int], now: datetime) -> None:
 
 
 class _NoRender:
-    """The page writer's renderer slot: digests are rendered per window here."""
+    """The page writer's renderer slot when nothing is rendered per page: digest
+    pages only collect, and digests are rendered per window here."""
 
     per_recipient = True
     shared = None

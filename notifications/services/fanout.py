@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from notifications.models import EXTERNAL_CHANNELS, Channel, EventStatus, Priority
 from notifications.services import fanout_sql
-from notifications.services.digests import digests_collect, is_digested
+from notifications.services.digests import _NoRender, digest_context, digests_collect, is_digested
 from notifications.services.limits import LimitedDelivery, deliveries_apply_limits
 from notifications.sqljson import from_db_json
 from realtime.hints import notifications_created_on_commit
@@ -38,6 +38,7 @@ from templates_app.rendering import build_context, render_channel
 log = logging.getLogger(__name__)
 
 MAX_SOURCES_PER_PAGE = 16
+_NO_RENDER = _NoRender()  # digest pages render nothing: the digest is rendered when sent
 IN_APP_FIELDS = ("title", "body", "url")
 
 
@@ -92,7 +93,9 @@ def event_fan_out_page(*, event_id: str, page: int, now: datetime | None = None)
             return PageResult(event_id, page, ran=False)
 
         sources = _sources(event.recipients)
-        writer = PageWriter(event, _enabled_channels(event), InAppRenderer(event), now or timezone.now())
+        channels = _enabled_channels(event)
+        renderer = _NO_RENDER if is_digested(digest=event.digest, priority=event.priority) else InAppRenderer(event)
+        writer = PageWriter(event, channels, renderer, now or timezone.now())
         source, cursor = event.source, event.cursor
         budget = page_size
         inserted_ids: list[int] = []
@@ -199,6 +202,9 @@ class InAppRenderer:
         self.base_context = build_context(
             data=event.data or {}, actor=event.actor, event={"id": event.id, "type": event.type_key}
         )
+        # A digest type's templates read `digest`; an event sent on its own
+        # (critical, or a type without digests) is a digest of one.
+        self.base_context["digest"] = digest_context([(event.actor, event.data or {})], 1)
         names: set[str] = set()
         for variant in self.variants.values():
             for name in IN_APP_FIELDS:
@@ -235,6 +241,30 @@ def _recipient_context(row: tuple) -> dict:
         "timezone": row[5],
         "data": from_db_json(row[6]) or {},
     }
+
+
+def recipients_upsert(external_ids: list[str]) -> list[tuple]:
+    """Profiles of these recipients, creating the unknown ones.
+
+    A recipient created at the same moment by another transaction is neither
+    returned by our INSERT (it conflicted) nor visible to the same statement's
+    SELECT (its snapshot predates the other commit): those are read again in a
+    second statement, which sees them. Without it the recipient would silently
+    miss this event.
+    """
+    wanted = sorted(set(external_ids))  # a fixed order keeps concurrent upserts from deadlocking
+    with connection.cursor() as cursor:
+        cursor.execute(fanout_sql.UPSERT_RECIPIENTS, {"ids": wanted})
+        profiles = cursor.fetchall()
+        if len(profiles) < len(wanted):
+            found = {row[1] for row in profiles}
+            cursor.execute(
+                "SELECT id, external_id, email, phone, locale, timezone, data FROM notifications_recipient"
+                " WHERE external_id = ANY(%s)",
+                [[external_id for external_id in wanted if external_id not in found]],
+            )
+            profiles.extend(cursor.fetchall())
+    return profiles
 
 
 @dataclass
@@ -298,10 +328,7 @@ class PageWriter:
 
     def explicit(self, external_ids: list[str]) -> PageWrite:
         """Create unknown recipients on the fly, then notify all of them."""
-        with connection.cursor() as cursor:
-            # A fixed order keeps concurrent upserts of the same ids from deadlocking.
-            cursor.execute(fanout_sql.UPSERT_RECIPIENTS, {"ids": sorted(external_ids)})
-            profiles = cursor.fetchall()
+        profiles = recipients_upsert(external_ids)
         if self.digesting:
             return self._collect([row[0] for row in profiles])
         if self.renderer.per_recipient:

@@ -47,25 +47,16 @@ def topic_subscribers_update(*, key: str, body: object) -> dict[str, int]:
         topic_id = cursor.fetchone()[0]
         added = removed = 0
         if add:
+            from notifications.services.fanout import recipients_upsert
+
+            recipient_ids = sorted(row[0] for row in recipients_upsert(add))
             cursor.execute(
                 """
-                WITH wanted AS (SELECT unnest(%(ids)s::text[]) AS external_id),
-                created AS (
-                    INSERT INTO notifications_recipient
-                        (external_id, email, phone, locale, timezone, data, created_at, updated_at)
-                    SELECT external_id, '', '', '', '', '{}', now(), now() FROM wanted
-                    ON CONFLICT (external_id) DO NOTHING RETURNING id
-                ),
-                everyone AS (
-                    SELECT id FROM created
-                    UNION ALL
-                    SELECT r.id FROM notifications_recipient r JOIN wanted USING (external_id)
-                )
                 INSERT INTO notifications_subscription (topic_id, recipient_id, created_at)
-                SELECT %(topic)s, id, now() FROM everyone ORDER BY id
+                SELECT %s, r, now() FROM unnest(%s::bigint[]) r
                 ON CONFLICT (topic_id, recipient_id) DO NOTHING
                 """,
-                {"ids": add, "topic": topic_id},
+                [topic_id, recipient_ids],
             )
             added = cursor.rowcount
         if remove:
