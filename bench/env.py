@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from bench.common import say
+from config.env import redis_url_with_db
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -25,14 +26,6 @@ BENCH_REDIS_DB = int(os.environ.get("CLARION_BENCH_REDIS_DB", "14"))
 def with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def redis_url_with_db(url: str, db: int) -> str:
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        query = "&".join(p for p in parts.query.split("&") if p and not p.startswith("db="))
-        return urlunsplit(parts._replace(query=(query + "&" if query else "") + f"db={db}"))
-    return urlunsplit(parts._replace(path=f"/{db}"))
 
 
 def redact(url: str) -> str:

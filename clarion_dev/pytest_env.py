@@ -8,17 +8,7 @@ process and the workers it starts agree on the services:
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit, urlunsplit
-
-from config.env import service_urls
-
-
-def redis_url_with_db(url: str, db: int) -> str:
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        query = "&".join(p for p in parts.query.split("&") if p and not p.startswith("db="))
-        return urlunsplit(parts._replace(query=(query + "&" if query else "") + f"db={db}"))
-    return urlunsplit(parts._replace(path=f"/{db}"))
+from config.env import redis_url_with_db, service_urls
 
 
 _database_url, _redis_url = service_urls()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit, urlunsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -70,3 +71,12 @@ def service_urls() -> tuple[str, str]:
         redis_url = services.ensure_redis()
         os.environ["REDIS_URL"] = redis_url
     return database_url, redis_url
+
+
+def redis_url_with_db(url: str, db: int) -> str:
+    """The same Redis server, another database number (tests and benchmarks use their own)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        query = "&".join(p for p in parts.query.split("&") if p and not p.startswith("db="))
+        return urlunsplit(parts._replace(query=(query + "&" if query else "") + f"db={db}"))
+    return urlunsplit(parts._replace(path=f"/{db}"))

@@ -63,3 +63,24 @@ def subscribe_many(topic_key: str, count: int, prefix: str = "bulk") -> None:
             """,
             [topic_key, prefix, count],
         )
+
+
+def run_concurrently(function: Callable[..., object], argument_lists: list[tuple]) -> None:
+    """Call `function` once per argument tuple, all threads released together;
+    each thread closes its own database connection."""
+    import threading
+
+    barrier = threading.Barrier(len(argument_lists))
+
+    def run(*args) -> None:
+        try:
+            barrier.wait()
+            function(*args)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=args) for args in argument_lists]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()

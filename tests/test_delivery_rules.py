@@ -2,11 +2,9 @@
 throttles, applied by the fan-out to every external channel."""
 from __future__ import annotations
 
-import threading
 from datetime import datetime, timezone
 
 import pytest
-from django.db import connection
 
 from notifications.models import Delivery, Notification, Recipient
 from notifications.selectors import notification_type_cache_clear
@@ -14,6 +12,7 @@ from notifications.services.events import event_accept
 from notifications.services.fanout import event_fan_out_page
 from notifications.services.types import notification_type_put
 from preferences.services import preferences_put
+from tests.helpers import run_concurrently
 
 TYPE = {"category": "social", "channels": ["in_app", "email"], "templates": {"in_app": {"en": {"title": "Hi"}}}}
 UTC = timezone.utc
@@ -141,20 +140,7 @@ def test_caps_hold_under_eight_concurrent_fan_outs(api_key, social_type):
         event_accept(api_key_id=api_key[0].id, body={"type": "comment.created", "recipients": ["ana"]}).id
         for _ in range(8)
     ]
-    barrier = threading.Barrier(8)
-
-    def run(event_id: str) -> None:
-        try:
-            barrier.wait()
-            event_fan_out_page(event_id=event_id, page=0, now=now)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(event_id,)) for event_id in event_ids]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_concurrently(lambda event_id: event_fan_out_page(event_id=event_id, page=0, now=now), [(e,) for e in event_ids])
     statuses = sorted(Delivery.objects.filter(channel="email").values_list("status", flat=True))
     assert statuses == ["queued"] * 3 + ["skipped"] * 5
 

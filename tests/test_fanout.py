@@ -152,24 +152,9 @@ def test_per_recipient_rendering_keeps_queries_constant(api_key, producer, setti
 @pytest.mark.django_db(transaction=True)
 def test_a_recipient_created_by_two_events_at_once_gets_both(api_key, comment_type):
     """The upsert of a new recipient races another transaction creating it."""
-    import threading
-
-    from django.db import connection as db
+    from tests.helpers import run_concurrently
 
     event_ids = [accept(api_key, ["brand-new"]) for _ in range(8)]
-    barrier = threading.Barrier(8)
-
-    def run(event_id: str) -> None:
-        try:
-            barrier.wait()
-            event_fan_out_page(event_id=event_id, page=0)
-        finally:
-            db.close()
-
-    threads = [threading.Thread(target=run, args=(event_id,)) for event_id in event_ids]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_concurrently(lambda event_id: event_fan_out_page(event_id=event_id, page=0), [(e,) for e in event_ids])
     assert scalar("SELECT count(*) FROM notifications_notification n JOIN notifications_recipient r"
                   " ON r.id = n.recipient_id WHERE r.external_id = 'brand-new'") == 8
