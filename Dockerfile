@@ -68,4 +68,4 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
 # The Procfile's `web` line, bound to all interfaces. A shell runs it so that
 # PORT and WEB_CONCURRENCY are expanded at start; `exec` replaces the shell, so
 # uvicorn itself receives SIGTERM and shuts down gracefully.
-CMD ["/bin/sh", "-c", "exec uvicorn config.asgi:application --host 0.0.0.0 --port ${PORT:-8000} --workers ${WEB_CONCURRENCY:-2} --http httptools --ws websockets-sansio --ws-per-message-deflate false --lifespan off --no-access-log"]
+CMD ["/bin/sh", "-c", "exec uvicorn config.asgi:application --host 0.0.0.0 --port ${PORT:-8000} --workers ${WEB_CONCURRENCY:-2} --http httptools --ws websockets-sansio --ws-per-message-deflate false --timeout-graceful-shutdown 10 --lifespan off --no-access-log"]

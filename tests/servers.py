@@ -42,7 +42,7 @@ class AsgiServer(ManagedProcess):
             [
                 sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
                 "--port", str(self.port), "--workers", str(self.workers), "--http", "httptools",
-                "--ws", "websockets-sansio", "--ws-per-message-deflate", "false", "--lifespan", "off", "--no-access-log",
+                "--ws", "websockets-sansio", "--ws-per-message-deflate", "false", "--timeout-graceful-shutdown", "10", "--lifespan", "off", "--no-access-log",
             ],
             self.env,
         )

@@ -62,6 +62,13 @@ class InboxSocket:
                 else:
                     await self._resume_now()
         elif kind == "resumed":
+            # Everything up to last_id has been sent: that is the gap-free point now
+            # (a live frame's previous_id can predate its predecessor's commit).
+            last = frame.get("last_id")
+            if last and (self.last_id is None or int(last) > int(self.last_id)):
+                self.last_id = last
+            self.pending = {prev: i for prev, i in self.pending.items() if int(i) > int(self.last_id or 0)}
+            self._advance()
             self.resuming = False
             self.unread = frame["unread_count"]
         elif kind == "unread_count":

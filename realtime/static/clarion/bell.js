@@ -268,6 +268,16 @@ export class ClarionBell {
       this.renderBadge();
       this.refreshReadState();
     } else if (frame.type === "resumed") {
+      // The server has now sent everything up to last_id: hold that as the
+      // gap-free point, even if a live frame's previous_id was computed
+      // before its predecessor committed and so never links up.
+      if (frame.last_id && (this.lastId === null || Number(frame.last_id) > Number(this.lastId))) {
+        this.lastId = frame.last_id;
+      }
+      for (const [previous, id] of this.pending) {
+        if (Number(id) <= Number(this.lastId)) this.pending.delete(previous);
+      }
+      this.advance();
       this.resuming = false;
       this.unread = frame.unread_count;
       this.renderBadge();
