@@ -293,6 +293,16 @@ def _terminate(proc: psutil.Process, sig: int, what: str, timeout: float = 60.0)
         _wait_gone(proc, 10)
 
 
+def _stop_server(proc: psutil.Process, port: int | None, sig: int, what: str) -> None:
+    """Stop one private server with its clean-shutdown signal, saying so."""
+    _say(f"stopping private {what} (pid {proc.pid}, port {port}) …")
+    try:
+        _terminate(proc, sig, what)
+    except psutil.AccessDenied as exc:
+        raise DevServiceError(f"{what} pid {proc.pid} belongs to another user; stop it as that user or root") from exc
+    _say(f"{what} stopped")
+
+
 def _run(
     cmd: list[str],
     *,
@@ -703,15 +713,8 @@ def _stop_postgres() -> None:
                 )
             return
         proc, port = running
-        _say(f"stopping private PostgreSQL (pid {proc.pid}, port {port}) …")
         # SIGINT = "fast" shutdown: disconnect clients, checkpoint, exit cleanly.
-        try:
-            _terminate(proc, signal.SIGINT, "PostgreSQL")
-        except psutil.AccessDenied as exc:
-            raise DevServiceError(
-                f"PostgreSQL pid {proc.pid} belongs to another user; stop it as that user or root"
-            ) from exc
-        _say("PostgreSQL stopped")
+        _stop_server(proc, port, signal.SIGINT, "PostgreSQL")
 
 
 # --------------------------------------------------------------------------- #
@@ -976,15 +979,8 @@ def _stop_redis() -> None:
         if proc is None:
             return  # not running, or a stale pidfile naming some unrelated process
         port = _read_int(port_file)
-        _say(f"stopping private Redis (pid {proc.pid}, port {port}) …")
         # SIGTERM: Redis fsyncs the AOF, removes its pidfile and exits.
-        try:
-            _terminate(proc, signal.SIGTERM, "Redis")
-        except psutil.AccessDenied as exc:
-            raise DevServiceError(
-                f"Redis pid {proc.pid} belongs to another user; stop it as that user or root"
-            ) from exc
-        _say("Redis stopped")
+        _stop_server(proc, port, signal.SIGTERM, "Redis")
 
 
 # --------------------------------------------------------------------------- #
