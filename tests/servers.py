@@ -23,6 +23,10 @@ class AsgiServer(ManagedProcess):
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
             "PYTHONUNBUFFERED": "1",
+            # When a test's flush (TRUNCATE) and a page still running here deadlock,
+            # this side detects it first and is the one aborted (and retried),
+            # not the suite's teardown.
+            "PGOPTIONS": "-c deadlock_timeout=100ms",
             "CLARION_DEMO": "true",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "CSRF_TRUSTED_ORIGINS": f"http://127.0.0.1:{self.port},http://localhost:{self.port}",

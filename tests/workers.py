@@ -34,6 +34,10 @@ class WorkerProcess(ManagedProcess):
             "REDIS_URL": redis_url,
             "CLARION_FANOUT_PAGE_SIZE": "1000",
             "PYTHONUNBUFFERED": "1",
+            # When a test's flush (TRUNCATE) and a page still running here deadlock,
+            # this side detects it first and is the one aborted (and retried),
+            # not the suite's teardown.
+            "PGOPTIONS": "-c deadlock_timeout=100ms",
             **(extra_env or {}),
         }
         self.queues = queues
