@@ -23,6 +23,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from notifications.api.intake import EventIntake  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
 # Websocket origins: the hosts of ALLOWED_HOSTS and the origins of CSRF_TRUSTED_ORIGINS.
@@ -30,7 +31,8 @@ allowed_origins = [*settings.ALLOWED_HOSTS, *settings.CSRF_TRUSTED_ORIGINS]
 
 application = ProtocolTypeRouter(
     {
-        "http": http_application,
+        # Event intake answers POST /api/v1/events(/batch) itself (group commit).
+        "http": EventIntake(http_application),
         "websocket": OriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)), allowed_origins),
     }
 )

@@ -174,6 +174,10 @@ SPECTACULAR_SETTINGS = {
 
 # --- Clarion pipeline -------------------------------------------------------
 CLARION = {
+    # Event intake (notifications/api/intake.py): concurrent group-commit
+    # writers per web process, and the most events one commit takes.
+    "INTAKE_WRITERS": env_int("CLARION_INTAKE_WRITERS", 2),
+    "INTAKE_GROUP_MAX_EVENTS": env_int("CLARION_INTAKE_GROUP_MAX_EVENTS", 5000),
     # Recipients per fan-out page: one Celery task and a constant number of
     # queries per page.
     "FANOUT_PAGE_SIZE": env_int("CLARION_FANOUT_PAGE_SIZE", 10000),

@@ -13,6 +13,7 @@ from notifications.models import ApiKey
 
 KEY_PREFIX = "clk_"
 CACHE_SECONDS = 30.0
+WWW_AUTHENTICATE = 'Bearer realm="clarion"'
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,32 @@ def api_key_create(*, name: str) -> tuple[ApiKey, str]:
 _cache: dict[str, tuple[float, Producer]] = {}
 
 
+def producer_cached(raw: str) -> Producer | None:
+    """The producer of a key looked up within CACHE_SECONDS, without a query;
+    None means "ask producer_for_key"."""
+    cached = _cache.get(hash_api_key(raw))
+    return cached[1] if cached and cached[0] > time.monotonic() else None
+
+
+class BadCredentials(Exception):
+    """Why a request's credentials do not name a producer (401)."""
+
+
+INVALID_KEY = "Invalid or revoked API key."
+NOT_PROVIDED = "Authentication credentials were not provided."
+
+
+def bearer_credential(header: str) -> str:
+    """The API key of an `Authorization: Bearer …` header value; raises BadCredentials."""
+    scheme, _, credential = header.partition(" ")
+    if not header or scheme.lower() != "bearer":
+        raise BadCredentials(NOT_PROVIDED)
+    credential = credential.strip()
+    if not credential:
+        raise BadCredentials("Missing API key after 'Bearer'.")
+    return credential
+
+
 def producer_for_key(raw: str) -> Producer | None:
     """The producer of an active key. Hits are cached for CACHE_SECONDS, so a
     revoked key stops working within that time."""
@@ -61,18 +88,16 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate(self, request):
         header = authentication.get_authorization_header(request).decode("latin-1")
-        if not header:
-            return None
-        scheme, _, credential = header.partition(" ")
-        if scheme.lower() != "bearer":
-            return None
-        credential = credential.strip()
-        if not credential:
-            raise exceptions.AuthenticationFailed("Missing API key after 'Bearer'.")
+        try:
+            credential = bearer_credential(header)
+        except BadCredentials as error:
+            if str(error) == NOT_PROVIDED:
+                return None  # DRF answers 401 "not provided" (or another scheme may match)
+            raise exceptions.AuthenticationFailed(str(error)) from error
         producer = producer_for_key(credential)
         if producer is None:
-            raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+            raise exceptions.AuthenticationFailed(INVALID_KEY)
         return producer, credential
 
     def authenticate_header(self, request) -> str:
-        return 'Bearer realm="clarion"'
+        return WWW_AUTHENTICATE

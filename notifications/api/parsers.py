@@ -7,7 +7,7 @@ from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
-from notifications.errors import TooLarge
+from notifications.errors import ClarionError, TooLarge
 
 
 def _contains_nul(value) -> bool:
@@ -35,13 +35,26 @@ class StrictJSONParser(JSONParser):
         raw = stream.read(limit + 1) if stream is not None else b""
         if len(raw) > limit:
             raise TooLarge(f"The request body is larger than {limit} bytes.")
-        if not raw:
-            raise ParseError("The request body is empty; a JSON document is expected.")
         try:
-            # orjson: strict RFC 8259 (no NaN/Infinity), UTF-8 checked, nesting capped.
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise ParseError(f"Malformed JSON: {exc}") from exc
-        if b"\\u0000" in raw and _contains_nul(data):
-            raise ParseError("Strings must not contain the NUL character (\\u0000).")
-        return data
+            return json_loads_strict(raw)
+        except MalformedBody as exc:
+            raise ParseError(exc.detail) from exc
+
+
+class MalformedBody(ClarionError):
+    status = 400
+    title = "Bad request"
+
+
+def json_loads_strict(raw: bytes) -> object:
+    """Parse a request body: raises MalformedBody for anything but strict JSON."""
+    if not raw:
+        raise MalformedBody("The request body is empty; a JSON document is expected.")
+    try:
+        # orjson: strict RFC 8259 (no NaN/Infinity), UTF-8 checked, nesting capped.
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedBody(f"Malformed JSON: {exc}") from exc
+    if b"\\u0000" in raw and _contains_nul(data):
+        raise MalformedBody("Strings must not contain the NUL character (\\u0000).")
+    return data

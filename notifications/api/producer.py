@@ -39,15 +39,7 @@ class EventsView(APIView):
 class EventsBatchView(APIView):
     @extend_schema(request=s.BatchRequest, responses={207: None}, summary="Send up to 1,000 events")
     def post(self, request):
-        body = _body(request)
-        limit = 1000
-        if not isinstance(body, dict) or not isinstance(body.get("events"), list):
-            raise InvalidInput("Expected {\"events\": [...]}.", errors={"events": ["Must be a list of events."]})
-        items = body["events"]
-        if not items or len(items) > limit:
-            raise InvalidInput(
-                f"A batch holds 1 to {limit} events.", errors={"events": [f"Must hold 1 to {limit} events."]}
-            )
+        items = events.batch_bodies(_body(request))
         results = events.events_accept_batch(api_key_id=request.user.api_key_id, bodies=items)
         payload = [
             problem_from_error(result) if isinstance(result, ClarionError) else result.as_response()

@@ -21,6 +21,14 @@ from notifications.validation import EventInput, parse_event
 ACCEPTED = {"status": "accepted"}
 
 
+@dataclass(frozen=True)
+class ParsedEvent:
+    """A validated event body and its idempotency fingerprint ("" without a key)."""
+
+    item: EventInput
+    fingerprint: str
+
+
 @dataclass
 class Accepted:
     id: str
@@ -46,6 +54,27 @@ def event_accept(*, api_key_id: int | None, body: object, header_idempotency_key
     return result
 
 
+def event_parse(body: object, *, header_idempotency_key: str | None = None) -> ParsedEvent:
+    """Validate one event body (no database): raises InvalidInput/TooLarge."""
+    item = parse_event(body, header_idempotency_key=header_idempotency_key)
+    return ParsedEvent(item, request_hash(body) if item.idempotency_key else "")  # type: ignore[arg-type]
+
+
+BATCH_LIMIT = 1000
+
+
+def batch_bodies(body: object) -> list[object]:
+    """The event bodies of a batch request `{"events": [...]}` (1 to BATCH_LIMIT)."""
+    if not isinstance(body, dict) or not isinstance(body.get("events"), list):
+        raise InvalidInput("Expected {\"events\": [...]}.", errors={"events": ["Must be a list of events."]})
+    items = body["events"]
+    if not items or len(items) > BATCH_LIMIT:
+        raise InvalidInput(
+            f"A batch holds 1 to {BATCH_LIMIT} events.", errors={"events": [f"Must hold 1 to {BATCH_LIMIT} events."]}
+        )
+    return items
+
+
 def events_accept_batch(
     *, api_key_id: int | None, bodies: list[object], header_idempotency_key: str | None = None
 ) -> list[Accepted | ClarionError]:
@@ -55,15 +84,26 @@ def events_accept_batch(
     of statements, whatever the batch size.
     """
     results: list[Accepted | ClarionError | None] = [None] * len(bodies)
-    parsed: list[tuple[int, EventInput, str]] = []
+    valid: list[tuple[int, ParsedEvent]] = []
     for index, body in enumerate(bodies):
         try:
-            item = parse_event(body, header_idempotency_key=header_idempotency_key)
+            valid.append((index, event_parse(body, header_idempotency_key=header_idempotency_key)))
         except ClarionError as error:
             results[index] = error
-            continue
-        parsed.append((index, item, request_hash(body) if item.idempotency_key else ""))
+    written = events_accept_parsed(api_key_id=api_key_id, events=[parsed for _, parsed in valid])
+    for (index, _), result in zip(valid, written):
+        results[index] = result
+    return results  # type: ignore[return-value]
 
+
+def events_accept_parsed(*, api_key_id: int | None, events: list[ParsedEvent]) -> list[Accepted | ClarionError]:
+    """Write already-validated events of one producer in one transaction; a
+    result per event, in order (an unknown type or key conflict fails only its
+    own event)."""
+    results: list[Accepted | ClarionError | None] = [None] * len(events)
+    parsed = [(index, event.item, event.fingerprint) for index, event in enumerate(events)]
+    if not parsed:
+        return []
     try:
         _resolve_and_write(api_key_id=api_key_id, parsed=parsed, results=results)
     except IntegrityError:

@@ -1,0 +1,142 @@
+"""Event intake on the ASGI server (group commit) answers exactly as the DRF views do."""
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import orjson
+import pytest
+from rest_framework.test import APIClient
+
+from notifications.models import Event, IdempotencyKey
+from tests.workers import database_url_for
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.pipeline]
+
+GOOD = {"type": "comment.created", "recipients": ["ana"], "actor": "bo", "data": {"comment": "hi"}}
+JSON = "application/json"
+
+
+def _json(value) -> bytes:
+    return orjson.dumps(value)
+
+
+# (name, path, content type, body, authorization: "key" = the test key)
+CASES = [
+    ("no credentials", "/api/v1/events", JSON, _json(GOOD), None),
+    ("another scheme", "/api/v1/events", JSON, _json(GOOD), "Basic YTpi"),
+    ("empty bearer", "/api/v1/events", JSON, _json(GOOD), "Bearer"),
+    ("unknown key", "/api/v1/events", JSON, _json(GOOD), "Bearer clk_nope"),
+    ("text body", "/api/v1/events", "text/plain", b"type=comment.created", "key"),
+    ("empty body", "/api/v1/events", JSON, b"", "key"),
+    ("malformed json", "/api/v1/events", JSON, b'{"type": ', "key"),
+    ("nan", "/api/v1/events", JSON, b'{"type": "comment.created", "recipients": ["a"], "data": {"x": NaN}}', "key"),
+    ("nul character", "/api/v1/events", JSON, b'{"type": "comment.created", "recipients": ["a\\u0000"]}', "key"),
+    ("array body", "/api/v1/events", JSON, _json([GOOD]), "key"),
+    ("missing fields", "/api/v1/events", JSON, _json({}), "key"),
+    ("wrong types", "/api/v1/events", JSON, _json({"type": 5, "recipients": "ana", "priority": "urgent"}), "key"),
+    ("unknown type", "/api/v1/events", JSON, _json({**GOOD, "type": "no.such"}), "key"),
+    ("too many recipients", "/api/v1/events", JSON, _json({**GOOD, "recipients": [f"u{n}" for n in range(1001)]}), "key"),
+    ("data over 64 KiB", "/api/v1/events", JSON, _json({**GOOD, "data": {"x": "y" * 70_000}}), "key"),
+    ("accepted", "/api/v1/events", "application/json; charset=utf-8", _json(GOOD), "key"),
+    ("batch not an object", "/api/v1/events/batch", JSON, _json([GOOD]), "key"),
+    ("batch empty", "/api/v1/events/batch", JSON, _json({"events": []}), "key"),
+    ("batch too long", "/api/v1/events/batch", JSON, _json({"events": [GOOD] * 1001}), "key"),
+    (
+        "batch mixed",
+        "/api/v1/events/batch",
+        JSON,
+        _json({"events": [GOOD, {"type": "no.such", "recipients": ["a"]}, 7, {**GOOD, "idempotency_key": "b1"}]}),
+        "key",
+    ),
+]
+
+
+def _without_ids(value):
+    if isinstance(value, dict):
+        return {k: ("<id>" if k == "id" else _without_ids(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_ids(v) for v in value]
+    return value
+
+
+def _answer(status: int, content_type: str, www_authenticate: str | None, body: bytes) -> tuple:
+    return status, content_type, www_authenticate, _without_ids(orjson.loads(body))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case[0] for case in CASES])
+def test_intake_answers_every_request_as_the_drf_view_does(asgi_server, api_key, comment_type, clean_redis, case):
+    _, path, content_type, body, authorization = case
+    headers = {"Content-Type": content_type}
+    if authorization:
+        headers["Authorization"] = f"Bearer {api_key[1]}" if authorization == "key" else authorization
+
+    served = httpx.post(asgi_server.base_url + path, content=body, headers=headers, timeout=10)
+    django_headers = {"HTTP_AUTHORIZATION": headers["Authorization"]} if "Authorization" in headers else {}
+    viewed = APIClient().generic("POST", path, body, content_type=content_type, **django_headers)
+
+    assert _answer(
+        served.status_code, served.headers["content-type"], served.headers.get("www-authenticate"), served.content
+    ) == _answer(viewed.status_code, viewed["Content-Type"], viewed.get("WWW-Authenticate"), viewed.content)
+
+
+def test_an_accepted_event_is_in_the_table_when_the_answer_arrives(asgi_server, api_key, comment_type, clean_redis):
+    response = httpx.post(
+        f"{asgi_server.base_url}/api/v1/events", json=GOOD, headers={"Authorization": f"Bearer {api_key[1]}"}
+    )
+    assert response.status_code == 202
+    assert Event.objects.filter(id=response.json()["id"], type=comment_type).exists()
+
+
+def test_concurrent_requests_share_commits_and_duplicates_still_make_one_event(
+    asgi_server, api_key, comment_type, clean_redis
+):
+    async def scenario() -> list[httpx.Response]:
+        async with httpx.AsyncClient(
+            base_url=asgi_server.base_url,
+            headers={"Authorization": f"Bearer {api_key[1]}"},
+            limits=httpx.Limits(max_connections=64),
+            timeout=30,
+        ) as http:
+            distinct = [http.post("/api/v1/events", json={**GOOD, "idempotency_key": f"k{n}"}) for n in range(300)]
+            duplicates = [http.post("/api/v1/events", json=GOOD, headers={"Idempotency-Key": "same"}) for _ in range(20)]
+            return await asyncio.gather(*distinct, *duplicates)
+
+    responses = asyncio.run(scenario())
+
+    assert {response.status_code for response in responses} == {202}
+    assert len({response.json()["id"] for response in responses[300:]}) == 1
+    assert Event.objects.count() == 301
+    assert IdempotencyKey.objects.count() == 301
+    metrics = httpx.get(f"{asgi_server.base_url}/metrics").text
+    assert 'clarion_intake_requests_total{endpoint="single",status="202"}' in metrics
+
+
+def test_a_reused_key_with_another_body_is_a_conflict_on_the_intake(asgi_server, api_key, comment_type, clean_redis):
+    headers = {"Authorization": f"Bearer {api_key[1]}", "Idempotency-Key": "once"}
+    first = httpx.post(f"{asgi_server.base_url}/api/v1/events", json=GOOD, headers=headers)
+    again = httpx.post(f"{asgi_server.base_url}/api/v1/events", json=GOOD, headers=headers)
+    other = httpx.post(f"{asgi_server.base_url}/api/v1/events", json={**GOOD, "actor": "cy"}, headers=headers)
+
+    assert (first.status_code, again.status_code, other.status_code) == (202, 202, 409)
+    assert again.json() == first.json()
+    assert other.headers["content-type"] == "application/problem+json"
+    assert "idempotency_key" in other.json()["errors"]
+
+
+def test_intake_without_a_database_answers_503_and_retry_after(django_db_setup, settings):
+    from django.db import connection
+
+    from tests.servers import AsgiServer
+
+    unreachable = database_url_for({**connection.settings_dict, "HOST": "127.0.0.1", "PORT": "1"})
+    server = AsgiServer(database_url=unreachable, redis_url=settings.REDIS_URL)
+    server.start()
+    try:
+        response = httpx.post(f"{server.base_url}/api/v1/events", json=GOOD, headers={"Authorization": "Bearer clk_x"})
+    finally:
+        server.stop()
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.headers["content-type"] == "application/problem+json"
