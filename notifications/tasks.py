@@ -8,6 +8,7 @@ from django.db import OperationalError
 
 from notifications.publish import publish_fan_out_page
 from notifications.services.fanout import event_fan_out_page
+from notifications.services.fanout_small import events_fan_out_small
 from notifications.services.digests import digests_flush_due
 from notifications.services.relay import events_relay, idempotency_keys_purge
 
@@ -36,9 +37,15 @@ def fan_out_page(*, event_id: str, page: int) -> None:
 
 @shared_task(name="clarion.events.fan_out_first_pages", **DB_RETRY)
 def fan_out_first_pages(*, event_ids: list[str]) -> None:
-    """First page of each event of an accepted batch: one message for many events."""
-    for event_id in event_ids:
-        _run_page(event_id, 0)
+    """First page of each event of an accepted batch: one message for many
+    events. The small ones (explicit recipients only) are written together;
+    the rest one by one."""
+    pending = event_ids
+    while pending:
+        outcome = events_fan_out_small(event_ids=pending)
+        for event_id in outcome.rest:
+            _run_page(event_id, 0)
+        pending = outcome.later
 
 
 @shared_task(name="clarion.events.relay")

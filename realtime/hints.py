@@ -44,16 +44,27 @@ def notifications_created(*, event_id: str, recipient_ids: list[int]) -> int:
 
 def digests_created_on_commit(*, event_ids: list[str], recipient_ids: list[int]) -> None:
     """After digests commit: each (window's first event, recipient) pair is one new notification."""
-    pairs = dict(zip(recipient_ids, event_ids))
+    pairs_created_on_commit(list(zip(event_ids, recipient_ids)))
 
-    def push() -> None:
-        _push(
-            recipient_ids,
-            "(n.event_id, n.recipient_id) IN (SELECT * FROM unnest(%s::uuid[], %s::bigint[]))",
-            lambda online: [[pairs[rid] for rid in online], online],
-        )
 
-    transaction.on_commit(push)
+def pairs_created_on_commit(pairs: list[tuple[str, int]]) -> None:
+    """After commit, push the new notifications named by (event id, recipient id)."""
+    transaction.on_commit(lambda: notifications_pairs_created(pairs))
+
+
+def notifications_pairs_created(pairs: list[tuple[str, int]]) -> int:
+    recipient_ids = list(dict.fromkeys(rid for _, rid in pairs))
+
+    def params_for(online: list[int]) -> list:
+        wanted = set(online)
+        chosen = [(event_id, rid) for event_id, rid in pairs if rid in wanted]
+        return [[event_id for event_id, _ in chosen], [rid for _, rid in chosen]]
+
+    return _push(
+        recipient_ids,
+        "(n.event_id, n.recipient_id) IN (SELECT * FROM unnest(%s::uuid[], %s::bigint[]))",
+        params_for,
+    )
 
 
 def _push(recipient_ids: list[int], where: str, params_for) -> int:
@@ -74,6 +85,7 @@ def _push(recipient_ids: list[int], where: str, params_for) -> int:
                     {ITEM_SQL.replace("SELECT n.id,", "SELECT n.recipient_id, n.id,", 1)}
                     WHERE {where} AND n.visible
                 ) sub
+                ORDER BY sub.id
                 """,
                 params_for(online),
             )
@@ -117,17 +129,25 @@ def _send_all(messages: list[tuple[str, dict]]) -> None:
         return
     layer = get_channel_layer()
 
+    by_group: dict[str, list[dict]] = {}
+    for group, message in messages:
+        by_group.setdefault(group, []).append(message)
+
     async def send() -> None:
         # A bounded number in flight: each group send holds a Redis connection.
+        # One recipient's messages go out one after another, in id order.
         slots = asyncio.Semaphore(SEND_CONCURRENCY)
 
-        async def one(group: str, message: dict) -> None:
+        async def in_order(group: str, batch: list[dict]) -> None:
             async with slots:
-                await layer.group_send(group, message)
+                for message in batch:
+                    await layer.group_send(group, message)
 
-        results = await asyncio.gather(*(one(group, message) for group, message in messages), return_exceptions=True)
+        results = await asyncio.gather(
+            *(in_order(group, batch) for group, batch in by_group.items()), return_exceptions=True
+        )
         failures = [r for r in results if isinstance(r, Exception)]
         if failures:
-            log.warning("%d of %d group sends failed: %r", len(failures), len(messages), failures[0])
+            log.warning("%d of %d group sends failed: %r", len(failures), len(by_group), failures[0])
 
     loop.run(send())

@@ -341,3 +341,23 @@ def test_a_digest_reaches_a_connected_socket_when_its_window_is_sent(asgi_server
     frame = run(scenario())
     assert frame["notification"]["title"] == "3 new comments"
     assert frame["unread_count"] == 1
+
+
+def test_a_batch_of_events_reaches_a_socket_in_order(asgi_server, worker, clean_redis, comment_type, api_key):
+    token = token_for("batch-1")
+    events = [{"type": "comment.created", "recipients": ["batch-1", f"other-{n}"], "actor": "bo",
+               "data": {"comment": f"c{n}"}} for n in range(20)]
+
+    async def scenario():
+        socket = await InboxSocket.open(asgi_server.ws_url, token)
+        await socket.expect("unread_count")
+        async with httpx.AsyncClient(base_url=asgi_server.base_url, headers={"Authorization": f"Bearer {api_key[1]}"}) as http:
+            response = await http.post("/api/v1/events/batch", json={"events": events})
+            assert response.status_code == 207
+        frames = [await socket.expect("notification", timeout=10) for _ in events]
+        await socket.close()
+        return frames
+
+    frames = run(scenario())
+    assert [frame["notification"]["body"] for frame in frames] == [f"c{n}" for n in range(20)]
+    assert frames[-1]["unread_count"] == 20

@@ -144,22 +144,32 @@ def event_fan_out_page(*, event_id: str, page: int, now: datetime | None = None)
 
 
 def _lock_event(event_id: str) -> LockedEvent | None:
+    events = lock_events([event_id])
+    return events[0] if events else None
+
+
+def lock_events(event_ids: list[str], *, skip_locked: bool = False) -> list[LockedEvent]:
+    """Lock the rows of these events (in id order, so lockers never deadlock)
+    and read them with their types; `skip_locked` leaves out rows another
+    transaction holds."""
     with connection.cursor() as cursor:
         cursor.execute(
-            """
+            f"""
             SELECT e.id, e.status, e.fanout_page, e.fanout_source, e.fanout_cursor, e.priority,
                    e.recipients, e.actor, e.data, e.channels,
                    t.key, t.channels, t.templates, t.default_locale, t.category, t.required_channels, t.throttle,
                    t.id, t.digest
             FROM notifications_event e JOIN notifications_notificationtype t ON t.id = e.type_id
-            WHERE e.id = %s
-            FOR UPDATE OF e
+            WHERE e.id = ANY(%s::uuid[])
+            ORDER BY e.id
+            FOR UPDATE OF e{" SKIP LOCKED" if skip_locked else ""}
             """,
-            [event_id],
+            [event_ids],
         )
-        row = cursor.fetchone()
-    if row is None:
-        return None
+        return [_locked_event(row) for row in cursor.fetchall()]
+
+
+def _locked_event(row: tuple) -> LockedEvent:
     (event_id, status, page, source, cursor_id, priority, recipients, actor, data, channels,
      type_key, type_channels, templates, default_locale, category, required_channels, throttle,
      type_id, digest) = row
@@ -275,6 +285,7 @@ class PageWrite:
     last_id: int | None
     notified: list[int]
     limited: list[LimitedDelivery]
+    notified_events: list[str] | None = None  # the event of each notified recipient (pages of several events)
 
 
 class PageWriter:
@@ -297,6 +308,7 @@ class PageWriter:
             "category": event.category,
             "critical": event.priority == Priority.CRITICAL,
             "throttled": bool(event.throttle),
+            "several_events": False,
             "now": now,
         }
         if not renderer.per_recipient:
@@ -306,8 +318,23 @@ class PageWriter:
     def _run(self, page_sql: str, params: dict) -> PageWrite:
         with connection.cursor() as cursor:
             cursor.execute(fanout_sql.page_statement(page_sql), {**self.params, **params})
-            taken, last_id, notified, limited = cursor.fetchone()
-        return PageWrite(taken, last_id, list(notified), [LimitedDelivery(*row) for row in from_db_json(limited)])
+            taken, last_id, notified, event_ids, limited = cursor.fetchone()
+        return PageWrite(
+            taken, last_id, list(notified), [LimitedDelivery(*row) for row in from_db_json(limited)], event_ids
+        )
+
+    def events_rendered(self, rows: list[tuple[int, str, str, str, str]]) -> PageWrite:
+        """Rows (recipient id, title, body, url, event id) of several events that
+        share this writer's type, channels and priority class, in one statement;
+        the result names the event of each new notification."""
+        columns = list(zip(*rows)) if rows else [[], [], [], [], []]
+        return self._run(
+            fanout_sql.EVENTS_PAGE,
+            {
+                "rids": list(columns[0]), "titles": list(columns[1]), "bodies": list(columns[2]),
+                "urls": list(columns[3]), "event_ids": list(columns[4]), "several_events": True,
+            },
+        )
 
     def _collect(self, recipient_ids: list[int]) -> PageWrite:
         """Digest mode: add the event to the recipients' windows; nothing is notified yet."""

@@ -10,8 +10,8 @@ A page is a relation `page(recipient_id, title, body, url)`; the statement
 3. inserts a delivery per new notification and external channel: `skipped`
    (`preference`) where the recipient turned the channel off, else `queued`,
    due now or at the end of the quiet hours (`quiet_hours`);
-4. returns the page's size and last recipient, the recipients notified, and
-   the queued deliveries that a daily cap or the type's throttle must still
+4. returns the page's size and last recipient, the recipients notified (and
+   their events, for a page of several events), and the queued deliveries that a daily cap or the type's throttle must still
    pass (checked against Redis counters by services.limits).
 
 `critical` bypasses quiet hours, caps and throttles. Preferences and
@@ -51,11 +51,12 @@ ins AS (
            %(visible)s AND (%(in_app_required)s OR coalesce(in_app.enabled, TRUE)), now()
     FROM page
     LEFT JOIN decided in_app ON in_app.recipient_id = page.recipient_id AND in_app.channel = 'in_app'
+    {{order_by}}
     ON CONFLICT (event_id, recipient_id) DO NOTHING
-    RETURNING id, recipient_id
+    RETURNING id, recipient_id, event_id
 ),
 rules AS (
-    SELECT ins.id AS notification_id, ins.recipient_id, s.daily_caps, s.local_now::date AS local_day,
+    SELECT ins.id AS notification_id, ins.recipient_id, ins.event_id, s.daily_caps, s.local_now::date AS local_day,
            CASE WHEN s.quiet_start IS NOT NULL AND NOT %(critical)s AND (
                     CASE WHEN s.quiet_start < s.quiet_end
                          THEN s.local_now::time >= s.quiet_start AND s.local_now::time < s.quiet_end
@@ -78,20 +79,31 @@ deliveries AS (
     RETURNING id, notification_id, channel, status
 ),
 limited AS (
-    SELECT d.id, rules.recipient_id, d.channel, (rules.daily_caps ->> d.channel)::int AS cap, rules.local_day
+    SELECT d.id, rules.recipient_id, d.channel, (rules.daily_caps ->> d.channel)::int AS cap, rules.local_day,
+           rules.event_id
     FROM deliveries d JOIN rules ON rules.notification_id = d.notification_id
     WHERE d.status = 'queued' AND NOT %(critical)s
       AND (%(throttled)s OR coalesce(rules.daily_caps ? d.channel, FALSE))
 )
 SELECT (SELECT count(*) FROM page), (SELECT max(recipient_id) FROM page),
-       coalesce((SELECT array_agg(recipient_id) FROM ins), '{{}}'),
-       coalesce((SELECT json_agg(json_build_array(id, recipient_id, channel, cap, local_day::text)) FROM limited), '[]')
+       notified.recipient_ids, notified.event_ids,
+       coalesce((SELECT json_agg(json_build_array(id, recipient_id, channel, cap, local_day::text, event_id))
+                 FROM limited), '[]')
+-- One pass over the new notifications, so both arrays are in the same order;
+-- their events are only spelled out for a page of several events.
+FROM (SELECT coalesce(array_agg(recipient_id), '{{}}') AS recipient_ids,
+             CASE WHEN %(several_events)s THEN array_agg(event_id::text) END AS event_ids
+      FROM ins) notified
 """
 
 
 def page_statement(page_sql: str) -> str:
-    """The full statement for a page given as SQL producing (recipient_id, title, body, url)."""
-    return _PAGE_STATEMENT.replace("{page_sql}", page_sql)
+    """The full statement for a page given as SQL producing (recipient_id, title,
+    body, url, event_id[, ord]). With `ord`, notifications are created (their
+    ids taken) in that order, so several events' notifications keep the events'
+    order in the inbox; a single event's order does not matter."""
+    order_by = "ORDER BY page.ord" if page_sql is EVENTS_PAGE else ""
+    return _PAGE_STATEMENT.replace("{page_sql}", page_sql).replace("{order_by}", order_by)
 
 
 # Pages of a topic, in recipient-id order after a cursor, with the shared rendering.
@@ -118,11 +130,12 @@ RENDERED_PAGE = """
         AS x(recipient_id, title, body, url)
 """
 
-# Digest notifications: rendered one by one, each under its window's first event.
-DIGEST_PAGE = """
+# Rendered one by one, each under its own event: digest notifications (under
+# their window's first event) and the first pages of several small events.
+EVENTS_PAGE = """
     SELECT * FROM unnest(%(rids)s::bigint[], %(titles)s::text[], %(bodies)s::text[], %(urls)s::text[],
-                         %(event_ids)s::uuid[])
-        AS x(recipient_id, title, body, url, event_id)
+                         %(event_ids)s::uuid[]) WITH ORDINALITY
+        AS x(recipient_id, title, body, url, event_id, ord)
 """
 
 # The recipient ids of a topic page (for digests, which need no rendering per page).
@@ -159,3 +172,5 @@ UPSERT_RECIPIENTS = """
     SELECT r.id, r.external_id, r.email, r.phone, r.locale, r.timezone, r.data
     FROM notifications_recipient r JOIN wanted USING (external_id)
 """
+
+DIGEST_PAGE = EVENTS_PAGE

@@ -48,6 +48,7 @@ class LimitedDelivery:
     channel: str
     cap: int | None
     local_day: str | None
+    event_id: str | None = None  # set on pages of several events
 
 
 def _take(member: str, checks: list[tuple[str, int, int]]) -> list[bool]:
