@@ -181,3 +181,20 @@ def test_concurrent_producers_and_flushes_send_one_digest_per_window_and_lose_no
 def test_a_critical_event_of_a_digest_type_renders_as_a_digest_of_one(api_key, digest_type):
     comment(api_key, "zed", priority="critical")
     assert Notification.objects.get().title == "zed commented on post 7"
+
+
+@pytest.mark.django_db
+def test_a_digest_counts_against_the_daily_cap_once(api_key, digest_type, clean_redis):
+    from notifications.models import Recipient
+    from preferences.services import preferences_put
+
+    ana = Recipient.objects.create(external_id="ana")
+    preferences_put(recipient_id=ana.id, body={"daily_caps": {"email": 1}})
+    comment(api_key, "bo", post=1)
+    comment(api_key, "cy", post=2)
+
+    assert digests_flush_due(now=later()) == 2
+    assert digests_flush_due(now=later()) == 0
+
+    emails = [n.delivery_set.get() for n in Notification.objects.all()]
+    assert sorted((e.status, e.reason) for e in emails) == [("queued", ""), ("skipped", "cap")]

@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from notifications.models import Channel, Priority
 from notifications.services import fanout_sql
+from notifications.services.limits import deliveries_apply_limits
 from notifications.sqljson import from_db_json
 from realtime.hints import digests_created_on_commit
 from templates_app.engine import TemplateError, render
@@ -199,6 +200,7 @@ def _flush_locked(*, window_ids: list[int], now: datetime) -> None:
             fanout_sql.DIGEST_PAGE,
             {"rids": recipient_ids, "titles": titles, "bodies": bodies, "urls": urls, "event_ids": event_ids},
         )
+        _apply_caps(key, write.limited)
         if write.notified and anchor.channels_in_app:
             notified = set(write.notified)
             pairs = [(rid, eid) for rid, eid in zip(recipient_ids, event_ids) if rid in notified]
@@ -209,6 +211,16 @@ def _flush_locked(*, window_ids: list[int], now: datetime) -> None:
             [now, window_ids],
         )
     log.info("digests sent: %d windows", len(windows))
+
+
+def _apply_caps(type_key: str, rows: list) -> None:
+    """A digest is one message: it counts against the recipient's daily caps
+    like any other (under its window's first event, so a re-run counts once)."""
+    by_event: dict[str, list] = {}
+    for row in rows:
+        by_event.setdefault(row.event_id, []).append(row)
+    for event_id, limited in by_event.items():
+        deliveries_apply_limits(event_id=event_id, type_key=type_key, throttle=None, data={}, rows=limited)
 
 
 class _NoRender:
