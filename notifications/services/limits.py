@@ -51,6 +51,9 @@ class LimitedDelivery:
     event_id: str | None = None  # set on pages of several events
 
 
+_take_script = None
+
+
 def _take(member: str, checks: list[tuple[str, int, int]]) -> list[bool]:
     """For each (key, limit, ttl): may `member` be counted under `limit`? (one round trip)"""
     if not checks:
@@ -58,7 +61,11 @@ def _take(member: str, checks: list[tuple[str, int, int]]) -> list[bool]:
     args: list = [member]
     for _, limit, ttl in checks:
         args.extend((limit, ttl))
-    flags = sync_client().eval(_TAKE, len(checks), *(key for key, _, _ in checks), *args)
+    global _take_script
+    client = sync_client()
+    if _take_script is None:
+        _take_script = client.register_script(_TAKE)  # EVALSHA: the script body is sent once
+    flags = _take_script(keys=[key for key, _, _ in checks], args=args, client=client)
     return [bool(flag) for flag in flags]
 
 
