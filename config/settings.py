@@ -188,6 +188,16 @@ CLARION = {
     "RELAY_BATCH": env_int("CLARION_RELAY_BATCH", 500),
     # How often the Beat sweep sends digest windows that have closed.
     "DIGEST_FLUSH_INTERVAL_SECONDS": env_float("CLARION_DIGEST_FLUSH_INTERVAL_SECONDS", 5.0),
+    # Deliveries: how often the Beat sweep hands due deliveries (new ones, and
+    # those whose quiet hours ended) to the send workers, how many per claim,
+    # and how long a claim holds a delivery before a sweep may claim it again
+    # (a worker that died mid-send). Above CELERY_TASK_TIME_LIMIT.
+    "DELIVERY_DISPATCH_INTERVAL_SECONDS": env_float("CLARION_DELIVERY_DISPATCH_INTERVAL_SECONDS", 2.0),
+    "DELIVERY_CLAIM_BATCH": env_int("CLARION_DELIVERY_CLAIM_BATCH", 1000),
+    "DELIVERY_LEASE_SECONDS": env_int("CLARION_DELIVERY_LEASE_SECONDS", 600),
+    # Channel -> dotted path of its provider class (delivery/providers.py).
+    # A channel without one records its deliveries as skipped / no_provider.
+    "PROVIDERS": {},
     # The API's publisher waits this long after the first accepted event for
     # more, so one Celery message carries many events under load.
     "PUBLISH_LINGER_SECONDS": env_float("CLARION_PUBLISH_LINGER_SECONDS", 0.002),

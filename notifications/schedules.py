@@ -26,6 +26,9 @@ def schedules() -> list[Schedule]:
     return [
         Schedule("event relay", "clarion.events.relay", config["RELAY_INTERVAL_SECONDS"], "critical"),
         Schedule("digest flush", "clarion.digests.flush_due", config["DIGEST_FLUSH_INTERVAL_SECONDS"], "high"),
+        Schedule(
+            "delivery dispatch", "clarion.delivery.dispatch_due", config["DELIVERY_DISPATCH_INTERVAL_SECONDS"], "high"
+        ),
         Schedule("purge idempotency keys", "clarion.maintenance.purge_idempotency_keys", 3600, "low"),
         Schedule("realtime presence sweep", "clarion.realtime.presence_sweep", 60, "low"),
     ]

@@ -136,3 +136,17 @@ def test_critical_event_is_not_stuck_behind_a_bulk_fan_out(worker, clean_redis, 
     wait_done(urgent_id, timeout=10)
     assert event_row(bulk_id)["status"] == "processing"
     wait_done(bulk_id, timeout=120)
+
+
+def test_a_due_delivery_is_dispatched_and_settled_by_the_worker(worker, clean_redis, producer, comment_type):
+    from delivery.services.dispatch import deliveries_dispatch_due
+    from notifications.models import Delivery
+
+    event_id = post_event(producer, ["mail-1"], priority="high")
+    wait_done(event_id)
+
+    assert deliveries_dispatch_due() == 1
+
+    delivery = Delivery.objects.filter(notification__event_id=event_id)
+    wait_for(lambda: delivery.get().status == "skipped", what="the worker to settle the delivery")
+    assert (delivery.get().channel, delivery.get().reason) == ("email", "no_provider")

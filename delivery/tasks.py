@@ -1,0 +1,21 @@
+"""Celery tasks of the delivery app: thin wrappers over delivery.services."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from celery import shared_task
+from django.db import OperationalError
+
+from delivery.services.dispatch import deliveries_dispatch_due, deliveries_send
+
+DB_RETRY = {"autoretry_for": (OperationalError,), "retry_backoff": 1, "retry_backoff_max": 30, "max_retries": 8}
+
+
+@shared_task(name="clarion.delivery.dispatch_due", **DB_RETRY)
+def dispatch_due() -> int:
+    return deliveries_dispatch_due()
+
+
+@shared_task(name="clarion.delivery.send", **DB_RETRY)
+def send(*, delivery_ids: list[int], lease: str) -> dict[str, int]:
+    return deliveries_send(delivery_ids=delivery_ids, lease=datetime.fromisoformat(lease))

@@ -1,0 +1,114 @@
+"""Due deliveries go to the send workers on their event's priority queue; held ones wait."""
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from delivery.services.dispatch import deliveries_claim_due, deliveries_dispatch_due, deliveries_send
+from notifications.models import Delivery, Recipient
+from notifications.selectors import notification_type_cache_clear
+from notifications.services.events import event_accept
+from notifications.services.fanout import event_fan_out_page
+from notifications.services.types import notification_type_put
+from preferences.services import preferences_put
+
+UTC = timezone.utc
+TYPE = {"category": "social", "channels": ["in_app", "email", "sms"], "templates": {"in_app": {"en": {"title": "Hi"}}}}
+NIGHT = datetime(2026, 7, 1, 23, 30, tzinfo=UTC)  # inside 22:00-07:00 UTC
+MORNING = datetime(2026, 7, 2, 7, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def social_type(db, clean_redis):
+    notification_type_cache_clear()
+    return notification_type_put(key="comment.created", body=TYPE)[0]
+
+
+def send_event(api_key, external_id: str, now: datetime, **extra) -> str:
+    body = {"type": "comment.created", "recipients": [external_id], **extra}
+    event_id = event_accept(api_key_id=api_key[0].id, body=body).id
+    event_fan_out_page(event_id=event_id, page=0, now=now)
+    return event_id
+
+
+def deliveries_of(event_id: str) -> list[Delivery]:
+    return list(Delivery.objects.filter(notification__event_id=event_id).order_by("channel"))
+
+
+def queued_sends(redis_client, queue: str) -> list[dict]:
+    """The `clarion.delivery.send` messages waiting on a priority queue."""
+    sends = []
+    for raw in redis_client.lrange(queue, 0, -1):
+        message = json.loads(raw)
+        if message["headers"]["task"] == "clarion.delivery.send":
+            args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+            sends.append(kwargs)
+    return sends
+
+
+@pytest.mark.django_db
+def test_a_delivery_held_by_quiet_hours_is_claimed_only_when_they_end(api_key, social_type):
+    ana = Recipient.objects.create(external_id="ana", timezone="UTC")
+    preferences_put(recipient_id=ana.id, body={"quiet_hours": {"start": "22:00", "end": "07:00"}})
+    event_id = send_event(api_key, "ana", NIGHT)
+
+    assert deliveries_claim_due(now=MORNING - timedelta(seconds=1)).deliveries == []
+    claim = deliveries_claim_due(now=MORNING)
+
+    assert sorted(channel for _, channel, _ in claim.deliveries) == ["email", "sms"]
+    assert [(d.status, d.reason, d.next_attempt_at) for d in deliveries_of(event_id)] == [
+        ("queued", "", claim.lease), ("queued", "", claim.lease)
+    ]
+
+
+@pytest.mark.django_db
+def test_a_claimed_delivery_is_not_claimed_again_until_its_lease_ends(api_key, social_type, settings):
+    send_event(api_key, "bo", NIGHT)
+    first = deliveries_claim_due(now=NIGHT)
+
+    assert deliveries_claim_due(now=NIGHT + timedelta(seconds=1)).deliveries == []
+    again = deliveries_claim_due(now=first.lease)
+
+    assert len(first.deliveries) == len(again.deliveries) == 2
+    assert again.lease > first.lease
+
+
+@pytest.mark.django_db
+def test_each_send_goes_on_its_events_priority_queue(api_key, social_type, redis_client):
+    critical = send_event(api_key, "cy", NIGHT, priority="critical")
+    low = send_event(api_key, "di", NIGHT, priority="low")
+
+    assert deliveries_dispatch_due(now=NIGHT) == 4
+
+    ids = {d.id: event for event in (critical, low) for d in deliveries_of(event)}
+    on_critical = [i for send in queued_sends(redis_client, "critical") for i in send["delivery_ids"]]
+    on_low = [i for send in queued_sends(redis_client, "low") for i in send["delivery_ids"]]
+    assert {ids[i] for i in on_critical} == {critical} and len(on_critical) == 2
+    assert {ids[i] for i in on_low} == {low} and len(on_low) == 2
+    assert queued_sends(redis_client, "normal") == []
+
+
+@pytest.mark.django_db
+def test_without_a_provider_a_delivery_is_skipped_with_reason_no_provider(api_key, social_type):
+    event_id = send_event(api_key, "ed", NIGHT)
+    claim = deliveries_claim_due(now=NIGHT)
+
+    counts = deliveries_send(delivery_ids=[d for d, _, _ in claim.deliveries], lease=claim.lease)
+
+    assert counts == {"no_provider": 2}
+    assert [(d.status, d.reason, d.attempts) for d in deliveries_of(event_id)] == [("skipped", "no_provider", 1)] * 2
+
+
+@pytest.mark.django_db
+def test_a_send_message_from_an_ended_lease_changes_nothing(api_key, social_type):
+    event_id = send_event(api_key, "fa", NIGHT)
+    stale = deliveries_claim_due(now=NIGHT)
+    current = deliveries_claim_due(now=stale.lease)
+
+    assert deliveries_send(delivery_ids=[d for d, _, _ in stale.deliveries], lease=stale.lease) == {}
+    assert deliveries_send(delivery_ids=[d for d, _, _ in current.deliveries], lease=current.lease) == {"no_provider": 2}
+    assert deliveries_send(delivery_ids=[d for d, _, _ in current.deliveries], lease=current.lease) == {}
+    assert {d.attempts for d in deliveries_of(event_id)} == {1}
