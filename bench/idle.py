@@ -86,6 +86,14 @@ DEFAULT_VARIANTS = ["uvicorn-websockets-sansio", "uvicorn-websockets", "uvicorn-
                     "uvicorn-websockets-sansio-deflate"]
 
 
+def _missing_package(key: str) -> str | None:
+    """The comparison servers are not dependencies of Clarion; skip the ones absent."""
+    import importlib.util
+
+    wanted = "daphne" if key == "daphne" else "wsproto" if "wsproto" in key else None
+    return wanted if wanted and importlib.util.find_spec(wanted) is None else None
+
+
 def _raise_nofile() -> tuple[int, int]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
@@ -327,6 +335,11 @@ def run(env: BenchEnv, opts) -> dict:
     results: dict[str, dict] = {}
     for key in keys:
         label, argv_for = VARIANTS[key]
+        missing = _missing_package(key)
+        if missing:
+            say(f"{key}: skipped, {missing} is not installed (comparison only: pip install {missing})")
+            results[key] = {"server": label, "skipped": f"pip install {missing}"}
+            continue
         try:
             results[key] = _measure(env, key, label, argv_for, tokens, hold)
         except Exception as exc:  # noqa: BLE001 - record it, go on with the next server
@@ -336,6 +349,9 @@ def run(env: BenchEnv, opts) -> dict:
 
     metrics = []
     for key, r in results.items():
+        if r.get("skipped"):
+            metrics.append(metric(f"{key}: not installed", r["skipped"], ""))
+            continue
         if r.get("error"):
             metrics.append(metric(f"{key}: ERROR", r["error"].splitlines()[0][:60], "", goal_text="no error"))
             continue
@@ -365,7 +381,7 @@ def run(env: BenchEnv, opts) -> dict:
         metrics[-2].ok = metrics[-2].value == "0 / 0"
         peak = max(r["redis_peak_burst"].get("max") or 0, r["redis_peak_close"].get("max") or 0)
         metrics[-5].ok = peak <= pool["max_connections"]
-    good = {k: r for k, r in results.items() if not r.get("error")}
+    good = {k: r for k, r in results.items() if not r.get("error") and not r.get("skipped")}
     if good:
         best = min(good, key=lambda k: good[k]["kb_per_connection"])
         metrics.append(metric("lowest memory per connection", f"{best} ({good[best]['kb_per_connection']} KB)", ""))
