@@ -6,6 +6,7 @@ from django.shortcuts import render
 from django.urls import path
 from django.utils import timezone
 
+from delivery.services.operations import deliveries_requeue, deliveries_send_now
 from notifications.api.auth import api_key_create
 from notifications.models import (
     ApiKey,
@@ -189,10 +190,21 @@ class AttemptInline(admin.TabularInline):
 
 @admin.register(Delivery)
 class DeliveryAdmin(LargeTableAdmin):
-    list_display = ("id", "notification_id", "channel", "status", "reason", "attempts", "updated_at")
-    list_filter = ("channel", "status")
+    list_display = ("id", "notification_id", "channel", "status", "reason", "attempts", "next_attempt_at", "updated_at")
+    list_filter = ("channel", "status", "reason")
     raw_id_fields = ("notification",)
     inlines = [AttemptInline]
+    actions = ["send_now", "requeue"]
+
+    @admin.action(description="Send now (release a quiet-hours or retry hold)")
+    def send_now(self, request, queryset):
+        released = deliveries_send_now(delivery_ids=list(queryset.values_list("id", flat=True)))
+        self.message_user(request, f"{released} held deliveries released; the dispatch sweep sends them next.")
+
+    @admin.action(description="Queue again (failed, dead-lettered or without provider)")
+    def requeue(self, request, queryset):
+        queued = deliveries_requeue(delivery_ids=list(queryset.values_list("id", flat=True)))
+        self.message_user(request, f"{queued} deliveries queued again; others were left as they are.")
 
 
 @admin.register(DeliveryAttempt)

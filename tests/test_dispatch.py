@@ -112,3 +112,23 @@ def test_a_send_message_from_an_ended_lease_changes_nothing(api_key, social_type
     assert deliveries_send(delivery_ids=[d for d, _, _ in current.deliveries], lease=current.lease) == {"no_provider": 2}
     assert deliveries_send(delivery_ids=[d for d, _, _ in current.deliveries], lease=current.lease) == {}
     assert {d.attempts for d in deliveries_of(event_id)} == {1}
+
+
+@pytest.mark.django_db
+def test_the_admin_releases_a_held_delivery_and_requeues_a_skipped_one(api_key, social_type, admin_client):
+    ana = Recipient.objects.create(external_id="gu", timezone="UTC")
+    preferences_put(recipient_id=ana.id, body={"quiet_hours": {"start": "00:00", "end": "23:59"}})
+    held = deliveries_of(send_event(api_key, "gu", datetime.now(UTC).replace(hour=12)))
+    settled = send_event(api_key, "ha", NIGHT)
+    claim = deliveries_claim_due(now=NIGHT)
+    deliveries_send(delivery_ids=[d for d, _, _ in claim.deliveries], lease=claim.lease)
+
+    url = "/admin/notifications/delivery/"
+    admin_client.post(url, {"action": "send_now", "_selected_action": [d.id for d in held]})
+    admin_client.post(url, {"action": "requeue", "_selected_action": [d.id for d in deliveries_of(settled)]})
+
+    assert {(d.status, d.reason) for d in deliveries_of(held[0].notification.event_id)} == {("queued", "")}
+    assert sorted(d for d, _, _ in deliveries_claim_due().deliveries) == sorted(
+        [d.id for d in held] + [d.id for d in deliveries_of(settled)]
+    )
+    assert admin_client.get(url + "?reason=no_provider").status_code == 200
