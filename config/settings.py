@@ -249,7 +249,8 @@ CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 # socket_timeout races channels-redis's 5 s blocking read (channels_redis#422).
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        # channels-redis's layer plus group_send_many (many group sends, few round trips).
+        "BACKEND": "realtime.layers.BatchingRedisChannelLayer",
         "CONFIG": {
             "hosts": [
                 {

@@ -3,8 +3,9 @@
 The API process does not publish one message per accepted event in the
 request: a background publisher thread takes accepted ids from a queue and
 publishes them in batches (one `fan_out_first_pages` message per priority per
-batch). At low load a batch is a single event published at once; under load
-the batches grow and the per-message cost of publishing is shared.
+batch). A lone event (light load) is published at once; when events arrive
+together (load) the publisher lingers `CLARION_PUBLISH_LINGER_SECONDS` for
+more, so batches grow and the per-message cost of publishing is shared.
 
 A failed publish is logged, never raised: the event row is already
 committed and the relay re-publishes it.
@@ -104,7 +105,14 @@ class BatchingPublisher:
         linger = settings.CLARION["PUBLISH_LINGER_SECONDS"]
         while True:
             batch = [self._queue.get()]
-            deadline = time.monotonic() + linger
+            while len(batch) < MAX_BATCH:  # what is already waiting
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            # A lone event (light load) goes out at once; when events come in
+            # groups (load), wait `linger` for more to share the message.
+            deadline = time.monotonic() + (linger if len(batch) > 1 else 0)
             while len(batch) < MAX_BATCH:
                 remaining = deadline - time.monotonic()
                 try:

@@ -23,6 +23,7 @@ from notifications.services import inbox
 from notifications.services.tokens import recipient_token_verify
 from realtime import presence
 from realtime.hints import group_name, json_safe
+from realtime.layers import dispatch_batch
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,9 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):
     # --- channel layer → client -------------------------------------------
     async def inbox_notification(self, message: dict) -> None:
         await self._send_notification(message["notification"], message.get("previous_id"), message["unread_count"])
+
+    async def layer_batch(self, message: dict) -> None:
+        await dispatch_batch(self, message)  # many groups' messages in one (realtime/layers.py)
 
     async def inbox_unread(self, message: dict) -> None:
         await self.send_json({"type": "unread_count", "count": message["count"]})
