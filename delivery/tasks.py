@@ -6,7 +6,8 @@ from datetime import datetime
 from celery import shared_task
 from django.db import OperationalError
 
-from delivery.services.dispatch import deliveries_dispatch_due, deliveries_send
+from delivery.services.dispatch import deliveries_dispatch_due
+from delivery.services.send import deliveries_send
 
 DB_RETRY = {"autoretry_for": (OperationalError,), "retry_backoff": 1, "retry_backoff_max": 30, "max_retries": 8}
 

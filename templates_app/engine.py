@@ -111,6 +111,10 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         self._spend()
+        # Contexts are plain data: a key wins over a dict method of the same
+        # name, so `digest.items` is the digest's items, not dict.items.
+        if isinstance(obj, dict) and attribute in obj:
+            return obj[attribute]
         return super().getattr(obj, attribute)
 
     def getitem(self, obj: Any, argument: Any) -> Any:

@@ -23,7 +23,9 @@ DIGEST_TYPE = {
         "title": "{{ digest.first_actor }}{% if digest.others %} and {{ digest.others }} others{% endif %}"
                  " commented on {{ post_title }}",
         "body": "{{ digest.count }} comments",
-    }}},
+    }},
+    "email": {"en": {"subject": "{{ digest.count }} new comments on {{ post_title }}",
+                     "text": "{% for item in digest.items %}{{ item.actor }} {% endfor %}"}}},
 }
 
 
@@ -198,3 +200,21 @@ def test_a_digest_counts_against_the_daily_cap_once(api_key, digest_type, clean_
 
     emails = [n.delivery_set.get() for n in Notification.objects.all()]
     assert sorted((e.status, e.reason) for e in emails) == [("queued", ""), ("skipped", "cap")]
+
+
+@pytest.mark.django_db
+def test_the_digest_message_is_rendered_with_the_windows_items_and_sent_as_rendered(api_key, digest_type):
+    from delivery.services.dispatch import deliveries_claim_due
+    from delivery.services.send import deliveries_send
+    from notifications.models import Recipient
+
+    Recipient.objects.create(external_id="ana", email="ana@example.com")
+    for actor in ("bo", "cy", "di"):
+        comment(api_key, actor)
+    digests_flush_due(now=later())
+    claim = deliveries_claim_due(now=later(11))
+    deliveries_send(delivery_ids=[d for d, _, _ in claim.deliveries], lease=claim.lease)
+
+    email = Notification.objects.get().delivery_set.get()
+    assert (email.status, email.reason) == ("skipped", "no_provider")
+    assert email.content == {"subject": "3 new comments on post 7", "text": "bo cy di "}

@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from delivery.services.dispatch import deliveries_claim_due, deliveries_dispatch_due, deliveries_send
+from delivery.services.dispatch import deliveries_claim_due, deliveries_dispatch_due
+from delivery.services.send import deliveries_send
 from notifications.models import Delivery, Recipient
 from notifications.selectors import notification_type_cache_clear
 from notifications.services.events import event_accept
@@ -16,7 +17,16 @@ from notifications.services.types import notification_type_put
 from preferences.services import preferences_put
 
 UTC = timezone.utc
-TYPE = {"category": "social", "channels": ["in_app", "email", "sms"], "templates": {"in_app": {"en": {"title": "Hi"}}}}
+TYPE = {
+    "category": "social",
+    "channels": ["in_app", "email", "sms"],
+    "templates": {
+        "in_app": {"en": {"title": "Hi"}},
+        "email": {"en": {"subject": "Hi {{ recipient.external_id }}", "html": "<p>{{ comment }}</p>"},
+                  "pt": {"subject": "Oi {{ recipient.external_id }}", "text": "{{ comment }}"}},
+        "sms": {"en": {"text": "{{ comment }}"}},
+    },
+}
 NIGHT = datetime(2026, 7, 1, 23, 30, tzinfo=UTC)  # inside 22:00-07:00 UTC
 MORNING = datetime(2026, 7, 2, 7, 0, tzinfo=UTC)
 
@@ -28,7 +38,10 @@ def social_type(db, clean_redis):
 
 
 def send_event(api_key, external_id: str, now: datetime, **extra) -> str:
-    body = {"type": "comment.created", "recipients": [external_id], **extra}
+    Recipient.objects.update_or_create(
+        external_id=external_id, defaults={"email": f"{external_id}@example.com", "phone": "+15550100"}
+    )
+    body = {"type": "comment.created", "recipients": [external_id], "data": {"comment": "a <b>"}, **extra}
     event_id = event_accept(api_key_id=api_key[0].id, body=body).id
     event_fan_out_page(event_id=event_id, page=0, now=now)
     return event_id
@@ -51,7 +64,7 @@ def queued_sends(redis_client, queue: str) -> list[dict]:
 
 @pytest.mark.django_db
 def test_a_delivery_held_by_quiet_hours_is_claimed_only_when_they_end(api_key, social_type):
-    ana = Recipient.objects.create(external_id="ana", timezone="UTC")
+    ana = Recipient.objects.create(external_id="ana", timezone="UTC", email="ana@example.com")
     preferences_put(recipient_id=ana.id, body={"quiet_hours": {"start": "22:00", "end": "07:00"}})
     event_id = send_event(api_key, "ana", NIGHT)
 
@@ -116,7 +129,7 @@ def test_a_send_message_from_an_ended_lease_changes_nothing(api_key, social_type
 
 @pytest.mark.django_db
 def test_the_admin_releases_a_held_delivery_and_requeues_a_skipped_one(api_key, social_type, admin_client):
-    ana = Recipient.objects.create(external_id="gu", timezone="UTC")
+    ana = Recipient.objects.create(external_id="gu", timezone="UTC", email="gu@example.com")
     preferences_put(recipient_id=ana.id, body={"quiet_hours": {"start": "00:00", "end": "23:59"}})
     held = deliveries_of(send_event(api_key, "gu", datetime.now(UTC).replace(hour=12)))
     settled = send_event(api_key, "ha", NIGHT)
@@ -132,3 +145,43 @@ def test_the_admin_releases_a_held_delivery_and_requeues_a_skipped_one(api_key, 
         [d.id for d in held] + [d.id for d in deliveries_of(settled)]
     )
     assert admin_client.get(url + "?reason=no_provider").status_code == 200
+
+
+@pytest.mark.django_db
+def test_content_is_rendered_at_send_in_the_recipients_locale_and_kept(api_key, social_type):
+    Recipient.objects.create(external_id="ines", locale="pt-BR", email="ines@example.com", phone="+351")
+    event_id = send_event(api_key, "ines", NIGHT)
+    claim = deliveries_claim_due(now=NIGHT)
+    deliveries_send(delivery_ids=[d for d, _, _ in claim.deliveries], lease=claim.lease)
+
+    email, sms = deliveries_of(event_id)
+    assert (email.address, email.content) == ("ines@example.com", {"subject": "Oi ines", "text": "a <b>"})
+    assert (sms.address, sms.content) == ("+15550100", {"text": "a <b>"})
+
+
+@pytest.mark.django_db
+def test_a_template_that_fails_fails_only_its_delivery_and_says_why(api_key, social_type):
+    notification_type_put(key="comment.created", body={**TYPE, "templates": {
+        **TYPE["templates"], "sms": {"en": {"text": "{{ comment }} {{ missing.attr }}"}}}})
+    notification_type_cache_clear()
+    event_id = send_event(api_key, "jo", NIGHT)
+    claim = deliveries_claim_due(now=NIGHT)
+
+    counts = deliveries_send(delivery_ids=[d for d, _, _ in claim.deliveries], lease=claim.lease)
+
+    email, sms = deliveries_of(event_id)
+    assert counts == {"template_failed": 1, "no_provider": 1}
+    assert (email.status, email.content["subject"]) == ("skipped", "Hi jo")
+    assert (sms.status, sms.reason) == ("failed", "template")
+    assert "missing" in sms.attempt_log.get().error
+
+
+@pytest.mark.django_db
+def test_a_recipient_without_an_address_is_skipped_with_reason_no_address(api_key, social_type):
+    Recipient.objects.create(external_id="kim")
+    event_id = event_accept(api_key_id=api_key[0].id, body={"type": "comment.created", "recipients": ["kim"]}).id
+    event_fan_out_page(event_id=event_id, page=0, now=NIGHT)
+    claim = deliveries_claim_due(now=NIGHT)
+
+    assert deliveries_send(delivery_ids=[d for d, _, _ in claim.deliveries], lease=claim.lease) == {"no_address": 2}
+    assert {(d.status, d.reason) for d in deliveries_of(event_id)} == {("skipped", "no_address")}

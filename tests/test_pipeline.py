@@ -138,15 +138,23 @@ def test_critical_event_is_not_stuck_behind_a_bulk_fan_out(worker, clean_redis, 
     wait_done(bulk_id, timeout=120)
 
 
-def test_a_due_delivery_is_dispatched_and_settled_by_the_worker(worker, clean_redis, producer, comment_type):
+def test_a_due_delivery_is_dispatched_rendered_and_settled_by_the_worker(worker, clean_redis, producer):
     from delivery.services.dispatch import deliveries_dispatch_due
     from notifications.models import Delivery
 
-    event_id = post_event(producer, ["mail-1"], priority="high")
+    producer.put("/api/v1/notification-types/mail.sent", {
+        "category": "account", "channels": ["email"],
+        "templates": {"email": {"en": {"subject": "Hello {{ recipient.external_id }}", "text": "{{ note }}"}}},
+    }, format="json")
+    producer.put("/api/v1/recipients/mail-1", {"email": "mail-1@example.com"}, format="json")
+    event_id = producer.post("/api/v1/events", {"type": "mail.sent", "recipients": ["mail-1"], "priority": "high",
+                                                "data": {"note": "hi"}}, format="json").json()["id"]
     wait_done(event_id)
 
     assert deliveries_dispatch_due() == 1
 
     delivery = Delivery.objects.filter(notification__event_id=event_id)
     wait_for(lambda: delivery.get().status == "skipped", what="the worker to settle the delivery")
-    assert (delivery.get().channel, delivery.get().reason) == ("email", "no_provider")
+    settled = delivery.get()
+    assert (settled.reason, settled.address) == ("no_provider", "mail-1@example.com")
+    assert settled.content == {"subject": "Hello mail-1", "text": "hi"}

@@ -157,3 +157,11 @@ def test_the_admin_sends_a_test_to_a_recipient(admin_client):
     assert response.status_code == 302
     event = Event.objects.get()
     assert (event.type_id, event.recipients["ids"], event.data) == (notification_type.pk, ["tester"], {"name": "Ana"})
+
+
+def test_a_key_named_like_a_dict_method_reads_the_key():
+    from templates_app.engine import render
+
+    source = "{% for item in digest.items %}{{ item.actor }},{% endfor %}{{ data.keys }}"
+    assert render(source, {"digest": {"items": [{"actor": "a"}, {"actor": "b"}]}, "data": {"keys": 3}},
+                  autoescape=False) == "a,b,3"

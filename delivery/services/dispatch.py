@@ -6,8 +6,8 @@ at once for most, at the end of the recipient's quiet hours for the held ones
 `next_attempt_at` to the end of a lease, in one statement with `FOR UPDATE
 SKIP LOCKED`, so concurrent sweeps never claim the same delivery; if the
 worker holding it dies, the lease ends and the next sweep claims it again.
-The send task acts only on rows still carrying its lease, so a stale or
-duplicate message changes nothing.
+The send task (`delivery.services.send`) acts only on rows still carrying
+its lease, so a stale or duplicate message changes nothing.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from config.celery import app
-from notifications.models import DeliveryStatus
 
 log = logging.getLogger(__name__)
 
@@ -90,41 +89,3 @@ def _publish(claim: Claim) -> None:
                 )
             except Exception:  # noqa: BLE001 - the lease ends and a later sweep claims them again
                 log.exception("publish of %d %s deliveries failed; they are claimed again after the lease", len(chunk), channel)
-
-
-def deliveries_send(*, delivery_ids: list[int], lease: datetime) -> dict[str, int]:
-    """Send the deliveries still holding this lease, through their channel's provider."""
-    from delivery.providers import provider_for
-
-    counts: dict[str, int] = {}
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT id, channel FROM notifications_delivery"
-                " WHERE id = ANY(%s) AND status = 'queued' AND next_attempt_at = %s"
-                " ORDER BY id FOR UPDATE SKIP LOCKED",
-                [delivery_ids, lease],
-            )
-            rows = cursor.fetchall()
-        by_channel: dict[str, list[int]] = {}
-        for delivery_id, channel in rows:
-            by_channel.setdefault(channel, []).append(delivery_id)
-        for channel, ids in by_channel.items():
-            provider = provider_for(channel)
-            if provider is None:
-                _record(ids, DeliveryStatus.SKIPPED, "no_provider")
-                counts["no_provider"] = counts.get("no_provider", 0) + len(ids)
-                continue
-            for outcome in provider.send(ids):
-                _record([outcome.delivery_id], outcome.status, outcome.reason)
-                counts[outcome.status] = counts.get(outcome.status, 0) + 1
-    return counts
-
-
-def _record(ids: list[int], status: str, reason: str) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE notifications_delivery SET status = %s, reason = %s, next_attempt_at = NULL,"
-            " attempts = attempts + 1, updated_at = now() WHERE id = ANY(%s)",
-            [status, reason, ids],
-        )

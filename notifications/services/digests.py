@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from notifications.models import Channel, Priority
 from notifications.services import fanout_sql
+from delivery.services.content import deliveries_store_content
 from notifications.services.limits import deliveries_apply_limits
 from notifications.sqljson import from_db_json
 from realtime.hints import digests_created_on_commit
@@ -189,18 +190,28 @@ def _flush_locked(*, window_ids: list[int], now: datetime) -> None:
         external = [c for c in channels if c != Channel.IN_APP]
         writer = PageWriter(anchor, external, _NoRender(), now)
         titles, bodies, urls = [], [], []
+        contents: list[tuple[str, int, str, dict | None, str]] = []
         for row in group:
-            window_items = items.get(row[0], [])
-            title, body, url = _render_digest(templates, default_locale, key, row, window_items)
+            context, locale = _digest_context(key, row, items.get(row[0], []))
+            title, body, url = _render_in_app(templates, default_locale, key, context, locale)
             titles.append(title)
             bodies.append(body)
             urls.append(url)
+            # The digest's messages are rendered here, where its items are known.
+            for channel in external:
+                try:
+                    content = render_channel(templates=templates, channel=channel, locale=locale,
+                                             default_locale=default_locale, context=context)
+                    contents.append((str(row[2]), row[4], channel, content, ""))
+                except TemplateError as exc:
+                    contents.append((str(row[2]), row[4], channel, None, str(exc)))
         recipient_ids, event_ids = [row[4] for row in group], [str(row[2]) for row in group]
         write = writer._run(
             fanout_sql.DIGEST_PAGE,
             {"rids": recipient_ids, "titles": titles, "bodies": bodies, "urls": urls, "event_ids": event_ids},
         )
         _apply_caps(key, write.limited)
+        deliveries_store_content(contents)
         if write.notified and anchor.channels_in_app:
             notified = set(write.notified)
             pairs = [(rid, eid) for rid, eid in zip(recipient_ids, event_ids) if rid in notified]
@@ -242,18 +253,24 @@ def digest_context(items: list[tuple[str, dict]], count: int) -> dict:
     }
 
 
-def _render_digest(templates: dict, default_locale: str, type_key: str, window: tuple,
-                   items: list[tuple[str, dict]]) -> tuple[str, str, str]:
+def _digest_context(type_key: str, window: tuple, items: list[tuple[str, dict]]) -> tuple[dict, str]:
+    """The template context of a window's digest (its first item's data, the
+    recipient, `digest`), and the recipient's locale."""
     from notifications.services.fanout import _recipient_context
 
     first_actor, first_data = items[0] if items else ("", {})
+    recipient = _recipient_context(window[4:])
     context = build_context(data=first_data, actor=first_actor, event={"id": str(window[2]), "type": type_key},
-                            recipient=_recipient_context(window[4:]))
+                            recipient=recipient)
     context["digest"] = digest_context(items, window[3])
+    return context, recipient["locale"]
+
+
+def _render_in_app(templates: dict, default_locale: str, type_key: str, context: dict,
+                   locale: str) -> tuple[str, str, str]:
     try:
-        out = render_channel(templates=templates, channel=Channel.IN_APP,
-                             locale=_recipient_context(window[4:])["locale"], default_locale=default_locale,
-                             context=context)
+        out = render_channel(templates=templates, channel=Channel.IN_APP, locale=locale,
+                             default_locale=default_locale, context=context)
     except TemplateError as exc:
         log.warning("digest template failed type=%s: %s", type_key, exc)
         out = {}
