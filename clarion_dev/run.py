@@ -78,9 +78,24 @@ def main() -> int:
     )
     honcho = Path(sys.executable).parent / "honcho"
     try:
-        return subprocess.call([str(honcho), "-f", str(ROOT / "Procfile"), "start"], env=env, cwd=ROOT)
+        return subprocess.call([str(honcho), "-f", str(_supervised_procfile()), "start"], env=env, cwd=ROOT)
     except KeyboardInterrupt:
         return 0
+
+
+def _supervised_procfile() -> Path:
+    """The Procfile with the workers and Beat under clarion_dev.respawn: honcho
+    stops everything when one process exits; these come back instead."""
+    lines = []
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, sep, command = line.partition(":")
+        if sep and name.strip() != "web" and command.strip():
+            line = f"{name}: python -m clarion_dev.respawn {command.strip()}"
+        lines.append(line)
+    path = ROOT / ".devdata" / "Procfile.run"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 if __name__ == "__main__":
