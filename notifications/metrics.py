@@ -48,8 +48,26 @@ class PipelineCollector:
                 events.add_metric([status], counts.get(status, 0))
         except Exception:  # noqa: BLE001
             log.warning("pending events unavailable", exc_info=True)
+        deliveries = GaugeMetricFamily(
+            "clarion_deliveries_waiting",
+            "Queued deliveries: due (the dispatch sweep sends them next) or held (quiet hours, retry wait)",
+            labels=["state"],
+        )
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(*) FILTER (WHERE next_attempt_at <= now()),"
+                    " count(*) FILTER (WHERE next_attempt_at > now())"
+                    " FROM notifications_delivery WHERE status = 'queued'"
+                )
+                due, held = cursor.fetchone()
+            deliveries.add_metric(["due"], due)
+            deliveries.add_metric(["held"], held)
+        except Exception:  # noqa: BLE001
+            log.warning("waiting deliveries unavailable", exc_info=True)
         yield queues
         yield events
+        yield deliveries
 
 
 def register_collectors() -> None:

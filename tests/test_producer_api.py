@@ -123,6 +123,7 @@ def test_openapi_schema_and_docs_are_served(client):
 def test_metrics_expose_queue_depths(client):
     text = client.get("/metrics").content.decode()
     assert 'clarion_queue_depth{queue="critical"}' in text
+    assert 'clarion_deliveries_waiting{state="held"}' in text
 
 
 def test_readiness_is_503_naming_an_unreachable_redis(client, settings):
