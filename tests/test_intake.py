@@ -64,6 +64,16 @@ def _answer(status: int, content_type: str, www_authenticate: str | None, body: 
     return status, content_type, www_authenticate, _without_ids(orjson.loads(body))
 
 
+def test_a_host_outside_allowed_hosts_is_refused_as_django_refuses_it(asgi_server, api_key, comment_type):
+    headers = {"Authorization": f"Bearer {api_key[1]}", "Host": "evil.example"}
+    served = httpx.post(f"{asgi_server.base_url}/api/v1/events", json=GOOD, headers=headers)
+    viewed = httpx.get(f"{asgi_server.base_url}/api/v1/events/x", headers=headers)
+
+    assert served.status_code == viewed.status_code == 400
+    assert served.json() == viewed.json()
+    assert Event.objects.count() == 0
+
+
 @pytest.mark.parametrize("case", CASES, ids=[case[0] for case in CASES])
 def test_intake_answers_every_request_as_the_drf_view_does(asgi_server, api_key, comment_type, clean_redis, case):
     _, path, content_type, body, authorization = case

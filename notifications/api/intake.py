@@ -26,6 +26,7 @@ from typing import Any, Awaitable, Callable
 import orjson
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
+from django.http.request import split_domain_port, validate_host
 from prometheus_client import Counter, Histogram
 
 from notifications.api.auth import (
@@ -161,6 +162,9 @@ class EventIntake:
         intake = settings.CLARION
         self.committer = GroupCommitter(intake["INTAKE_WRITERS"], intake["INTAKE_GROUP_MAX_EVENTS"])
         self.limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        self.allowed_hosts = list(settings.ALLOWED_HOSTS)
+        if settings.DEBUG and not self.allowed_hosts:
+            self.allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]  # as Django does in DEBUG
 
     async def __call__(self, scope: dict, receive, send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in (SINGLE_PATH, BATCH_PATH):
@@ -199,6 +203,7 @@ class EventIntake:
                 "status": status,
                 "headers": [
                     (b"content-type", content_type),
+                    (b"x-content-type-options", b"nosniff"),
                     (b"content-length", str(len(payload)).encode()),
                     *headers,
                 ],
@@ -210,6 +215,8 @@ class EventIntake:
 
     async def _answer(self, scope: dict, receive, endpoint: str) -> tuple[int, Any]:
         headers = dict(scope["headers"])
+        if not validate_host(split_domain_port(headers.get(b"host", b"").decode("latin-1"))[0], self.allowed_hosts):
+            raise HttpProblem(400, "Bad request.")  # Django's DisallowedHost answer under /api/
         producer = await self._producer(headers.get(b"authorization", b"").decode("latin-1"))
         content_type = headers.get(b"content-type", b"")
         raw = await self._body(headers, receive, unsupported=_unsupported(content_type))
