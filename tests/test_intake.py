@@ -150,3 +150,17 @@ def test_intake_without_a_database_answers_503_and_retry_after(django_db_setup, 
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
     assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_a_failed_commit_fails_only_its_own_producers_requests(api_key, comment_type):
+    from django.db import IntegrityError
+
+    from notifications.api.intake import _write_groups
+    from notifications.services.events import event_parse
+
+    answers = _write_groups([(api_key[0].id, [event_parse(GOOD)]), (999_999, [event_parse(GOOD)]),
+                             (api_key[0].id, [event_parse(GOOD)])])
+
+    assert isinstance(answers[1], IntegrityError)  # no such API key: its transaction rolls back
+    accepted = [answers[0][0].id, answers[2][0].id]
+    assert Event.objects.filter(id__in=accepted).count() == 2

@@ -124,7 +124,11 @@ class GroupCommitter:
                             future.set_exception(error)
                     continue
                 for (_, _, future), result in zip(batch, results):
-                    if not future.done():
+                    if future.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
                         future.set_result(result)
         finally:
             self._active -= 1
@@ -140,15 +144,22 @@ def _with_fresh_connection(function: Callable[..., Any], *args: Any) -> Any:
         close_old_connections()
 
 
-def _write_groups(requests: list[tuple[int, list[ParsedEvent]]]) -> list[list[Accepted | ClarionError]]:
-    """One transaction per producer key in the group; results per request, in order."""
+def _write_groups(requests: list[tuple[int, list[ParsedEvent]]]) -> list[list[Accepted | ClarionError] | Exception]:
+    """One transaction per producer key in the group; results per request, in
+    order. A transaction that fails fails only its own requests: the others'
+    events are committed and must be answered as accepted."""
     by_key: dict[int, list[int]] = {}
     for position, (api_key_id, _) in enumerate(requests):
         by_key.setdefault(api_key_id, []).append(position)
-    answers: list[list[Accepted | ClarionError]] = [[] for _ in requests]
+    answers: list[list[Accepted | ClarionError] | Exception] = [[] for _ in requests]
     for api_key_id, positions in by_key.items():
         flat = [event for position in positions for event in requests[position][1]]
-        results = iter(events_accept_parsed(api_key_id=api_key_id, events=flat))
+        try:
+            results = iter(events_accept_parsed(api_key_id=api_key_id, events=flat))
+        except Exception as error:  # noqa: BLE001 - answered as that request's failure (503 or 500)
+            for position in positions:
+                answers[position] = error
+            continue
         for position in positions:
             answers[position] = [next(results) for _ in requests[position][1]]
     return answers
