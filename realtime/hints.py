@@ -21,7 +21,7 @@ from realtime import loop, presence
 log = logging.getLogger(__name__)
 _encoder = JSONEncoder()
 SEND_CONCURRENCY = 64
-SEND_BATCH = 1000  # group sends per group_send_many call (one Lua script per Redis host)
+SEND_BATCH = 250  # group sends per group_send_many call (one Lua script per Redis host)
 
 
 def group_name(recipient_id: int) -> str:

@@ -21,7 +21,7 @@ from django.db import connection, transaction
 
 from delivery.providers import provider_for
 from notifications.models import DeliveryStatus
-from notifications.services.fanout import _recipient_context
+from notifications.services.fanout import recipient_context
 from notifications.sqljson import from_db_json
 from templates_app.engine import TemplateError
 from templates_app.rendering import build_context, render_channel
@@ -98,7 +98,7 @@ def deliveries_send(*, delivery_ids: list[int], lease: datetime) -> dict[str, in
 
 def _render(row: tuple) -> dict:
     (_, channel, _, event_id, actor, data, type_key, templates, default_locale, *profile) = row
-    recipient = _recipient_context(profile)
+    recipient = recipient_context(profile)
     context = build_context(
         data=from_db_json(data) or {}, actor=actor, event={"id": str(event_id), "type": type_key}, recipient=recipient
     )

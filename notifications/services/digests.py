@@ -256,10 +256,10 @@ def digest_context(items: list[tuple[str, dict]], count: int) -> dict:
 def _digest_context(type_key: str, window: tuple, items: list[tuple[str, dict]]) -> tuple[dict, str]:
     """The template context of a window's digest (its first item's data, the
     recipient, `digest`), and the recipient's locale."""
-    from notifications.services.fanout import _recipient_context
+    from notifications.services.fanout import recipient_context
 
     first_actor, first_data = items[0] if items else ("", {})
-    recipient = _recipient_context(window[4:])
+    recipient = recipient_context(window[4:])
     context = build_context(data=first_data, actor=first_actor, event={"id": str(window[2]), "type": type_key},
                             recipient=recipient)
     context["digest"] = digest_context(items, window[3])

@@ -93,7 +93,7 @@ def event_fan_out_page(*, event_id: str, page: int, now: datetime | None = None)
             return PageResult(event_id, page, ran=False)
 
         sources = _sources(event.recipients)
-        channels = _enabled_channels(event)
+        channels = enabled_channels(event)
         renderer = _NO_RENDER if is_digested(digest=event.digest, priority=event.priority) else InAppRenderer(event)
         writer = PageWriter(event, channels, renderer, now or timezone.now())
         source, cursor = event.source, event.cursor
@@ -190,7 +190,9 @@ def _sources(spec: dict) -> list[tuple[str, object]]:
     return sources
 
 
-def _enabled_channels(event: LockedEvent) -> list[str]:
+def enabled_channels(event: LockedEvent) -> list[str]:
+    """The external channels this event uses (type's, narrowed by the event's);
+    sets `event.channels_in_app`."""
     wanted = event.type_channels if event.channels is None else [
         c for c in event.type_channels if c in event.channels
     ]
@@ -241,7 +243,8 @@ class InAppRenderer:
 _RECIPIENT_FIELDS = "id, external_id, email, phone, locale, timezone, data"
 
 
-def _recipient_context(row: tuple) -> dict:
+def recipient_context(row: tuple) -> dict:
+    """The `recipient` a template sees, from a profile row (id, external_id, email, phone, locale, timezone, data)."""
     return {
         "id": row[1],
         "external_id": row[1],
@@ -342,7 +345,7 @@ class PageWriter:
         return PageWrite(len(recipient_ids), recipient_ids[-1] if recipient_ids else None, [], [])
 
     def rendered(self, profiles: list[tuple]) -> PageWrite:
-        rendered = [self.renderer.render(_recipient_context(row)) for row in profiles]
+        rendered = [self.renderer.render(recipient_context(row)) for row in profiles]
         return self._run(
             fanout_sql.RENDERED_PAGE,
             {

@@ -35,8 +35,8 @@ from notifications.services.fanout import (
     InAppRenderer,
     LockedEvent,
     PageWriter,
-    _enabled_channels,
-    _recipient_context,
+    enabled_channels,
+    recipient_context,
     lock_events,
     recipients_upsert,
 )
@@ -96,7 +96,7 @@ def events_fan_out_small(*, event_ids: list[str], now: datetime | None = None) -
         profiles = {row[1]: row for row in recipients_upsert([rid for e in small for rid in e.recipients["ids"]])}
         groups: dict[tuple, tuple[PageWriter, list[tuple]]] = {}
         for event in small:
-            channels = _enabled_channels(event)
+            channels = enabled_channels(event)
             renderer = InAppRenderer(event)
             key = (event.type_id, tuple(channels), event.channels_in_app, event.priority == "critical")
             if key not in groups:
@@ -105,7 +105,7 @@ def events_fan_out_small(*, event_ids: list[str], now: datetime | None = None) -
             for external_id in event.recipients["ids"]:
                 profile = profiles[external_id]
                 title, body, url = (
-                    renderer.render(_recipient_context(profile)) if renderer.per_recipient else renderer.shared
+                    renderer.render(recipient_context(profile)) if renderer.per_recipient else renderer.shared
                 )
                 rows.append((profile[0], title, body, url, event.id))
 
