@@ -6,6 +6,7 @@ import asyncio
 import httpx
 import orjson
 import pytest
+from django.db import connection
 from rest_framework.test import APIClient
 
 from notifications.models import Event, IdempotencyKey
@@ -135,8 +136,6 @@ def test_a_reused_key_with_another_body_is_a_conflict_on_the_intake(asgi_server,
 
 
 def test_intake_without_a_database_answers_503_and_retry_after(django_db_setup, settings):
-    from django.db import connection
-
     from tests.servers import AsgiServer
 
     unreachable = database_url_for({**connection.settings_dict, "HOST": "127.0.0.1", "PORT": "1"})
@@ -164,3 +163,19 @@ def test_a_failed_commit_fails_only_its_own_producers_requests(api_key, comment_
     assert isinstance(answers[1], IntegrityError)  # no such API key: its transaction rolls back
     accepted = [answers[0][0].id, answers[2][0].id]
     assert Event.objects.filter(id__in=accepted).count() == 2
+
+
+def test_intake_reconnects_after_its_database_connections_are_cut(asgi_server, api_key, comment_type, clean_redis):
+    headers = {"Authorization": f"Bearer {api_key[1]}"}
+    assert httpx.post(f"{asgi_server.base_url}/api/v1/events", json=GOOD, headers=headers).status_code == 202
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        )
+        assert cursor.fetchone()[0] >= 1
+
+    after = [httpx.post(f"{asgi_server.base_url}/api/v1/events", json=GOOD, headers=headers) for _ in range(3)]
+
+    assert [response.status_code for response in after] == [202, 202, 202]
+    assert Event.objects.count() == 4
