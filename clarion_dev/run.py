@@ -43,6 +43,11 @@ def main() -> int:
     env = service_env()
     env.setdefault("DEBUG", "true")
     env.setdefault("CLARION_DEMO", "true")
+    # Every external channel "sends" by writing the rendered message to the
+    # worker's log, so the whole path is visible without any account.
+    env.setdefault("CLARION_PROVIDERS", ",".join(
+        f"{channel}=delivery.console.ConsoleProvider" for channel in ("email", "sms", "push", "web_push", "webhook")
+    ))
     # The Procfile's commands (uvicorn, celery) live beside this interpreter.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     port = env.setdefault("PORT", "8000")

@@ -47,6 +47,20 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def env_map(name: str, default: dict[str, str]) -> dict[str, str]:
+    """`key=value,key=value` (e.g. channel=dotted.path)."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    pairs = {}
+    for item in raw.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ImproperlyConfigured(f"{name} must be key=value pairs separated by commas, got {raw!r}")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
 def service_urls() -> tuple[str, str]:
     """DATABASE_URL and REDIS_URL; private embedded servers when either is missing.
 

@@ -8,7 +8,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
-from config.env import env_bool, env_float, env_int, env_list, env_str, service_urls
+from config.env import env_bool, env_float, env_int, env_list, env_map, env_str, service_urls
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -195,9 +195,10 @@ CLARION = {
     "DELIVERY_DISPATCH_INTERVAL_SECONDS": env_float("CLARION_DELIVERY_DISPATCH_INTERVAL_SECONDS", 2.0),
     "DELIVERY_CLAIM_BATCH": env_int("CLARION_DELIVERY_CLAIM_BATCH", 1000),
     "DELIVERY_LEASE_SECONDS": env_int("CLARION_DELIVERY_LEASE_SECONDS", 600),
-    # Channel -> dotted path of its provider class (delivery/providers.py).
+    # Channel -> dotted path of its provider class (delivery/providers.py), from
+    # CLARION_PROVIDERS="email=delivery.console.ConsoleProvider,sms=...".
     # A channel without one records its deliveries as skipped / no_provider.
-    "PROVIDERS": {},
+    "PROVIDERS": env_map("CLARION_PROVIDERS", {}),
     # The API's publisher waits this long after the first accepted event for
     # more, so one Celery message carries many events under load.
     "PUBLISH_LINGER_SECONDS": env_float("CLARION_PUBLISH_LINGER_SECONDS", 0.002),

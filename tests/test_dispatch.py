@@ -185,3 +185,57 @@ def test_a_recipient_without_an_address_is_skipped_with_reason_no_address(api_ke
 
     assert deliveries_send(delivery_ids=[d for d, _, _ in claim.deliveries], lease=claim.lease) == {"no_address": 2}
     assert {(d.status, d.reason) for d in deliveries_of(event_id)} == {("skipped", "no_address")}
+
+
+def email_only(settings, provider: str) -> None:
+    settings.CLARION = {**settings.CLARION, "PROVIDERS": {"email": provider}}
+
+
+@pytest.mark.django_db
+def test_a_provider_sends_the_rendered_message_and_the_delivery_is_sent(api_key, social_type, settings, caplog):
+    email_only(settings, "delivery.console.ConsoleProvider")
+    event_id = send_event(api_key, "lu", NIGHT)
+    claim = deliveries_claim_due(now=NIGHT)
+
+    with caplog.at_level("INFO", logger="clarion.delivery.console"):
+        counts = deliveries_send(delivery_ids=[d for d, _, _ in claim.deliveries], lease=claim.lease)
+
+    email, sms = deliveries_of(event_id)
+    assert counts == {"sent": 1, "no_provider": 1}
+    assert (email.status, email.attempts, sms.status) == ("sent", 1, "skipped")
+    assert "email to lu@example.com" in caplog.text and "Hi lu" in caplog.text
+
+
+@pytest.mark.django_db
+def test_a_provider_that_fails_fails_its_deliveries_with_the_error_logged(api_key, social_type, settings):
+    email_only(settings, "tests.providers.UnreachableProvider")
+    event_id = send_event(api_key, "mo", NIGHT)
+    claim = deliveries_claim_due(now=NIGHT)
+
+    assert deliveries_send(delivery_ids=[d for d, _, _ in claim.deliveries], lease=claim.lease) == {
+        "failed": 1, "no_provider": 1}
+    email = deliveries_of(event_id)[0]
+    assert (email.status, email.reason, email.attempts) == ("failed", "provider_error", 1)
+    assert "connection refused" in email.attempt_log.get().error
+
+
+@pytest.mark.django_db
+def test_an_outcome_that_comes_after_the_lease_ended_is_not_recorded(api_key, social_type, settings):
+    email_only(settings, "tests.providers.SlowConsoleProvider")
+    event_id = send_event(api_key, "ny", NIGHT)
+    claim = deliveries_claim_due(now=NIGHT)
+
+    deliveries_send(delivery_ids=[d for d, _, _ in claim.deliveries], lease=claim.lease)
+
+    email = deliveries_of(event_id)[0]
+    assert email.status == "queued" and email.next_attempt_at > claim.lease  # the new claim owns it now
+
+
+def test_providers_are_read_from_channel_path_pairs(monkeypatch):
+    from config.env import env_map
+
+    monkeypatch.setenv("CLARION_PROVIDERS", "email=delivery.console.ConsoleProvider, sms=x.Y")
+    assert env_map("CLARION_PROVIDERS", {}) == {"email": "delivery.console.ConsoleProvider", "sms": "x.Y"}
+    monkeypatch.setenv("CLARION_PROVIDERS", "email")
+    with pytest.raises(Exception, match="key=value"):
+        env_map("CLARION_PROVIDERS", {})

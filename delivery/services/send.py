@@ -9,7 +9,8 @@ digest flush, which has the window's items. A template that fails fails that
 delivery (`failed`, reason `template`, the error in its attempt log), never
 the others; a recipient without an address for the channel is `skipped`
 (`no_address`); a channel without a provider is `skipped` (`no_provider`).
-Every step is one statement for the whole batch.
+Every step is one statement for the whole batch, and no transaction is open
+while a provider sends.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from datetime import datetime
 import orjson
 from django.db import connection, transaction
 
-from delivery.providers import provider_for
+from delivery.providers import Message, Outcome, Provider, provider_for
 from notifications.models import DeliveryStatus
 from notifications.services.fanout import recipient_context
 from notifications.sqljson import from_db_json
@@ -46,12 +47,19 @@ FOR UPDATE OF d SKIP LOCKED
 
 
 def deliveries_send(*, delivery_ids: list[int], lease: datetime) -> dict[str, int]:
-    """Render and send the deliveries still holding this lease; counts by outcome."""
+    """Render and send the deliveries still holding this lease; counts by outcome.
+
+    Three steps, so no database transaction stays open while a provider talks
+    to the outside world: (1) in one transaction, render and store contents,
+    settle what cannot be sent, count an attempt for the rest; (2) call the
+    providers; (3) record their outcomes on the rows still holding the lease.
+    """
     counts: dict[str, int] = {}
 
     def count(outcome: str, n: int = 1) -> None:
         counts[outcome] = counts.get(outcome, 0) + n
 
+    batches: list[tuple[Provider, list[Message]]] = []
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(_CLAIMED, [delivery_ids, lease])
@@ -79,20 +87,37 @@ def deliveries_send(*, delivery_ids: list[int], lease: datetime) -> dict[str, in
         if no_address:
             _record(no_address, DeliveryStatus.SKIPPED, "no_address")
             count("no_address", len(no_address))
-        by_channel: dict[str, list[int]] = {}
+        by_channel: dict[str, list[Message]] = {}
         for row in rows:
             if row[0] in contents:
-                by_channel.setdefault(row[1], []).append(row[0])
-        for channel, ids in by_channel.items():
+                message = Message(row[0], row[1], addresses[row[0]], contents[row[0]])
+                by_channel.setdefault(row[1], []).append(message)
+        for channel, messages in by_channel.items():
             provider = provider_for(channel)
             if provider is None:
-                _record(ids, DeliveryStatus.SKIPPED, "no_provider")
-                count("no_provider", len(ids))
-                continue
-            for outcome in provider.send(ids):
-                _record([outcome.delivery_id], outcome.status, outcome.reason,
-                        errors={outcome.delivery_id: outcome.error} if outcome.error else None)
-                count(outcome.status)
+                _record([m.delivery_id for m in messages], DeliveryStatus.SKIPPED, "no_provider")
+                count("no_provider", len(messages))
+            else:
+                batches.append((provider, messages))
+        if batches:
+            _count_attempt([m.delivery_id for _, messages in batches for m in messages])
+
+    outcomes: list[Outcome] = []
+    for provider, messages in batches:
+        try:
+            outcomes.extend(provider.send(messages))
+        except Exception as exc:  # noqa: BLE001 - a provider's failure is its deliveries' failure
+            log.exception("provider %s failed for %d messages", type(provider).__name__, len(messages))
+            outcomes.extend(Outcome(m.delivery_id, DeliveryStatus.FAILED, "provider_error", repr(exc)) for m in messages)
+    by_kind: dict[tuple[str, str], list[Outcome]] = {}
+    for outcome in outcomes:
+        by_kind.setdefault((outcome.status, outcome.reason), []).append(outcome)
+    with transaction.atomic():
+        for (status, reason), group in by_kind.items():  # a statement per kind of outcome, not per delivery
+            errors = {o.delivery_id: o.error for o in group if o.error}
+            _record([o.delivery_id for o in group], status, reason, lease=lease, attempt_counted=True,
+                    errors=errors or None)
+            count(status, len(group))
     return counts
 
 
@@ -120,17 +145,31 @@ def _record_contents(contents: dict[int, dict], addresses: dict[int, str]) -> No
         )
 
 
-def _record(ids: list[int], status: str, reason: str, *, errors: dict[int, str] | None = None) -> None:
-    """Settle deliveries; with `errors`, log an attempt with its error for each."""
+def _count_attempt(ids: list[int]) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE notifications_delivery SET attempts = attempts + 1, updated_at = now() WHERE id = ANY(%s)", [ids]
+        )
+
+
+def _record(ids: list[int], status: str, reason: str, *, errors: dict[int, str] | None = None,
+            lease: datetime | None = None, attempt_counted: bool = False) -> None:
+    """Settle deliveries (with `lease`: only those still holding it); with
+    `errors`, log an attempt with its error for each."""
+    guard = " AND status = 'queued' AND next_attempt_at = %s" if lease else ""
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE notifications_delivery SET status = %s, reason = %s, next_attempt_at = NULL,"
-            " attempts = attempts + 1, updated_at = now() WHERE id = ANY(%s)",
-            [status, reason, ids],
+            f" attempts = attempts + {0 if attempt_counted else 1}, updated_at = now()"
+            f" WHERE id = ANY(%s){guard} RETURNING id",
+            [status, reason, ids, *([lease] if lease else [])],
         )
+        settled = [row[0] for row in cursor.fetchall()]
         if errors:
-            cursor.execute(
-                "INSERT INTO notifications_deliveryattempt (delivery_id, created_at, response, error)"
-                " SELECT id, now(), '', error FROM unnest(%s::bigint[], %s::text[]) AS v(id, error)",
-                [list(errors), list(errors.values())],
-            )
+            logged = [i for i in settled if i in errors]
+            if logged:
+                cursor.execute(
+                    "INSERT INTO notifications_deliveryattempt (delivery_id, created_at, response, error)"
+                    " SELECT id, now(), '', error FROM unnest(%s::bigint[], %s::text[]) AS v(id, error)",
+                    [logged, [errors[i] for i in logged]],
+                )
