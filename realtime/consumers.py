@@ -83,6 +83,10 @@ def _read_all(recipient_id: int) -> None:
 
 class InboxConsumer(AsyncJsonWebsocketConsumer):
     recipient_id: int | None = None
+    # Ids already sent (for de-duplication), made on the first send: most
+    # sockets sit idle, and these are ~0.8 KB of a ~40 KB connection.
+    sent_ids: deque[str] | None = None
+    sent_set: set[str] | None = None
 
     async def connect(self) -> None:
         self.recipient_id = await self._authenticate()
@@ -91,8 +95,6 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):
             await self.accept()
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
-        self.sent_ids: deque[str] = deque(maxlen=REMEMBERED_IDS)
-        self.sent_set: set[str] = set()
         self.group = group_name(self.recipient_id)
         async with redis_slots():
             await self.channel_layer.group_add(self.group, self.channel_name)
@@ -183,6 +185,8 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):
         return None
 
     async def _send_notification(self, item: dict, previous_id: str | None, count: int) -> None:
+        if self.sent_ids is None:
+            self.sent_ids, self.sent_set = deque(maxlen=REMEMBERED_IDS), set()
         if item["id"] in self.sent_set:
             return
         if len(self.sent_ids) == self.sent_ids.maxlen:
