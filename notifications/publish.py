@@ -71,15 +71,15 @@ class BatchingPublisher:
     """One daemon thread per process that publishes accepted events in batches."""
 
     def __init__(self) -> None:
-        self._queue: queue.Queue[tuple[str, str]] = queue.Queue()
+        # One item per commit: the events a transaction accepted travel together.
+        self._queue: queue.Queue[list[tuple[str, str]]] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
 
     def submit(self, events: list[tuple[str, str]]) -> None:
         self._ensure_thread()
-        for item in events:
-            self._queue.put(item)
+        self._queue.put(list(events))
 
     def flush(self, timeout: float = 10.0) -> None:
         """Block until everything submitted so far has been published (tests, shutdown)."""
@@ -104,27 +104,31 @@ class BatchingPublisher:
 
         linger = settings.CLARION["PUBLISH_LINGER_SECONDS"]
         while True:
-            batch = [self._queue.get()]
-            while len(batch) < MAX_BATCH:  # what is already waiting
+            submissions = [self._queue.get()]
+            while sum(map(len, submissions)) < MAX_BATCH:  # what is already waiting
                 try:
-                    batch.append(self._queue.get_nowait())
+                    submissions.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
             # A lone event (light load) goes out at once; when events come in
             # groups (load), wait `linger` for more to share the message.
-            deadline = time.monotonic() + (linger if len(batch) > 1 else 0)
-            while len(batch) < MAX_BATCH:
+            deadline = time.monotonic() + (linger if sum(map(len, submissions)) > 1 else 0)
+            while sum(map(len, submissions)) < MAX_BATCH:
                 remaining = deadline - time.monotonic()
                 try:
-                    batch.append(self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait())
+                    submissions.append(
+                        self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                    )
                 except queue.Empty:
                     break
+            events = [event for submission in submissions for event in submission]
             try:
-                publish_grouped(batch)
+                for start in range(0, len(events), MAX_BATCH):
+                    publish_grouped(events[start:start + MAX_BATCH])
             except Exception:  # noqa: BLE001 - never let the thread die
-                log.exception("publisher failed for %d events; the relay will re-publish them", len(batch))
+                log.exception("publisher failed for %d events; the relay will re-publish them", len(events))
             finally:
-                for _ in batch:
+                for _ in submissions:
                     self._queue.task_done()
 
 
