@@ -105,15 +105,17 @@ class BatchingPublisher:
         linger = settings.CLARION["PUBLISH_LINGER_SECONDS"]
         while True:
             submissions = [self._queue.get()]
-            while sum(map(len, submissions)) < MAX_BATCH:  # what is already waiting
+            waiting = len(submissions[0])
+            while waiting < MAX_BATCH:  # what is already waiting
                 try:
                     submissions.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+                waiting += len(submissions[-1])
             # A lone event (light load) goes out at once; when events come in
             # groups (load), wait `linger` for more to share the message.
-            deadline = time.monotonic() + (linger if sum(map(len, submissions)) > 1 else 0)
-            while sum(map(len, submissions)) < MAX_BATCH:
+            deadline = time.monotonic() + (linger if waiting > 1 else 0)
+            while waiting < MAX_BATCH:
                 remaining = deadline - time.monotonic()
                 try:
                     submissions.append(
@@ -121,6 +123,7 @@ class BatchingPublisher:
                     )
                 except queue.Empty:
                     break
+                waiting += len(submissions[-1])
             events = [event for submission in submissions for event in submission]
             try:
                 for start in range(0, len(events), MAX_BATCH):

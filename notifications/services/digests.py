@@ -28,7 +28,7 @@ from django.utils import timezone
 from notifications.models import Channel, Priority
 from notifications.services import fanout_sql
 from delivery.services.content import deliveries_store_content
-from notifications.services.limits import deliveries_apply_limits
+from notifications.services.limits import deliveries_apply_limits, limited_by_event
 from notifications.sqljson import from_db_json
 from realtime.hints import digests_created_on_commit
 from templates_app.engine import TemplateError, render
@@ -227,10 +227,7 @@ def _flush_locked(*, window_ids: list[int], now: datetime) -> None:
 def _apply_caps(type_key: str, rows: list) -> None:
     """A digest is one message: it counts against the recipient's daily caps
     like any other (under its window's first event, so a re-run counts once)."""
-    by_event: dict[str, list] = {}
-    for row in rows:
-        by_event.setdefault(row.event_id, []).append(row)
-    for event_id, limited in by_event.items():
+    for event_id, limited in limited_by_event(rows).items():
         deliveries_apply_limits(event_id=event_id, type_key=type_key, throttle=None, data={}, rows=limited)
 
 

@@ -40,7 +40,7 @@ from notifications.services.fanout import (
     lock_events,
     recipients_upsert,
 )
-from notifications.services.limits import LimitedDelivery, deliveries_apply_limits
+from notifications.services.limits import LimitedDelivery, deliveries_apply_limits, limited_by_event
 from realtime.hints import pairs_created_on_commit
 
 log = logging.getLogger(__name__)
@@ -112,16 +112,15 @@ def events_fan_out_small(*, event_ids: list[str], now: datetime | None = None) -
         by_id = {event.id: event for event in small}
         counts = dict.fromkeys(by_id, 0)
         pairs: list[tuple[str, int]] = []
-        limited: dict[str, list[LimitedDelivery]] = {}
+        limited: list[LimitedDelivery] = []
         for writer, rows in groups.values():
             write = writer.events_rendered(rows)
             for recipient_id, event_id in zip(write.notified, write.notified_events or []):
                 counts[event_id] += 1
                 if writer.event.channels_in_app:
                     pairs.append((event_id, recipient_id))
-            for row in write.limited:
-                limited.setdefault(row.event_id, []).append(row)
-        for event_id, rows in limited.items():
+            limited.extend(write.limited)
+        for event_id, rows in limited_by_event(limited).items():
             event = by_id[event_id]
             deliveries_apply_limits(
                 event_id=event_id, type_key=event.type_key, throttle=event.throttle, data=event.data or {}, rows=rows

@@ -51,6 +51,14 @@ class LimitedDelivery:
     event_id: str | None = None  # set on pages of several events
 
 
+def limited_by_event(rows: list[LimitedDelivery]) -> dict[str, list[LimitedDelivery]]:
+    """Rows of a page of several events, by event (each counts under its own id)."""
+    by_event: dict[str, list[LimitedDelivery]] = {}
+    for row in rows:
+        by_event.setdefault(row.event_id, []).append(row)
+    return by_event
+
+
 _take_script = None
 
 
