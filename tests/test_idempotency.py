@@ -90,3 +90,20 @@ def test_concurrent_duplicates_make_exactly_one_event(api_key, comment_type):
     assert [r.status_code for r in responses] == [202] * 8
     assert len({r.json()["id"] for r in responses}) == 1
     assert Event.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_duplicates_in_one_write_of_a_key_stored_earlier_all_answer_the_stored_id(api_key, comment_type):
+    from notifications.services.events import event_parse, events_accept_parsed
+
+    body = {**EVENT, "idempotency_key": "stored"}
+    stored = events_accept_parsed(api_key_id=api_key[0].id, events=[event_parse(body)])[0]
+
+    again = events_accept_parsed(
+        api_key_id=api_key[0].id,
+        events=[event_parse(body), event_parse(body), event_parse({**body, "actor": "other"})],
+    )
+
+    assert [answer.id for answer in again[:2]] == [stored.id, stored.id]
+    assert again[2].status == 409
+    assert Event.objects.count() == 1

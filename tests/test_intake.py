@@ -116,11 +116,36 @@ def test_concurrent_requests_share_commits_and_duplicates_still_make_one_event(
     responses = asyncio.run(scenario())
 
     assert {response.status_code for response in responses} == {202}
-    assert len({response.json()["id"] for response in responses[300:]}) == 1
+    stored = IdempotencyKey.objects.get(key="same").event_id
+    assert {response.json()["id"] for response in responses[300:]} == {str(stored)}
     assert Event.objects.count() == 301
     assert IdempotencyKey.objects.count() == 301
     metrics = httpx.get(f"{asgi_server.base_url}/metrics").text
     assert 'clarion_intake_requests_total{endpoint="single",status="202"}' in metrics
+
+
+def test_a_storm_of_identical_requests_answers_every_one_with_the_stored_event(
+    asgi_server, api_key, comment_type, clean_redis
+):
+    """50 identical requests at once, five rounds: whichever group commit
+    each lands in, every answer names the one event that exists."""
+    headers = {"Authorization": f"Bearer {api_key[1]}"}
+
+    async def storm(key: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(
+            base_url=asgi_server.base_url, headers=headers, limits=httpx.Limits(max_connections=50), timeout=30
+        ) as http:
+            return await asyncio.gather(
+                *[http.post("/api/v1/events", json=GOOD, headers={"Idempotency-Key": key}) for _ in range(50)]
+            )
+
+    for round_number in range(5):
+        responses = asyncio.run(storm(f"storm-{round_number}"))
+        stored = str(IdempotencyKey.objects.get(key=f"storm-{round_number}").event_id)
+        assert {response.status_code for response in responses} == {202}
+        assert {response.json()["id"] for response in responses} == {stored}
+        assert httpx.get(f"{asgi_server.base_url}/api/v1/events/{stored}", headers=headers).status_code == 200
+    assert Event.objects.count() == 5
 
 
 def test_a_reused_key_with_another_body_is_a_conflict_on_the_intake(asgi_server, api_key, comment_type, clean_redis):

@@ -138,40 +138,10 @@ def _write_events(*, api_key_id: int | None, items: list, results: list) -> None
     with transaction.atomic() if keyed_or_many else nullcontext():
         # Claim idempotency keys first; a concurrent duplicate waits on the
         # unique index here and then sees the winner's row.
-        keyed = [(index, item, fingerprint) for index, item, fingerprint, _ in items if item.idempotency_key]
+        keyed = [(index, item.idempotency_key, fingerprint) for index, item, fingerprint, _ in items
+                 if item.idempotency_key]
         new_ids: dict[int, str] = {index: str(uuid7()) for index, *_ in items}
-        blocked: set[int] = set()
-        if keyed:
-            first_by_key: dict[str, tuple[int, str]] = {}
-            to_claim: list[tuple[int, str, str]] = []
-            for index, item, fingerprint in keyed:
-                earlier = first_by_key.get(item.idempotency_key)
-                if earlier is None:
-                    first_by_key[item.idempotency_key] = (index, fingerprint)
-                    to_claim.append((index, item.idempotency_key, fingerprint))
-                else:
-                    blocked.add(index)
-                    results[index] = (
-                        Accepted(new_ids[earlier[0]], replayed=True)
-                        if earlier[1] == fingerprint
-                        else _conflict(item.idempotency_key)
-                    )
-            claimed = _claim_idempotency_keys(
-                api_key_id=api_key_id,
-                claims=[(key, fingerprint, new_ids[index]) for index, key, fingerprint in to_claim],
-                now=now,
-            )
-            existing = _existing_keys(
-                api_key_id=api_key_id, keys=[key for _, key, _ in to_claim if key not in claimed]
-            )
-            for index, key, fingerprint in to_claim:
-                if key in claimed:
-                    continue
-                blocked.add(index)
-                stored_hash, stored_event = existing[key]
-                results[index] = (
-                    Accepted(str(stored_event), replayed=True) if stored_hash == fingerprint else _conflict(key)
-                )
+        blocked = _resolve_keys(api_key_id=api_key_id, keyed=keyed, new_ids=new_ids, now=now, results=results)
 
         rows = []
         to_publish = []
@@ -202,6 +172,59 @@ def _write_events(*, api_key_id: int | None, items: list, results: list) -> None
         if rows:
             _insert_events(rows, now)
         on_commit_fan_out(to_publish)
+
+
+def _resolve_keys(
+    *, api_key_id: int | None, keyed: list[tuple[int, str, str]], new_ids: dict[int, str],
+    now: datetime, results: list,
+) -> set[int]:
+    """Claim each idempotency key once and answer every request that names it.
+
+    The first request of a key in this write claims it with its new event id.
+    Whether that claim won is known only after the INSERT: a concurrent
+    transaction may hold the key already. So every request of the key —
+    first and in-write duplicates alike — is answered from the key's winner:
+    this write's new event, or the stored one. Returns the indexes that make
+    no new event.
+    """
+    if not keyed:
+        return set()
+    first_by_key: dict[str, tuple[int, str]] = {}
+    for index, key, fingerprint in keyed:
+        first_by_key.setdefault(key, (index, fingerprint))
+    # Sorted, so two writes that share keys take their locks in one order
+    # and wait for each other instead of deadlocking.
+    claimed = _claim_idempotency_keys(
+        api_key_id=api_key_id,
+        claims=[(key, fingerprint, new_ids[index]) for key, (index, fingerprint) in sorted(first_by_key.items())],
+        now=now,
+    )
+    lost = [key for key in first_by_key if key not in claimed]
+    stored = _existing_keys(api_key_id=api_key_id, keys=lost)
+    if len(stored) < len(lost):
+        # A key's holder rolled back or expired between our INSERT and SELECT:
+        # claim what is free now, once more (rare; the second pass settles it).
+        retry = [key for key in lost if key not in stored]
+        claimed |= _claim_idempotency_keys(
+            api_key_id=api_key_id,
+            claims=[(key, first_by_key[key][1], new_ids[first_by_key[key][0]]) for key in retry],
+            now=now,
+        )
+        stored.update(_existing_keys(api_key_id=api_key_id, keys=[k for k in retry if k not in claimed]))
+    blocked: set[int] = set()
+    for index, key, fingerprint in keyed:
+        if key in claimed:
+            first_index, winner_hash = first_by_key[key]
+            if index == first_index:
+                continue  # this request makes the event
+            winner_id = new_ids[first_index]
+        else:
+            winner_hash, winner_id = stored[key]
+        blocked.add(index)
+        results[index] = (
+            Accepted(str(winner_id), replayed=True) if winner_hash == fingerprint else _conflict(key)
+        )
+    return blocked
 
 
 def _conflict(key: str) -> Conflict:
