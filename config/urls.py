@@ -1,7 +1,8 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from notifications.api.middleware import api_not_found
 from notifications.api.problems import django_problem_view
 from notifications.health import healthz, readyz
 
@@ -14,6 +15,7 @@ urlpatterns = [
         SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]),
         name="docs",
     ),
+    re_path(r"^api/", api_not_found),
     path("healthz", healthz),
     path("readyz", readyz),
     path("", include("django_prometheus.urls")),

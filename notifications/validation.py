@@ -18,6 +18,8 @@ from notifications.models import Channel, Priority
 
 EXTERNAL_ID_RE = re.compile(r"^[^\s\x00-\x1f]{1,128}$")
 TOPIC_KEY_RE = re.compile(r"^[A-Za-z0-9_.:\-/@]{1,255}$")
+TYPE_KEY_MAX = 150
+TYPE_KEY_RE = re.compile(r"^[^\s\x00-\x1f\x7f]{1,%d}$" % TYPE_KEY_MAX)
 IDEMPOTENCY_KEY_MAX = 255
 EVENT_FIELDS = {"type", "recipients", "actor", "data", "priority", "send_at", "channels", "idempotency_key"}
 PRIORITIES = {p.value for p in Priority}
@@ -57,6 +59,15 @@ def validate_topic_key(value: object) -> str | None:
         return "must be a string"
     if not TOPIC_KEY_RE.match(value):
         return "must be 1 to 255 characters of letters, digits and _ . : - / @"
+    return None
+
+
+def validate_type_key(value: object) -> str | None:
+    """The problem with a notification type key, or None when it is valid."""
+    if not isinstance(value, str):
+        return "must be a string"
+    if not TYPE_KEY_RE.match(value):
+        return f"must be 1 to {TYPE_KEY_MAX} characters without spaces or control characters"
     return None
 
 

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from notifications.api import serializers as s
+from notifications.api.path_ids import CheckedPathView, check_recipient_id, check_topic_key, check_type_key
 from notifications.api.problems import problem_from_error
 from notifications.errors import ClarionError, InvalidInput, NotFound
 from notifications.models import NotificationType, Recipient
@@ -65,7 +66,9 @@ class EventDetailView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class RecipientView(APIView):
+class RecipientView(CheckedPathView):
+    path_checks = {"external_id": check_recipient_id}
+
     @extend_schema(request=s.ProfileRequest, summary="Create or replace a recipient's profile")
     def put(self, request, external_id: str):
         recipient, created = recipients.recipient_put(external_id=external_id, body=_body(request))
@@ -81,13 +84,17 @@ class RecipientView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class RecipientExportView(APIView):
+class RecipientExportView(CheckedPathView):
+    path_checks = {"external_id": check_recipient_id}
+
     @extend_schema(summary="Everything stored about a recipient")
     def get(self, request, external_id: str):
         return Response(recipients.recipient_export(external_id=external_id))
 
 
-class RecipientTokenView(APIView):
+class RecipientTokenView(CheckedPathView):
+    path_checks = {"external_id": check_recipient_id}
+
     @extend_schema(request=None, summary="A signed token for the recipient's browser")
     def post(self, request, external_id: str):
         recipients.check_external_id(external_id)
@@ -96,7 +103,9 @@ class RecipientTokenView(APIView):
         return Response({"token": token.token, "expires_at": token.expires_at})
 
 
-class TopicSubscribersView(APIView):
+class TopicSubscribersView(CheckedPathView):
+    path_checks = {"key": check_topic_key}
+
     @extend_schema(request=s.SubscribersRequest, summary="Add and remove subscribers")
     def put(self, request, key: str):
         return Response(topics.topic_subscribers_update(key=key, body=_body(request)))
@@ -125,7 +134,9 @@ class NotificationTypesView(APIView):
         return Response({"results": [s.type_json(t) for t in NotificationType.objects.order_by("key")]})
 
 
-class NotificationTypeView(APIView):
+class NotificationTypeView(CheckedPathView):
+    path_checks = {"key": check_type_key}
+
     @extend_schema(request=s.NotificationTypeRequest, summary="Define a notification type")
     def put(self, request, key: str):
         notification_type, created = types.notification_type_put(key=key, body=_body(request))
@@ -157,7 +168,9 @@ def _int_param(request, name: str, *, default: int, maximum: int) -> int:
     return int(raw)
 
 
-class RecipientPreferencesView(APIView):
+class RecipientPreferencesView(CheckedPathView):
+    path_checks = {"external_id": check_recipient_id}
+
     @extend_schema(summary="A recipient's preferences")
     def get(self, request, external_id: str):
         from preferences.services import preferences_get

@@ -10,6 +10,7 @@ from django.utils import timezone
 from notifications.errors import InvalidInput, NotFound
 from notifications.models import Channel, NotificationType, Priority
 from notifications.selectors import notification_type_cache_clear
+from notifications.validation import validate_type_key
 from templates_app.rendering import template_problems
 from templates_app.services import template_versions_record
 
@@ -18,13 +19,13 @@ TYPE_FIELDS = {
     "default_locale", "sample_data",
 }
 CHANNELS = {c.value for c in Channel}
-KEY_MAX = 150
 
 
 def parse_type(key: str, body: object) -> dict:
     errors: dict[str, list[str]] = {}
-    if not isinstance(key, str) or not key or len(key) > KEY_MAX or any(ch.isspace() for ch in key):
-        errors["key"] = [f"Must be 1 to {KEY_MAX} characters without spaces."]
+    key_problem = validate_type_key(key)
+    if key_problem:
+        errors["key"] = [f"Key {key_problem}."]
     if not isinstance(body, dict):
         raise InvalidInput("Expected a JSON object.", errors={"non_field_errors": ["Expected an object."]})
     for name in sorted(set(body) - TYPE_FIELDS):
