@@ -62,6 +62,9 @@ class Recipient(models.Model):
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
+    # Recipient tokens issued before this instant no longer authenticate
+    # (DELETE /api/v1/recipients/{id}/tokens); null: every unexpired token does.
+    tokens_valid_after = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

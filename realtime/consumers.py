@@ -54,6 +54,9 @@ def _recipient_for_user(user) -> int | None:
     return Recipient.objects.filter(user=user).values_list("id", flat=True).first()
 
 
+_verify_token = database_sync_to_async(recipient_token_verify)
+
+
 @database_sync_to_async
 def _unread(recipient_id: int) -> int:
     return unread_count(recipient_id=recipient_id)
@@ -83,6 +86,9 @@ def _read_all(recipient_id: int) -> None:
 
 class InboxConsumer(AsyncJsonWebsocketConsumer):
     recipient_id: int | None = None
+    # When the socket authenticated by token: its issue time (revocation
+    # closes sockets of older tokens); None for a linked session.
+    token_issued_ms: int | None = None
     # Ids already sent (for de-duplication), made on the first send: most
     # sockets sit idle, and these are ~0.8 KB of a ~40 KB connection.
     sent_ids: deque[str] | None = None
@@ -107,7 +113,11 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         token = (query.get("token") or [None])[0]
         if token:
-            return recipient_token_verify(token)
+            claims = await _verify_token(token)
+            if claims is None:
+                return None
+            self.token_issued_ms = claims.issued_ms
+            return claims.recipient_id
         user = self.scope.get("user")
         if user is not None and getattr(user, "is_authenticated", False):
             return await _recipient_for_user(user)
@@ -203,6 +213,14 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):
 
     async def layer_batch(self, message: dict) -> None:
         await dispatch_batch(self, message)  # many groups' messages in one (realtime/layers.py)
+
+    async def inbox_revoked(self, message: dict) -> None:
+        """The recipient was erased, or tokens up to `before_ms` were revoked."""
+        ended = message["erased"] or (
+            self.token_issued_ms is not None and self.token_issued_ms <= message["before_ms"]
+        )
+        if ended:
+            await self.close(code=CLOSE_UNAUTHORIZED)
 
     async def inbox_unread(self, message: dict) -> None:
         await self.send_json({"type": "unread_count", "count": message["count"]})

@@ -123,6 +123,24 @@ def unread_changed(*, recipient_id: int) -> None:
         log.exception("realtime unread push failed recipient_id=%s", recipient_id)
 
 
+def tokens_revoked_on_commit(*, recipient_id: int, before_ms: int, erased: bool) -> None:
+    transaction.on_commit(
+        lambda: tokens_revoked(recipient_id=recipient_id, before_ms=before_ms, erased=erased)
+    )
+
+
+def tokens_revoked(*, recipient_id: int, before_ms: int, erased: bool) -> None:
+    """Close the recipient's open sockets that a revocation or an erasure ended
+    (each socket decides: erasure ends all, revocation those of older tokens)."""
+    try:
+        if not presence.online_among([recipient_id]):
+            return
+        message = {"type": "inbox.revoked", "before_ms": before_ms, "erased": erased}
+        _send_all([(group_name(recipient_id), message)])
+    except Exception:  # noqa: BLE001 - the database already refuses the tokens
+        log.exception("realtime revoke push failed recipient_id=%s", recipient_id)
+
+
 def _send_all(messages: list[tuple[str, dict]]) -> None:
     """Send (group, message) pairs in the order given (one recipient's in id
     order), through the layer's group_send_many (realtime/layers.py): a few

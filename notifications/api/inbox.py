@@ -27,10 +27,10 @@ class RecipientTokenAuthentication(authentication.BaseAuthentication):
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "recipient":
             return None
-        recipient_id = recipient_token_verify(token.strip())
-        if recipient_id is None:
-            raise exceptions.AuthenticationFailed("Invalid or expired recipient token.")
-        return RecipientPrincipal(recipient_id), token
+        claims = recipient_token_verify(token.strip())
+        if claims is None:
+            raise exceptions.AuthenticationFailed("Invalid, expired or revoked recipient token.")
+        return RecipientPrincipal(claims.recipient_id), token
 
     def authenticate_header(self, request) -> str:
         return 'Recipient realm="clarion"'

@@ -103,6 +103,15 @@ class RecipientTokenView(CheckedPathView):
         return Response({"token": token.token, "expires_at": token.expires_at})
 
 
+class RecipientTokensView(CheckedPathView):
+    path_checks = {"external_id": check_recipient_id}
+
+    @extend_schema(request=None, responses={204: None}, summary="Revoke every token issued so far")
+    def delete(self, request, external_id: str):
+        recipients.recipient_tokens_revoke(external_id=external_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
 class TopicSubscribersView(CheckedPathView):
     path_checks = {"key": check_topic_key}
 

@@ -14,6 +14,7 @@ urlpatterns = [
         name="recipient-preferences",
     ),
     path("recipients/<str:external_id>/token", producer.RecipientTokenView.as_view(), name="recipient-token"),
+    path("recipients/<str:external_id>/tokens", producer.RecipientTokensView.as_view(), name="recipient-tokens"),
     path("topics/<str:key>/subscribers", producer.TopicSubscribersView.as_view(), name="topic-subscribers"),
     path("notification-types", producer.NotificationTypesView.as_view(), name="notification-types"),
     path("notification-types/<str:key>", producer.NotificationTypeView.as_view(), name="notification-type"),

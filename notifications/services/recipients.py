@@ -12,7 +12,9 @@ from notifications.errors import InvalidInput, NotFound
 from notifications.models import Recipient
 from notifications.sqljson import from_db_json
 from preferences.models import DeliverySettings
+from notifications.services.tokens import recipient_tokens_revoke_before
 from notifications.validation import validate_external_id
+from realtime.hints import tokens_revoked_on_commit
 
 LOCALE_RE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 PHONE_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
@@ -89,6 +91,15 @@ def recipient_get(*, external_id: str) -> Recipient:
     return recipient
 
 
+def recipient_tokens_revoke(*, external_id: str) -> None:
+    """End every recipient token issued until now, without erasing anything;
+    open sockets authenticated by one are closed (4401)."""
+    recipient = recipient_get(external_id=external_id)
+    with transaction.atomic():
+        cutoff = recipient_tokens_revoke_before(recipient_id=recipient.id)
+        tokens_revoked_on_commit(recipient_id=recipient.id, before_ms=cutoff, erased=False)
+
+
 def recipient_erase(*, external_id: str) -> None:
     """Erase a recipient with its notifications, deliveries and subscriptions.
 
@@ -123,6 +134,8 @@ def recipient_erase(*, external_id: str) -> None:
             cursor.execute("DELETE FROM preferences_channelpreference WHERE recipient_id = %s", [recipient_id])
             cursor.execute("DELETE FROM preferences_deliverysettings WHERE recipient_id = %s", [recipient_id])
             cursor.execute("DELETE FROM notifications_recipient WHERE id = %s", [recipient_id])
+        # Its tokens stop authenticating with the row; its open sockets close.
+        tokens_revoked_on_commit(recipient_id=recipient_id, before_ms=2**62, erased=True)
 
 
 def recipient_export(*, external_id: str) -> dict:

@@ -1,7 +1,10 @@
 """Signed recipient tokens for browsers (inbox API and websocket).
 
-Stateless: a token names the recipient and its expiry and is signed with
-SECRET_KEY. Erasing a recipient invalidates its tokens (the id is gone).
+A token names the recipient, its expiry and the instant it was issued, and is
+signed with SECRET_KEY. Checking one costs a primary-key lookup: a token
+authenticates only while its recipient exists (erasure ends every token) and
+was issued after the recipient's `tokens_valid_after` (revocation without
+erasure). Open sockets are told at once (realtime.hints.tokens_revoked).
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from datetime import datetime, timezone as dt_timezone
 
 from django.conf import settings
 from django.core import signing
+from django.db import connection
 
 SALT = "clarion.recipient-token.v1"
 
@@ -21,22 +25,66 @@ class RecipientToken:
     expires_at: datetime
 
 
+@dataclass(frozen=True)
+class TokenClaims:
+    recipient_id: int
+    issued_ms: int  # 0 for tokens minted before issue times were recorded
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 def recipient_token_issue(*, recipient_id: int, ttl_seconds: int | None = None) -> RecipientToken:
     ttl = ttl_seconds or settings.CLARION["RECIPIENT_TOKEN_TTL_SECONDS"]
-    expires = int(time.time()) + ttl
-    token = signing.dumps({"r": recipient_id, "e": expires}, salt=SALT, compress=False)
+    issued = _now_ms()
+    expires = issued // 1000 + ttl
+    token = signing.dumps({"r": recipient_id, "e": expires, "i": issued}, salt=SALT, compress=False)
     return RecipientToken(token=token, expires_at=datetime.fromtimestamp(expires, tz=dt_timezone.utc))
 
 
-def recipient_token_verify(token: str) -> int | None:
-    """The recipient id of a valid, unexpired token; None otherwise."""
+def recipient_token_claims(token: str) -> TokenClaims | None:
+    """The claims of a well-signed, unexpired token (no database); None otherwise."""
     try:
         payload = signing.loads(token, salt=SALT)
     except signing.BadSignature:
         return None
     if not isinstance(payload, dict):
         return None
-    recipient_id, expires = payload.get("r"), payload.get("e")
-    if not isinstance(recipient_id, int) or not isinstance(expires, int) or expires < time.time():
+    recipient_id, expires, issued = payload.get("r"), payload.get("e"), payload.get("i", 0)
+    if not all(isinstance(value, int) for value in (recipient_id, expires, issued)) or expires < time.time():
         return None
-    return recipient_id
+    return TokenClaims(recipient_id=recipient_id, issued_ms=issued)
+
+
+def recipient_token_verify(token: str) -> TokenClaims | None:
+    """The claims of a token that authenticates now: well signed, unexpired,
+    its recipient not erased and the token not revoked."""
+    claims = recipient_token_claims(token)
+    if claims is None:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (extract(epoch FROM tokens_valid_after) * 1000)::bigint"
+            " FROM notifications_recipient WHERE id = %s",
+            [claims.recipient_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    valid_after_ms = row[0]
+    if valid_after_ms is not None and claims.issued_ms <= valid_after_ms:
+        return None
+    return claims
+
+
+def recipient_tokens_revoke_before(*, recipient_id: int) -> int:
+    """Revoke every token issued up to now; returns the cut-off in ms."""
+    cutoff = _now_ms()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE notifications_recipient SET tokens_valid_after = to_timestamp(%s / 1000.0)"
+            " WHERE id = %s",
+            [cutoff, recipient_id],
+        )
+    return cutoff
