@@ -162,6 +162,8 @@ class Event(models.Model):
                 name="event_pending_idx",
                 condition=Q(status__in=["accepted", "processing"]),
             ),
+            # Priority lanes: the waiting events of a priority in acceptance order.
+            models.Index(fields=["priority", "id"], name="event_waiting_idx", condition=Q(status="accepted")),
             # Relay: scheduled events coming due.
             models.Index(fields=["send_at"], name="event_scheduled_idx", condition=Q(status="scheduled")),
             # Admin and operators: recent events of a type.

@@ -32,7 +32,10 @@ def _run_page(event_id: str, page: int) -> None:
 
 @shared_task(name="clarion.events.fan_out_page", **DB_RETRY)
 def fan_out_page(*, event_id: str, page: int) -> None:
-    _run_page(event_id, page)
+    if page == 0:
+        _run_first_pages([event_id])  # a lone small event joins its lane's batch
+    else:
+        _run_page(event_id, page)
 
 
 @shared_task(name="clarion.events.fan_out_first_pages", **DB_RETRY)
@@ -40,6 +43,10 @@ def fan_out_first_pages(*, event_ids: list[str]) -> None:
     """First page of each event of an accepted batch: one message for many
     events. The small ones (explicit recipients only) are written together;
     the rest one by one."""
+    _run_first_pages(event_ids)
+
+
+def _run_first_pages(event_ids: list[str]) -> None:
     pending = event_ids
     while pending:
         outcome = events_fan_out_small(event_ids=pending)

@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from notifications.models import EXTERNAL_CHANNELS, Channel, EventStatus, Priority
 from notifications.services import fanout_sql
+from notifications.services.lanes import event_lane
 from notifications.services.digests import _NoRender, digest_context, digests_collect, is_digested
 from notifications.services.limits import LimitedDelivery, deliveries_apply_limits
 from notifications.sqljson import from_db_json
@@ -83,6 +84,15 @@ def event_fan_out_page(*, event_id: str, page: int, now: datetime | None = None)
 
     `now` (default: the current time) decides quiet hours and local days.
     """
+    if page != 0:
+        return _fan_out_page(event_id=event_id, page=page, now=now)
+    # A first page is written in its priority's lane (services/lanes.py), so
+    # each recipient gets the events of one priority in acceptance order.
+    with event_lane(event_id):
+        return _fan_out_page(event_id=event_id, page=page, now=now)
+
+
+def _fan_out_page(*, event_id: str, page: int, now: datetime | None) -> PageResult:
     page_size = max(settings.CLARION["FANOUT_PAGE_SIZE"], settings.CLARION["MAX_EXPLICIT_RECIPIENTS"])
     with transaction.atomic():
         event = _lock_event(event_id)

@@ -5,10 +5,11 @@ costs a transaction of five statements, so a burst of them is slow to drain
 behind a producer that sends thousands per second. The publisher hands the
 fan-out of many just-accepted events to one task; this module writes the
 first (and only) page of all those whose recipients are explicit ids, in one
-transaction with a constant number of statements:
+transaction per priority lane (services/lanes.py) with a constant number of
+statements:
 
-1. lock the events (SKIP LOCKED: one held elsewhere is left to the per-event
-   path, which waits for it and then finds its page already done),
+1. lock the events, with the earlier ones of that priority still waiting,
+   in acceptance order,
 2. create unknown recipients of all of them at once,
 3. render each event's in-app content (once per event, or per recipient when
    its templates need it),
@@ -41,9 +42,14 @@ from notifications.services.fanout import (
     recipients_upsert,
 )
 from notifications.services.limits import LimitedDelivery, deliveries_apply_limits, limited_by_event
+from notifications.services.lanes import priority_lane
 from realtime.hints import pairs_created_on_commit
 
 log = logging.getLogger(__name__)
+
+# At most this many earlier waiting events are taken along per call (the
+# page budget bounds the recipients written).
+SWEEP_LIMIT = 1000
 
 
 @dataclass
@@ -65,72 +71,118 @@ def is_small(event: LockedEvent) -> bool:
 
 
 def events_fan_out_small(*, event_ids: list[str], now: datetime | None = None) -> SmallFanOut:
-    """Fan out every small event among these in one transaction; the others
-    (topics, digests, pages under way, rows locked elsewhere) come back in
-    `rest`. At most FANOUT_PAGE_SIZE recipients are written: small events
-    beyond that come back in `later`. Events already done or cancelled are in
-    no list."""
+    """Fan out every small event among these, each priority in its lane
+    (services/lanes.py); the others (topics, digests, pages under way) come
+    back in `rest`. At most FANOUT_PAGE_SIZE recipients are written per lane
+    and call: small events beyond that come back in `later`. Events already
+    done or cancelled are in no list.
+
+    In its lane, a call first writes the small events of that priority
+    accepted before its own that are still waiting (their own messages then
+    find them done), so each recipient gets them in acceptance order."""
     now = now or timezone.now()
     outcome = SmallFanOut()
+    waiting: dict[str, list[str]] = {}
+    for event_id, priority, status, page in _fan_out_states(event_ids):
+        if status == EventStatus.ACCEPTED and page == 0:
+            waiting.setdefault(priority, []).append(event_id)
+        elif status in (EventStatus.ACCEPTED, EventStatus.PROCESSING):
+            outcome.rest.append(event_id)
+    for priority, ids in waiting.items():
+        with priority_lane(priority):
+            _fan_out_in_lane(priority=priority, event_ids=ids, now=now, outcome=outcome)
+    return outcome
+
+
+def _fan_out_states(event_ids: list[str]) -> list[tuple[str, str, str, int]]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id::text, priority, status, fanout_page FROM notifications_event WHERE id = ANY(%s::uuid[])",
+            [event_ids],
+        )
+        return cursor.fetchall()
+
+
+def _earlier_waiting(*, priority: str, before: str, limit: int) -> list[str]:
+    """Small events of this priority accepted before `before`, still waiting."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT id::text FROM notifications_event
+            WHERE status = 'accepted' AND priority = %s AND id < %s AND fanout_page = 0
+              AND recipients -> 'topics' = '[]'::jsonb
+            ORDER BY id LIMIT %s
+            """,
+            [priority, before, limit],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _fan_out_in_lane(*, priority: str, event_ids: list[str], now: datetime, outcome: SmallFanOut) -> None:
+    own = set(event_ids)
     with transaction.atomic():
-        locked = lock_events(event_ids, skip_locked=True)  # in id order, against deadlocks
-        # Written in the order given (a batch's order), which becomes the inbox order.
-        position = {event_id: index for index, event_id in enumerate(event_ids)}
-        locked.sort(key=lambda event: position[event.id])
-        seen = {event.id for event in locked}
-        outcome.rest = [event_id for event_id in event_ids if event_id not in seen]
+        earlier = _earlier_waiting(priority=priority, before=max(event_ids), limit=SWEEP_LIMIT)
+        # Locked and written in id order: ids are the order of acceptance (notifications.ids).
+        locked = lock_events(sorted(own.union(earlier)))
         small: list[LockedEvent] = []
         budget = settings.CLARION["FANOUT_PAGE_SIZE"]
         for event in locked:
-            if is_small(event):
-                size = len(event.recipients["ids"])
-                if small and size > budget:
+            if not is_small(event):
+                if event.id in own and event.status in (EventStatus.ACCEPTED, EventStatus.PROCESSING):
+                    outcome.rest.append(event.id)
+                continue
+            size = len(event.recipients["ids"])
+            if small and size > budget:
+                if event.id in own:
                     outcome.later.append(event.id)
-                    continue
-                small.append(event)
-                budget -= size
-            elif event.status in (EventStatus.ACCEPTED, EventStatus.PROCESSING):
-                outcome.rest.append(event.id)
-        if not small:
-            return outcome
-        profiles = {row[1]: row for row in recipients_upsert([rid for e in small for rid in e.recipients["ids"]])}
-        groups: dict[tuple, tuple[PageWriter, list[tuple]]] = {}
-        for event in small:
-            channels = enabled_channels(event)
-            renderer = InAppRenderer(event)
-            key = (event.type_id, tuple(channels), event.channels_in_app, event.priority == "critical")
-            if key not in groups:
-                groups[key] = (PageWriter(event, channels, renderer, now), [])
-            rows = groups[key][1]
-            for external_id in event.recipients["ids"]:
-                profile = profiles[external_id]
-                title, body, url = (
-                    renderer.render(recipient_context(profile)) if renderer.per_recipient else renderer.shared
-                )
-                rows.append((profile[0], title, body, url, event.id))
+                continue
+            small.append(event)
+            budget -= size
+        if small:
+            _write_small(small, now)
+    done = [event.id for event in small]
+    outcome.done.extend(done)
+    if done:
+        log.info("small events fanned out: %d events (%d earlier ones first)", len(done), len(set(done) - own))
 
-        by_id = {event.id: event for event in small}
-        counts = dict.fromkeys(by_id, 0)
-        pairs: list[tuple[str, int]] = []
-        limited: list[LimitedDelivery] = []
-        for writer, rows in groups.values():
-            write = writer.events_rendered(rows)
-            for recipient_id, event_id in zip(write.notified, write.notified_events or []):
-                counts[event_id] += 1
-                if writer.event.channels_in_app:
-                    pairs.append((event_id, recipient_id))
-            limited.extend(write.limited)
-        for event_id, rows in limited_by_event(limited).items():
-            event = by_id[event_id]
-            deliveries_apply_limits(
-                event_id=event_id, type_key=event.type_key, throttle=event.throttle, data=event.data or {}, rows=rows
+
+def _write_small(small: list[LockedEvent], now: datetime) -> None:
+    """Write the first and only page of these small events, in their order."""
+    profiles = {row[1]: row for row in recipients_upsert([rid for e in small for rid in e.recipients["ids"]])}
+    groups: dict[tuple, tuple[PageWriter, list[tuple]]] = {}
+    for event in small:
+        channels = enabled_channels(event)
+        renderer = InAppRenderer(event)
+        key = (event.type_id, tuple(channels), event.channels_in_app, event.priority == "critical")
+        if key not in groups:
+            groups[key] = (PageWriter(event, channels, renderer, now), [])
+        rows = groups[key][1]
+        for external_id in event.recipients["ids"]:
+            profile = profiles[external_id]
+            title, body, url = (
+                renderer.render(recipient_context(profile)) if renderer.per_recipient else renderer.shared
             )
-        _record_done(counts)
-        if pairs:
-            pairs_created_on_commit(pairs)
-        outcome.done = list(by_id)
-    log.info("small events fanned out: %d events, %d groups", len(outcome.done), len(groups))
-    return outcome
+            rows.append((profile[0], title, body, url, event.id))
+
+    by_id = {event.id: event for event in small}
+    counts = dict.fromkeys(by_id, 0)
+    pairs: list[tuple[str, int]] = []
+    limited: list[LimitedDelivery] = []
+    for writer, rows in groups.values():
+        write = writer.events_rendered(rows)
+        for recipient_id, event_id in zip(write.notified, write.notified_events or []):
+            counts[event_id] += 1
+            if writer.event.channels_in_app:
+                pairs.append((event_id, recipient_id))
+        limited.extend(write.limited)
+    for event_id, rows in limited_by_event(limited).items():
+        event = by_id[event_id]
+        deliveries_apply_limits(
+            event_id=event_id, type_key=event.type_key, throttle=event.throttle, data=event.data or {}, rows=rows
+        )
+    _record_done(counts)
+    if pairs:
+        pairs_created_on_commit(pairs)
 
 
 def _record_done(counts: dict[str, int]) -> None:
