@@ -95,7 +95,11 @@ def ensure_topic(env: BenchEnv, n: int) -> int:
 def _ensure_type() -> None:
     from notifications.services import types
 
-    types.notification_type_put(key=TYPE_KEY, body={"channels": ["in_app"], "category": "bench"})
+    # A literal title equal to the key: what a type without templates showed.
+    types.notification_type_put(key=TYPE_KEY, body={
+        "channels": ["in_app"], "category": "bench",
+        "templates": {"in_app": {"en": {"title": TYPE_KEY}}},
+    })
 
 
 def _api_key_id() -> int:

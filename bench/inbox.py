@@ -59,7 +59,10 @@ def _build(env: BenchEnv, recipients: int, per: int, tag: str, meta_key: str) ->
     from notifications.services import types
 
     prefix = _prefix(tag)
-    types.notification_type_put(key=TYPE_KEY, body={"channels": ["in_app"], "category": "bench"})
+    types.notification_type_put(key=TYPE_KEY, body={
+        "channels": ["in_app"], "category": "bench",
+        "templates": {"in_app": {"en": {"title": TYPE_KEY}}},
+    })
     data.delete_events_of_type(env, TYPE_KEY, extra_where="e.data->>'bench_dataset' = %s", params=(tag,))
     say(f"building inbox data set {tag}: {recipients:,} recipients x {per} notifications = {recipients * per:,} rows")
     total_timer = Timer().__enter__()

@@ -143,7 +143,8 @@ def run(env: BenchEnv, opts) -> dict:
     key = env.manage("create_api_key", "bench").strip().splitlines()[-1].strip()
     bearer = f"Bearer {key}"
     status, _ = http_json("PUT", f"{base}/api/v1/notification-types/{TYPE_KEY}", token=bearer,
-                          body={"channels": ["in_app"], "category": "bench"})
+                          body={"channels": ["in_app"], "category": "bench",
+                                "templates": {"in_app": {"en": {"title": TYPE_KEY}}}})
     say(f"notification type {TYPE_KEY} ready (HTTP {status})")
     tid = data.type_id(env, TYPE_KEY)
 

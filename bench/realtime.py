@@ -310,7 +310,8 @@ def api_key(env: BenchEnv, name: str) -> str:
 
 def ensure_type(base: str, bearer: str) -> None:
     status, _ = http_json("PUT", f"{base}/api/v1/notification-types/{TYPE_KEY}", token=bearer,
-                          body={"channels": ["in_app"], "category": "bench"})
+                          body={"channels": ["in_app"], "category": "bench",
+                                "templates": {"in_app": {"en": {"title": TYPE_KEY}}}})
     say(f"notification type {TYPE_KEY} ready (HTTP {status}, channels in_app)")
 
 

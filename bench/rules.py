@@ -30,7 +30,11 @@ def _ensure_type() -> None:
     types.notification_type_put(
         key=TYPE_KEY,
         body={"channels": ["in_app", "email"], "category": "bench",
-              "templates": {"in_app": {"en": {"title": "{{ actor }} released {{ release }}"}}}},
+              "templates": {
+                  "in_app": {"en": {"title": "{{ actor }} released {{ release }}"}},
+                  "email": {"en": {"subject": "{{ actor }} released {{ release }}",
+                                   "text": "{{ release }}"}},
+              }},
     )
 
 

@@ -1,5 +1,6 @@
 import json
 
+from django import forms
 from django.contrib import admin, messages
 from django.http import JsonResponse
 from django.shortcuts import render
@@ -20,12 +21,13 @@ from notifications.models import (
     Subscription,
     Topic,
 )
-from notifications.errors import ClarionError
+from notifications.errors import ClarionError, InvalidInput
 from notifications.publish import publish_fan_out_page
 from notifications.selectors import notification_type_cache_clear
 from notifications.services.events import event_accept
+from notifications.services.types import TYPE_FIELDS, parse_type
 from templates_app.models import TemplateVersion
-from templates_app.preview import template_preview
+from templates_app.preview import template_names_missing, template_preview
 from templates_app.services import template_versions_record
 
 
@@ -88,14 +90,48 @@ class TemplateVersionInline(admin.TabularInline):
         return False
 
 
+class NotificationTypeForm(forms.ModelForm):
+    """The admin's form checks a type by the rules `PUT /notification-types/{key}` uses."""
+
+    class Meta:
+        model = NotificationType
+        fields = "__all__"
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if any(name in self.errors for name in (*TYPE_FIELDS, "key")):
+            return cleaned  # a field that did not parse has its message; the rules need it whole
+        body = {name: cleaned[name] for name in TYPE_FIELDS if name in cleaned}
+        try:
+            parse_type(cleaned.get("key", ""), body)
+        except InvalidInput as error:
+            for path, problems in error.errors.items():
+                field = path.split(".", 1)[0]
+                for problem in problems:
+                    self.add_error(field if field in self.fields else None,
+                                   problem if path == field else f"{path}: {problem}")
+        return cleaned
+
+
 @admin.register(NotificationType)
 class NotificationTypeAdmin(admin.ModelAdmin):
+    form = NotificationTypeForm
     list_display = ("key", "category", "priority", "channels", "retired_at", "updated_at")
     list_filter = ("category", "priority")
     search_fields = ("key",)
     inlines = [TemplateVersionInline]
     actions = ["send_test"]
     change_form_template = "admin/notifications/notificationtype/change_form.html"
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        # The saved templates' variables that sample_data lacks, shown before the live preview runs.
+        missing = {}
+        if obj is not None:
+            sample = obj.sample_data if isinstance(obj.sample_data, dict) else {}
+            missing = template_names_missing(obj.templates, sample)
+        context["templates_missing"] = missing
+        return super().render_change_form(request, context, add=add, change=change,
+                                          form_url=form_url, obj=obj)
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)

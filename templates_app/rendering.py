@@ -6,10 +6,11 @@ output. Sending is elsewhere (render apart from send).
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
 
 from templates_app.engine import TemplateError, render, text_from_html
-from templates_app.locales import pick_locale
+from templates_app.locales import locale_chain, pick_locale
 
 # The fields each channel's template may have.
 CHANNEL_FIELDS: dict[str, tuple[str, ...]] = {
@@ -22,6 +23,42 @@ CHANNEL_FIELDS: dict[str, tuple[str, ...]] = {
 }
 # Fields whose output is markup: variables are HTML-escaped in them.
 ESCAPED_FIELDS = {("email", "html"), ("in_app", "title"), ("in_app", "body")}
+
+
+class Required(NamedTuple):
+    """At least one of `fields` must be non-empty; `message` says so when none is."""
+
+    fields: tuple[str, ...]
+    message: str
+
+
+# What a channel's message cannot go without. Checked on every template of a
+# type when it is defined, and on the rendered content before a delivery is
+# sent, so a message with nothing in it fails loudly instead of going out.
+REQUIRED_FIELDS: dict[str, tuple[Required, ...]] = {
+    "in_app": (Required(("title",), "An in-app notification needs a title."),),
+    "email": (
+        Required(("subject",), "An email needs a subject."),
+        Required(("text", "html"), "An email needs a text or an html body."),
+    ),
+    "sms": (Required(("text",), "An SMS needs a text."),),
+    "push": (Required(("title", "body"), "A push notification needs a title or a body."),),
+    "web_push": (Required(("title", "body"), "A web push notification needs a title or a body."),),
+    "webhook": (Required(("payload",), "A webhook template needs a payload."),),
+}
+
+
+def _context_as_payload(context: dict[str, Any]) -> dict[str, str]:
+    return {"payload": json.dumps(context, default=str)}
+
+
+# What a channel without a template sends; every other channel needs one.
+DEFAULT_CONTENT: dict[str, Callable[[dict[str, Any]], dict[str, str]]] = {
+    "webhook": _context_as_payload,
+}
+# Top-level names the render context adds to the event's data (build_context;
+# `digest` where digests and in-app items are rendered).
+CONTEXT_NAMES = frozenset({"actor", "event", "recipient", "digest"})
 
 
 def build_context(*, data: dict, actor: str, event: dict, recipient: dict | None = None) -> dict[str, Any]:
@@ -42,8 +79,8 @@ def render_channel(*, templates: dict, channel: str, locale: str, default_locale
     variants = (templates or {}).get(channel) or {}
     variant = pick_locale(variants, locale, default_locale)
     if variant is None:
-        if channel == "webhook":
-            return {"payload": json.dumps(context, default=str)}
+        if channel in DEFAULT_CONTENT:
+            return DEFAULT_CONTENT[channel](context)
         raise TemplateError(f"The type has no {channel} template.")
     output: dict[str, str] = {}
     for field in CHANNEL_FIELDS[channel]:
@@ -78,4 +115,54 @@ def template_problems(templates: dict) -> dict[str, list[str]]:
                     problems.setdefault(path, []).append("Must be a template string.")
                 elif (problem := check_syntax(source)) is not None:
                     problems.setdefault(path, []).append(problem)
+    return problems
+
+
+def missing_fields(channel: str, fields: Mapping[str, object]) -> list[tuple[str, str]]:
+    """(field, message) for each field group `channel` requires that `fields`
+    leaves empty; the field named is the group's first."""
+    def filled(name: str) -> bool:
+        value = fields.get(name)
+        return isinstance(value, str) and bool(value.strip())
+
+    return [
+        (required.fields[0], required.message)
+        for required in REQUIRED_FIELDS.get(channel, ())
+        if not any(filled(name) for name in required.fields)
+    ]
+
+
+def require_content(channel: str, content: Mapping[str, object]) -> None:
+    """TemplateError if rendered content lacks what its channel requires (an
+    email whose subject rendered empty is not sent)."""
+    missing = missing_fields(channel, content)
+    if missing:
+        raise TemplateError(
+            " ".join(f"{channel}.{field} rendered empty: {message}" for field, message in missing)
+        )
+
+
+def template_gaps(*, templates: dict, channels: Iterable[str],
+                  default_locale: str) -> dict[str, list[str]]:
+    """What keeps a type's messages from being complete, keyed by field path:
+    an enabled channel without a template for the default locale, a template
+    (of any channel, enabled or not) without a field its channel requires."""
+    problems: dict[str, list[str]] = {}
+    defaults = {locale.lower() for locale in locale_chain("", default_locale)}
+    for channel in channels:
+        if channel in DEFAULT_CONTENT:
+            continue
+        variants = templates.get(channel) or {}
+        if not variants:
+            problems[f"templates.{channel}"] = [
+                f"The channel {channel} is enabled but has no template."
+            ]
+        elif defaults and not defaults & {locale.lower() for locale in variants}:
+            problems[f"templates.{channel}"] = [
+                f"The channel {channel} has no template for the default locale {default_locale}."
+            ]
+    for channel, variants in templates.items():
+        for locale, variant in variants.items():
+            for field, message in missing_fields(channel, variant):
+                problems.setdefault(f"templates.{channel}.{locale}.{field}", []).append(message)
     return problems

@@ -19,7 +19,8 @@ COMMENT_TYPE = {
     "templates": {
         "in_app": {
             "en": {"title": "{{ actor }} commented", "body": "{{ comment }}", "url": "/posts/{{ post_id }}"}
-        }
+        },
+        "email": {"en": {"subject": "{{ actor }} commented", "text": "{{ comment }}"}},
     },
 }
 

@@ -14,7 +14,8 @@ from notifications.services.types import notification_type_put
 from preferences.services import preferences_put
 from tests.helpers import run_concurrently
 
-TYPE = {"category": "social", "channels": ["in_app", "email"], "templates": {"in_app": {"en": {"title": "Hi"}}}}
+TYPE = {"category": "social", "channels": ["in_app", "email"], "templates": {
+    "in_app": {"en": {"title": "Hi"}}, "email": {"en": {"subject": "Hi", "text": "Hello"}}}}
 UTC = timezone.utc
 
 

@@ -177,6 +177,31 @@ def test_a_template_that_fails_fails_only_its_delivery_and_says_why(api_key, soc
 
 
 @pytest.mark.django_db
+def test_an_email_whose_subject_renders_empty_fails_and_is_not_sent(
+    api_key, social_type, settings, caplog
+):
+    email_only(settings, "delivery.console.ConsoleProvider")
+    empty_subject = {"en": {"subject": "{{ headline }}", "text": "{{ comment }}"}}
+    notification_type_put(key="comment.created",
+                          body={**TYPE, "templates": {**TYPE["templates"], "email": empty_subject}})
+    notification_type_cache_clear()
+    event_id = send_event(api_key, "jo", NIGHT)
+    claim = deliveries_claim_due(now=NIGHT)
+
+    with caplog.at_level("INFO", logger="clarion.delivery.console"):
+        counts = deliveries_send(delivery_ids=[d for d, *_ in claim.deliveries], lease=claim.lease)
+
+    email, sms = deliveries_of(event_id)
+    assert counts == {"template_failed": 1, "no_provider": 1}
+    assert (email.status, email.reason) == ("failed", "template")
+    assert email.attempt_log.get().error == (
+        "email.subject rendered empty: An email needs a subject."
+    )
+    assert (sms.status, sms.reason) == ("skipped", "no_provider")
+    assert "jo@example.com" not in caplog.text
+
+
+@pytest.mark.django_db
 def test_a_recipient_without_an_address_is_skipped_with_reason_no_address(api_key, social_type):
     Recipient.objects.create(external_id="kim")
     event_id = event_accept(api_key_id=api_key[0].id, body={"type": "comment.created", "recipients": ["kim"]}).id

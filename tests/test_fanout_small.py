@@ -97,7 +97,9 @@ def test_topic_and_digest_events_are_left_to_the_per_event_path(api_key, comment
     subscribe_many("post:7:followers", 3)
     notification_type_put(
         key="digest.me",
-        body={"category": "social", "channels": ["in_app"], "digest": {"window_seconds": 60, "key": "{{ post_id }}"}},
+        body={"category": "social", "channels": ["in_app"],
+              "digest": {"window_seconds": 60, "key": "{{ post_id }}"},
+              "templates": {"in_app": {"en": {"title": "{{ digest.count }} new"}}}},
     )
     small = accept(api_key, ["a"])
     topic = accept(api_key, [{"topic": "post:7:followers"}])

@@ -19,7 +19,8 @@ TYPE = {
     "category": "social",
     "channels": ["in_app", "email", "sms"],
     "required_channels": [],
-    "templates": {"in_app": {"en": {"title": "Hi"}}},
+    "templates": {"in_app": {"en": {"title": "Hi"}}, "sms": {"en": {"text": "Hi"}},
+                  "email": {"en": {"subject": "Hi", "text": "Hello"}}},
 }
 
 

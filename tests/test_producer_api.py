@@ -69,7 +69,10 @@ def test_unknown_topic_is_404(producer):
 
 
 def test_notification_type_put_get_list_retire(producer, api_key):
-    body = {"category": "billing", "channels": ["in_app", "email"], "required_channels": ["email"]}
+    templates = {"in_app": {"en": {"title": "Paid"}},
+                 "email": {"en": {"subject": "Paid", "text": "Thanks"}}}
+    body = {"category": "billing", "channels": ["in_app", "email"], "required_channels": ["email"],
+            "templates": templates}
     assert producer.put("/api/v1/notification-types/invoice.paid", body, format="json").status_code == 201
     assert producer.get("/api/v1/notification-types/invoice.paid").json()["required_channels"] == ["email"]
     assert [t["key"] for t in producer.get("/api/v1/notification-types").json()["results"]] == ["invoice.paid"]
@@ -80,7 +83,10 @@ def test_notification_type_put_get_list_retire(producer, api_key):
 
 def test_load_notification_types_reads_yaml(tmp_path, producer):
     path = tmp_path / "types.yaml"
-    path.write_text("a.b:\n  category: x\n  channels: [in_app]\nc.d:\n  priority: high\n")
+    in_app = "  templates: {in_app: {en: {title: Hi}}}\n"
+    path.write_text(
+        f"a.b:\n  category: x\n  channels: [in_app]\n{in_app}c.d:\n  priority: high\n{in_app}"
+    )
     call_command("load_notification_types", str(path))
     keys = [t["key"] for t in producer.get("/api/v1/notification-types").json()["results"]]
     assert keys == ["a.b", "c.d"]
@@ -88,7 +94,8 @@ def test_load_notification_types_reads_yaml(tmp_path, producer):
 
 def test_load_notification_types_reads_json(tmp_path, producer):
     path = tmp_path / "types.json"
-    path.write_text(json.dumps({"e.f": {"channels": ["in_app", "sms"]}}))
+    templates = {"in_app": {"en": {"title": "Hi"}}, "sms": {"en": {"text": "Hi"}}}
+    path.write_text(json.dumps({"e.f": {"channels": ["in_app", "sms"], "templates": templates}}))
     call_command("load_notification_types", str(path))
     assert producer.get("/api/v1/notification-types/e.f").json()["channels"] == ["in_app", "sms"]
 

@@ -7,8 +7,10 @@ delivery, so what was sent stays as it was whatever later edits of the
 templates. Digest deliveries come with their content already rendered by the
 digest flush, which has the window's items. A template that fails fails that
 delivery (`failed`, reason `template`, the error in its attempt log), never
-the others; a recipient without an address for the channel is `skipped`
-(`no_address`); a channel without a provider is `skipped` (`no_provider`).
+the others, and so does content missing what its channel requires (an email
+whose subject rendered empty); a recipient without an address for the
+channel is `skipped` (`no_address`); a channel without a provider is
+`skipped` (`no_provider`).
 Every step is one statement for the whole batch, and no transaction is open
 while a provider sends.
 """
@@ -25,7 +27,7 @@ from notifications.models import DeliveryStatus
 from notifications.services.fanout import recipient_context
 from notifications.sqljson import from_db_json
 from templates_app.engine import TemplateError
-from templates_app.rendering import build_context, render_channel
+from templates_app.rendering import build_context, render_channel, require_content
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,9 @@ def deliveries_send(*, delivery_ids: list[int], lease: datetime) -> dict[str, in
                 continue
             addresses[delivery_id] = address
             try:
-                contents[delivery_id] = stored if stored else _render(row)
+                content = stored if stored else _render(row)
+                require_content(channel, content)  # e.g. an email whose subject rendered empty
+                contents[delivery_id] = content
             except TemplateError as exc:
                 failed[delivery_id] = str(exc)
         _record_contents(contents, addresses)

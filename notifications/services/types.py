@@ -11,7 +11,7 @@ from notifications.errors import InvalidInput, NotFound
 from notifications.models import Channel, NotificationType, Priority
 from notifications.selectors import notification_type_cache_clear
 from notifications.validation import validate_type_key
-from templates_app.rendering import template_problems
+from templates_app.rendering import template_gaps, template_problems
 from templates_app.services import template_versions_record
 
 TYPE_FIELDS = {
@@ -47,6 +47,10 @@ def parse_type(key: str, body: object) -> dict:
         fields[name] = list(dict.fromkeys(value))
     if not set(fields["required_channels"]) <= set(fields["channels"]):
         errors.setdefault("required_channels", []).append("Must be a subset of channels.")
+    default_locale = body.get("default_locale", "en")
+    if not isinstance(default_locale, str) or not default_locale:
+        errors.setdefault("default_locale", []).append("Must be a locale tag.")
+    fields["default_locale"] = default_locale
     templates = body.get("templates", {})
     if not isinstance(templates, dict) or not all(
         k in CHANNELS and isinstance(v, dict) and all(isinstance(loc, str) and isinstance(t, dict) for loc, t in v.items())
@@ -54,8 +58,14 @@ def parse_type(key: str, body: object) -> dict:
     ):
         errors.setdefault("templates", []).append("Must map channel → locale → template fields.")
     else:
-        for path, problems in template_problems(templates).items():
-            errors.setdefault(path, []).extend(problems)
+        # A type is refused when one of its enabled channels could only fail or send nothing.
+        gaps = template_gaps(
+            templates=templates, channels=fields["channels"],
+            default_locale=default_locale if isinstance(default_locale, str) else "",
+        )
+        for found in (template_problems(templates), gaps):
+            for path, problems in found.items():
+                errors.setdefault(path, []).extend(problems)
     fields["templates"] = templates
     sample = body.get("sample_data", {})
     if not isinstance(sample, dict):
@@ -63,10 +73,6 @@ def parse_type(key: str, body: object) -> dict:
     fields["sample_data"] = sample
     fields["digest"] = _parse_digest(body.get("digest"), errors)
     fields["throttle"] = _parse_throttle(body.get("throttle"), errors)
-    default_locale = body.get("default_locale", "en")
-    if not isinstance(default_locale, str) or not default_locale:
-        errors.setdefault("default_locale", []).append("Must be a locale tag.")
-    fields["default_locale"] = default_locale
     if errors:
         raise InvalidInput("The notification type has invalid fields.", errors=errors)
     return fields

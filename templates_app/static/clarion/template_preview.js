@@ -18,6 +18,11 @@
       p.className = "errornote";
       box.appendChild(p);
     }
+    for (const [template, names] of Object.entries(result.missing || {})) {
+      const p = el("p", `${template} — Missing in sample_data: ${names.join(", ")}`);
+      p.className = "help clarion-missing";
+      box.appendChild(p);
+    }
     for (const [channel, fields] of Object.entries(result.channels || {})) {
       box.appendChild(el("h3", channel));
       for (const [field, value] of Object.entries(fields)) {
