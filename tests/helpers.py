@@ -84,3 +84,7 @@ def run_concurrently(function: Callable[..., object], argument_lists: list[tuple
         thread.start()
     for thread in threads:
         thread.join()
+
+
+# A first page also takes and releases its priority lane (notifications/services/lanes.py).
+LANE_STATEMENTS = 2

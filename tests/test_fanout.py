@@ -7,10 +7,7 @@ from django.test.utils import CaptureQueriesContext
 
 from notifications.services.events import event_accept
 from notifications.services.fanout import event_fan_out_page
-from tests.helpers import event_row, scalar, subscribe_many
-
-# A first page also takes and releases its priority lane (services/lanes.py).
-LANE_STATEMENTS = 2
+from tests.helpers import LANE_STATEMENTS, event_row, scalar, subscribe_many
 
 pytestmark = pytest.mark.django_db
 
