@@ -236,7 +236,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "health_check_interval": 25,
 }
 CELERY_BROKER_POOL_LIMIT = 20
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's DatabaseScheduler, made to stop promptly on SIGTERM (see the module).
+CELERY_BEAT_SCHEDULER = "notifications.scheduler:BeatScheduler"
 # Celery's Django fixup otherwise closes the database connection around every
 # task (measured: ~one new PostgreSQL session per fan-out task).
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
