@@ -162,15 +162,15 @@ def prepare(run_id: str) -> BenchEnv:
     redis_url = redis_url_with_db(server_redis, BENCH_REDIS_DB)
     if urlsplit(database_url).path == urlsplit(server_db).path:
         raise RuntimeError(f"refusing to bench in the application database {redact(server_db)}")
-    if not os.environ.get("SECRET_KEY") and not os.environ.get("CLARION_EMBEDDED"):
-        # Servers given by URL count as production-like: settings then insist on a
-        # SECRET_KEY. A random one per run serves the bench (tokens live one run).
+    if not os.environ.get("SECRET_KEY"):
+        # Settings have no built-in key. A random one per run serves the bench
+        # (tokens live one run).
         import secrets
 
         os.environ["SECRET_KEY"] = "bench-" + secrets.token_urlsafe(48)
         secret_key_source = "generated for this run"
     else:
-        secret_key_source = "environment" if os.environ.get("SECRET_KEY") else "development key (embedded servers)"
+        secret_key_source = "environment"
     created = _ensure_database(server_db, BENCH_DATABASE)
     say(f"database {BENCH_DATABASE} {'created' if created else 'exists'} on {redact(server_db).rsplit('/', 1)[0]}")
     lock_conn = _acquire_run_lock(database_url)

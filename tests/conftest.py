@@ -95,3 +95,18 @@ def asgi_server(django_db_setup, django_db_blocker):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_server(django_db_setup, django_db_blocker):
+    """An ASGI server with DEBUG on, the only way /demo/ (the bell demo page) is served."""
+    from django.db import connection
+
+    from tests.servers import AsgiServer
+
+    server = AsgiServer(
+        database_url=database_url_for(connection.settings_dict), redis_url=settings.REDIS_URL, debug=True
+    )
+    server.start()
+    yield server
+    server.stop()

@@ -13,7 +13,8 @@ from tests.redis_server import free_port
 class AsgiServer(ManagedProcess):
     name = "asgi"
 
-    def __init__(self, *, database_url: str, redis_url: str, extra_env: dict[str, str] | None = None, workers: int = 1):
+    def __init__(self, *, database_url: str, redis_url: str, extra_env: dict[str, str] | None = None, workers: int = 1,
+                 debug: bool = False):
         super().__init__()
         # The port is kept across kill()/start(), so clients reconnect to the same address.
         self.port = free_port()
@@ -27,7 +28,9 @@ class AsgiServer(ManagedProcess):
             # this side detects it first and is the one aborted (and retried),
             # not the suite's teardown.
             "PGOPTIONS": "-c deadlock_timeout=100ms",
-            "CLARION_DEMO": "true",
+            # The bell demo at /demo/ is served only with DEBUG on; everything
+            # else is tested as deployed, with DEBUG off.
+            "DEBUG": "true" if debug else "false",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "CSRF_TRUSTED_ORIGINS": f"http://127.0.0.1:{self.port},http://localhost:{self.port}",
             **(extra_env or {}),

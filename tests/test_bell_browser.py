@@ -65,12 +65,12 @@ def post_event(server, api_key, recipient: str, comment: str) -> None:
     assert response.status_code == 202
 
 
-def test_badge_lights_up_within_a_second_of_a_posted_event(browser, asgi_server, worker, clean_redis, api_key, comment_type, people):
+def test_badge_lights_up_within_a_second_of_a_posted_event(browser, demo_server, worker, clean_redis, api_key, comment_type, people):
     context = browser.new_context()
-    page = open_bell(context, asgi_server, "alice")
+    page = open_bell(context, demo_server, "alice")
     assert badge(page) == ""
     started = time.monotonic()
-    post_event(asgi_server, api_key, "alice", "hello there")
+    post_event(demo_server, api_key, "alice", "hello there")
     page.wait_for_function(
         "document.querySelector('[data-testid=clarion-badge]').textContent === '1'", timeout=5_000
     )
@@ -83,12 +83,12 @@ def test_badge_lights_up_within_a_second_of_a_posted_event(browser, asgi_server,
     context.close()
 
 
-def test_clicking_an_item_marks_it_read_and_a_second_tab_follows(browser, asgi_server, worker, clean_redis, api_key, comment_type, people):
-    post_event(asgi_server, api_key, "alice", "first")
-    post_event(asgi_server, api_key, "alice", "second")
+def test_clicking_an_item_marks_it_read_and_a_second_tab_follows(browser, demo_server, worker, clean_redis, api_key, comment_type, people):
+    post_event(demo_server, api_key, "alice", "first")
+    post_event(demo_server, api_key, "alice", "second")
     wait_for(lambda: Recipient.objects.get(external_id="alice").notification_set.count() == 2, what="fan-out")
     context = browser.new_context()
-    tab1, tab2 = open_bell(context, asgi_server, "alice"), open_bell(context, asgi_server, "alice")
+    tab1, tab2 = open_bell(context, demo_server, "alice"), open_bell(context, demo_server, "alice")
     assert badge(tab1) == badge(tab2) == "2"
     tab1.click("[aria-haspopup=true]")
     tab1.locator("[data-testid=clarion-item]").first.click()  # marks it read, then opens its url
@@ -96,16 +96,16 @@ def test_clicking_an_item_marks_it_read_and_a_second_tab_follows(browser, asgi_s
     tab2.click("[aria-haspopup=true]")
     assert tab2.locator(".clarion-bell__item--unread").count() == 1
     tab2.click("text=Mark all as read")
-    tab3 = open_bell(context, asgi_server, "alice")
+    tab3 = open_bell(context, demo_server, "alice")
     assert badge(tab3) == ""
     context.close()
 
 
-def test_a_token_for_one_recipient_never_shows_anothers_items(browser, asgi_server, worker, clean_redis, api_key, comment_type, people):
+def test_a_token_for_one_recipient_never_shows_anothers_items(browser, demo_server, worker, clean_redis, api_key, comment_type, people):
     context = browser.new_context()
-    page = open_bell(context, asgi_server, "alice")
-    post_event(asgi_server, api_key, "bob", "secret for bob")
-    post_event(asgi_server, api_key, "alice", "for alice")
+    page = open_bell(context, demo_server, "alice")
+    post_event(demo_server, api_key, "bob", "secret for bob")
+    post_event(demo_server, api_key, "alice", "for alice")
     page.wait_for_function("document.querySelector('[data-testid=clarion-badge]').textContent === '1'", timeout=5_000)
     page.click("[aria-haspopup=true]")
     texts = page.locator("[data-testid=clarion-item]").all_inner_texts()
@@ -123,7 +123,9 @@ def test_the_page_reconnects_after_a_server_restart_and_shows_what_it_missed_onc
     from tests.servers import AsgiServer
     from tests.workers import database_url_for
 
-    server = AsgiServer(database_url=database_url_for(connection.settings_dict), redis_url=settings.REDIS_URL)
+    server = AsgiServer(
+        database_url=database_url_for(connection.settings_dict), redis_url=settings.REDIS_URL, debug=True
+    )
     server.start()
     try:
         context = browser.new_context()
@@ -148,12 +150,12 @@ def test_the_page_reconnects_after_a_server_restart_and_shows_what_it_missed_onc
         server.stop()
 
 
-def test_markup_in_event_data_shows_as_text_and_never_runs(browser, asgi_server, worker, clean_redis, api_key, comment_type, people):
+def test_markup_in_event_data_shows_as_text_and_never_runs(browser, demo_server, worker, clean_redis, api_key, comment_type, people):
     context = browser.new_context()
-    page = open_bell(context, asgi_server, "alice")
+    page = open_bell(context, demo_server, "alice")
     dialogs = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    post_event(asgi_server, api_key, "alice", "<img src=x onerror=alert(1)><b>bold?</b>")
+    post_event(demo_server, api_key, "alice", "<img src=x onerror=alert(1)><b>bold?</b>")
     page.wait_for_function("document.querySelector('[data-testid=clarion-badge]').textContent === '1'", timeout=5_000)
     page.click("[aria-haspopup=true]")
     body = page.locator(".clarion-bell__body").first
