@@ -184,7 +184,10 @@ CLARION = {
     # An event accepted or mid-fan-out whose last enqueue is older than this is
     # re-enqueued by the relay (lost publish, killed worker). Doubles per retry.
     "RELAY_STALE_SECONDS": env_float("CLARION_RELAY_STALE_SECONDS", 60.0),
-    "RELAY_INTERVAL_SECONDS": env_float("CLARION_RELAY_INTERVAL_SECONDS", 5.0),
+    # A page that began and is no longer running (its worker died) is
+    # re-published this long after it began.
+    "RELAY_DEAD_PAGE_SECONDS": env_float("CLARION_RELAY_DEAD_PAGE_SECONDS", 5.0),
+    "RELAY_INTERVAL_SECONDS": env_float("CLARION_RELAY_INTERVAL_SECONDS", 3.0),
     "RELAY_BATCH": env_int("CLARION_RELAY_BATCH", 500),
     # How often the Beat sweep sends digest windows that have closed.
     "DIGEST_FLUSH_INTERVAL_SECONDS": env_float("CLARION_DIGEST_FLUSH_INTERVAL_SECONDS", 5.0),

@@ -151,6 +151,10 @@ class Event(models.Model):
     # events whose task has been gone too long.
     enqueued_at = models.DateTimeField(null=True, blank=True)
     relay_attempts = models.IntegerField(default=0)
+    # When a page task last began the page due. A start later than the last
+    # publish, on a row no transaction holds, is a page whose worker died:
+    # the relay re-publishes it within RELAY_DEAD_PAGE_SECONDS.
+    page_started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
 

@@ -85,11 +85,25 @@ def event_fan_out_page(*, event_id: str, page: int, now: datetime | None = None)
     `now` (default: the current time) decides quiet hours and local days.
     """
     if page != 0:
+        pages_started([event_id], page=page)
         return _fan_out_page(event_id=event_id, page=page, now=now)
     # A first page is written in its priority's lane (services/lanes.py), so
     # each recipient gets the events of one priority in acceptance order.
     with event_lane(event_id):
+        pages_started([event_id], page=page)
         return _fan_out_page(event_id=event_id, page=page, now=now)
+
+
+def pages_started(event_ids: list[str], *, page: int) -> None:
+    """Note, outside the page's transaction, that page `page` of these events
+    is starting: if the worker dies, the note survives the rollback and the
+    relay re-publishes the page within seconds (services/relay.py)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE notifications_event SET page_started_at = now()"
+            " WHERE id = ANY(%s::uuid[]) AND fanout_page = %s AND status IN ('accepted', 'processing')",
+            [event_ids, page],
+        )
 
 
 def _fan_out_page(*, event_id: str, page: int, now: datetime | None) -> PageResult:

@@ -39,6 +39,7 @@ from notifications.services.fanout import (
     enabled_channels,
     recipient_context,
     lock_events,
+    pages_started,
     recipients_upsert,
 )
 from notifications.services.limits import LimitedDelivery, deliveries_apply_limits, limited_by_event
@@ -90,6 +91,7 @@ def events_fan_out_small(*, event_ids: list[str], now: datetime | None = None) -
             outcome.rest.append(event_id)
     for priority, ids in waiting.items():
         with priority_lane(priority):
+            pages_started(ids, page=0)
             _fan_out_in_lane(priority=priority, event_ids=ids, now=now, outcome=outcome)
     return outcome
 

@@ -2,10 +2,16 @@
 
 A publish can be lost between commit and broker (crash, Redis down) and a
 task can die with its worker; either way the event row still says where its
-fan-out stands. The relay finds events whose last publish is older than
-RELAY_STALE_SECONDS (doubling with each relay of the same event, so a long
-queue is not flooded with duplicates) and scheduled events that are due, and
-publishes the page each one is waiting for. Rows being worked on are locked by
+fan-out stands. The relay publishes the page each of these is waiting for:
+
+- events whose last publish is older than RELAY_STALE_SECONDS (doubling with
+  each relay of the same event, so a long queue is not flooded with
+  duplicates);
+- sooner, after RELAY_DEAD_PAGE_SECONDS, events whose page began after its
+  publish and is no longer held by a transaction (a SIGKILLed worker), and
+  events whose queue is empty (nothing explains the wait but a lost
+  message, or one held by a worker that died before starting it);
+- scheduled events that are due. Rows being worked on are locked by
 their page task and skipped (`FOR UPDATE SKIP LOCKED`), and a duplicate page
 task is a no-op, so relaying too eagerly costs a little work, never a double
 notification.
@@ -14,12 +20,14 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from django.conf import settings
 from django.db import connection, transaction
 
 from notifications.publish import publish_fan_out_page
 
 log = logging.getLogger(__name__)
+_broker: redis.Redis | None = None
 
 
 def events_relay(*, limit: int | None = None) -> int:
@@ -35,6 +43,18 @@ def events_relay(*, limit: int | None = None) -> int:
                     WHERE status IN ('accepted', 'processing')
                       AND enqueued_at < now() - make_interval(
                             secs => %(stale)s * power(2, least(relay_attempts, 8)))
+                    UNION
+                    -- Published a while ago and (a) its page began and is no
+                    -- longer running (SKIP LOCKED below leaves out rows a page
+                    -- holds): its worker died mid-page; or (b) its queue is
+                    -- empty, so no backlog explains the wait: the message was
+                    -- lost, or held by a worker that died before starting it.
+                    SELECT id FROM notifications_event
+                    WHERE status IN ('accepted', 'processing')
+                      AND enqueued_at < now() - make_interval(secs => %(dead)s)
+                      AND ((page_started_at >= enqueued_at
+                            AND page_started_at < now() - make_interval(secs => %(dead)s))
+                           OR priority = ANY(%(idle)s::text[]))
                     UNION ALL
                     SELECT id FROM notifications_event
                     WHERE status = 'scheduled' AND send_at <= now()
@@ -52,7 +72,12 @@ def events_relay(*, limit: int | None = None) -> int:
                 FROM locked WHERE e.id = locked.id
                 RETURNING e.id, e.fanout_page, e.priority, e.relay_attempts
                 """,
-                {"stale": config["RELAY_STALE_SECONDS"], "limit": limit},
+                {
+                    "stale": config["RELAY_STALE_SECONDS"],
+                    "dead": config["RELAY_DEAD_PAGE_SECONDS"],
+                    "idle": idle_queues(),
+                    "limit": limit,
+                },
             )
             rows = cursor.fetchall()
 
@@ -64,6 +89,23 @@ def events_relay(*, limit: int | None = None) -> int:
 
         transaction.on_commit(publish)
     return len(rows)
+
+
+def idle_queues() -> list[str]:
+    """The priority queues with no message waiting (none when the broker is unreachable)."""
+    global _broker
+    try:
+        if _broker is None:
+            _broker = redis.Redis.from_url(
+                settings.CELERY_BROKER_URL, socket_timeout=2, socket_connect_timeout=2
+            )
+        pipe = _broker.pipeline(transaction=False)
+        for queue in settings.PRIORITIES:
+            pipe.llen(queue)
+        return [queue for queue, depth in zip(settings.PRIORITIES, pipe.execute()) if depth == 0]
+    except redis.RedisError:
+        log.warning("relay: queue depths unavailable; waiting for the stale time", exc_info=True)
+        return []
 
 
 def idempotency_keys_purge() -> int:
