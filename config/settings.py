@@ -177,6 +177,10 @@ CLARION = {
     # Event intake (notifications/api/intake.py): concurrent group-commit
     # writers per web process, and the most events one commit takes.
     "INTAKE_WRITERS": env_int("CLARION_INTAKE_WRITERS", 2),
+    # An intake request not committed this long after its body arrived is
+    # answered 503 + Retry-After and its events are rolled back (a frozen or
+    # unreachable database): answers stay prompt during outages.
+    "INTAKE_DEADLINE_SECONDS": env_float("CLARION_INTAKE_DEADLINE_SECONDS", 1.5),
     "INTAKE_GROUP_MAX_EVENTS": env_int("CLARION_INTAKE_GROUP_MAX_EVENTS", 5000),
     # Recipients per fan-out page: one Celery task and a constant number of
     # queries per page.

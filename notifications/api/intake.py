@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 import orjson
@@ -78,58 +80,128 @@ class HttpProblem(Exception):
         self.status, self.detail, self.errors, self.headers = status, detail, errors, headers or []
 
 
+class DeadlineExceeded(Exception):
+    """The answer deadline passed before the request's events could commit;
+    nothing of them is stored."""
+
+
+class CommitGate:
+    """Where the event loop's deadline and a writer's COMMIT meet, once.
+
+    The writer calls `enter_commit` just before COMMIT; a waiter whose deadline
+    passed calls `abandon`. Whichever comes first wins: an abandoned write
+    rolls back when its thread gets control again (a frozen database), and a
+    write already committing is waited for, so an answer is never 503 for an
+    event that is stored, nor 202 for one that is not.
+    """
+
+    RUNNING, COMMITTING, ABANDONED = range(3)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = self.RUNNING
+
+    def enter_commit(self) -> None:
+        with self._lock:
+            if self._state == self.ABANDONED:
+                raise DeadlineExceeded("abandoned before commit")
+            self._state = self.COMMITTING
+
+    def abandon(self) -> bool:
+        """True when the write will not commit (now or already abandoned)."""
+        with self._lock:
+            if self._state == self.RUNNING:
+                self._state = self.ABANDONED
+            return self._state == self.ABANDONED
+
+
+@dataclass
+class _Waiting:
+    api_key_id: int
+    events: list[ParsedEvent]
+    future: asyncio.Future
+    gate: CommitGate | None = None  # set when a flush takes it
+    abandoned: bool = False  # its deadline passed before any flush took it
+
+
 class GroupCommitter:
     """Writes the events of concurrent requests together.
 
-    `submit` queues a request's events and waits. Up to `writers` flushes run
-    at once on their own threads (each with its own database connection); a
-    flush takes everything queued when it starts, so batches grow exactly as
-    fast as requests arrive while a write is in flight.
+    `submit` queues a request's events and waits, at most until its deadline.
+    Up to `writers` flushes run at once on their own threads (each with its
+    own database connection); a flush takes everything queued when it
+    starts, so batches grow exactly as fast as requests arrive while a write
+    is in flight.
     """
 
     def __init__(self, writers: int, max_events: int) -> None:
         self._writers = writers
         self._max_events = max_events
         self._executor = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="clarion-intake")
-        self._pending: deque[tuple[int, list[ParsedEvent], asyncio.Future]] = deque()
+        self._pending: deque[_Waiting] = deque()
         self._active = 0
 
-    async def submit(self, api_key_id: int, events: list[ParsedEvent]) -> list[Accepted | ClarionError]:
+    async def submit(
+        self, api_key_id: int, events: list[ParsedEvent], *, deadline: float
+    ) -> list[Accepted | ClarionError]:
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._pending.append((api_key_id, events, future))
+        waiting = _Waiting(api_key_id, events, loop.create_future())
+        self._pending.append(waiting)
         if self._active < self._writers:
             self._active += 1
             loop.create_task(self._drain())
-        return await future
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiting.future), max(0.0, deadline - loop.time()))
+        except asyncio.TimeoutError:
+            if waiting.gate is None:
+                waiting.abandoned = True  # never taken: no flush will write it
+                raise DeadlineExceeded("no writer took the events in time") from None
+            if waiting.gate.abandon():
+                raise DeadlineExceeded("the write did not reach its commit in time") from None
+            return await waiting.future  # committing: its outcome is on the way
 
-    async def run(self, function: Callable[..., Any], *args: Any) -> Any:
+    async def run(self, function: Callable[..., Any], *args: Any, deadline: float | None = None) -> Any:
         """Run a database call on a writer thread (e.g. an uncached key lookup)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, _with_fresh_connection, function, *args)
+        loop = asyncio.get_running_loop()
+        call = loop.run_in_executor(self._executor, _with_fresh_connection, function, *args)
+        if deadline is None:
+            return await call
+        try:
+            return await asyncio.wait_for(call, max(0.0, deadline - loop.time()))
+        except asyncio.TimeoutError:
+            raise DeadlineExceeded("the database did not answer in time") from None
 
     async def _drain(self) -> None:
         try:
             while self._pending:
-                batch, events = [], 0
-                while self._pending and (not batch or events + len(self._pending[0][1]) <= self._max_events):
-                    entry = self._pending.popleft()
-                    batch.append(entry)
-                    events += len(entry[1])
+                batch: list[_Waiting] = []
+                events = 0
+                while self._pending and (not batch or events + len(self._pending[0].events) <= self._max_events):
+                    waiting = self._pending.popleft()
+                    if waiting.abandoned or waiting.future.done():
+                        continue
+                    batch.append(waiting)
+                    events += len(waiting.events)
+                if not batch:
+                    continue
+                gate = CommitGate()
+                for waiting in batch:
+                    waiting.gate = gate
                 GROUP_SIZE.observe(events)
                 try:
-                    results = await self.run(_write_groups, [(key, evs) for key, evs, _ in batch])
+                    results = await self.run(_write_groups, [(w.api_key_id, w.events) for w in batch], gate)
                 except Exception as error:  # noqa: BLE001 - every waiter must get an answer
-                    for _, _, future in batch:
-                        if not future.done():
-                            future.set_exception(error)
+                    for waiting in batch:
+                        if not waiting.future.done():
+                            waiting.future.set_exception(error)
                     continue
-                for (_, _, future), result in zip(batch, results):
-                    if future.done():
+                for waiting, result in zip(batch, results):
+                    if waiting.future.done():
                         continue
                     if isinstance(result, BaseException):
-                        future.set_exception(result)
+                        waiting.future.set_exception(result)
                     else:
-                        future.set_result(result)
+                        waiting.future.set_result(result)
         finally:
             self._active -= 1
 
@@ -144,7 +216,9 @@ def _with_fresh_connection(function: Callable[..., Any], *args: Any) -> Any:
         close_old_connections()
 
 
-def _write_groups(requests: list[tuple[int, list[ParsedEvent]]]) -> list[list[Accepted | ClarionError] | Exception]:
+def _write_groups(
+    requests: list[tuple[int, list[ParsedEvent]]], gate: CommitGate | None = None
+) -> list[list[Accepted | ClarionError] | Exception]:
     """One transaction per producer key in the group; results per request, in
     order. A transaction that fails fails only its own requests: the others'
     events are committed and must be answered as accepted."""
@@ -155,7 +229,9 @@ def _write_groups(requests: list[tuple[int, list[ParsedEvent]]]) -> list[list[Ac
     for api_key_id, positions in by_key.items():
         flat = [event for position in positions for event in requests[position][1]]
         try:
-            results = iter(events_accept_parsed(api_key_id=api_key_id, events=flat))
+            results = iter(events_accept_parsed(
+                api_key_id=api_key_id, events=flat, before_commit=gate.enter_commit if gate else None
+            ))
         except Exception as error:  # noqa: BLE001 - answered as that request's failure (503 or 500)
             for position in positions:
                 answers[position] = error
@@ -173,6 +249,7 @@ class EventIntake:
         intake = settings.CLARION
         self.committer = GroupCommitter(intake["INTAKE_WRITERS"], intake["INTAKE_GROUP_MAX_EVENTS"])
         self.limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        self.deadline_seconds = intake["INTAKE_DEADLINE_SECONDS"]
         self.allowed_hosts = list(settings.ALLOWED_HOSTS)
         if settings.DEBUG and not self.allowed_hosts:
             self.allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]  # as Django does in DEBUG
@@ -202,6 +279,11 @@ class EventIntake:
             status = 503
             body = problem_body(503, "The database is unavailable; retry shortly.")
             headers, content_type = [(b"retry-after", b"1")], PROBLEM_CONTENT_TYPE.encode()
+        except DeadlineExceeded as error:
+            log.warning("event intake answered 503 at its deadline: %s", error)
+            status = 503
+            body = problem_body(503, "The database did not answer in time; nothing was stored. Retry shortly.")
+            headers, content_type = [(b"retry-after", b"1")], PROBLEM_CONTENT_TYPE.encode()
         except Exception:  # noqa: BLE001 - a bug: answer like Django's 500 handler, never drop the request
             log.exception("event intake failed")
             status = 500
@@ -224,26 +306,30 @@ class EventIntake:
         REQUESTS.labels(endpoint, str(status)).inc()
         LATENCY.labels(endpoint).observe(time.perf_counter() - started)
 
+    def _deadline(self) -> float:
+        return asyncio.get_running_loop().time() + self.deadline_seconds
+
     async def _answer(self, scope: dict, receive, endpoint: str) -> tuple[int, Any]:
         headers = dict(scope["headers"])
         if not validate_host(split_domain_port(headers.get(b"host", b"").decode("latin-1"))[0], self.allowed_hosts):
             raise HttpProblem(400, "Bad request.")  # Django's DisallowedHost answer under /api/
-        producer = await self._producer(headers.get(b"authorization", b"").decode("latin-1"))
+        producer = await self._producer(headers.get(b"authorization", b"").decode("latin-1"), self._deadline())
         content_type = headers.get(b"content-type", b"")
         raw = await self._body(headers, receive, unsupported=_unsupported(content_type))
         document = json_loads_strict(raw)
+        deadline = self._deadline()  # counted from the whole request's arrival
         if endpoint == "single":
             idempotency_key = headers.get(b"idempotency-key")
             parsed = event_parse(
                 document, header_idempotency_key=idempotency_key.decode("latin-1") if idempotency_key else None
             )
-            result = (await self._commit(producer, [parsed]))[0]
+            result = (await self._commit(producer, [parsed], deadline))[0]
             if isinstance(result, ClarionError):
                 raise result
             return 202, result.as_response()
-        return 207, {"results": await self._batch(producer, batch_bodies(document))}
+        return 207, {"results": await self._batch(producer, batch_bodies(document), deadline)}
 
-    async def _batch(self, producer: Producer, bodies: list[object]) -> list[dict]:
+    async def _batch(self, producer: Producer, bodies: list[object], deadline: float) -> list[dict]:
         answers: list[dict | None] = [None] * len(bodies)
         valid: list[tuple[int, ParsedEvent]] = []
         for index, body in enumerate(bodies):
@@ -251,21 +337,25 @@ class EventIntake:
                 valid.append((index, event_parse(body)))
             except ClarionError as error:
                 answers[index] = problem_from_error(error)
-        written = await self._commit(producer, [parsed for _, parsed in valid]) if valid else []
+        written = await self._commit(producer, [parsed for _, parsed in valid], deadline) if valid else []
         for (index, _), result in zip(valid, written):
             answers[index] = problem_from_error(result) if isinstance(result, ClarionError) else result.as_response()
         return answers  # type: ignore[return-value]
 
-    async def _commit(self, producer: Producer, events: list[ParsedEvent]) -> list[Accepted | ClarionError]:
-        return await self.committer.submit(producer.api_key_id, events)
+    async def _commit(
+        self, producer: Producer, events: list[ParsedEvent], deadline: float
+    ) -> list[Accepted | ClarionError]:
+        return await self.committer.submit(producer.api_key_id, events, deadline=deadline)
 
-    async def _producer(self, authorization: str) -> Producer:
+    async def _producer(self, authorization: str, deadline: float) -> Producer:
         unauthorized = [(b"www-authenticate", WWW_AUTHENTICATE.encode())]
         try:
             credential = bearer_credential(authorization)
         except BadCredentials as error:
             raise HttpProblem(401, str(error), headers=unauthorized) from error
-        producer = producer_cached(credential) or await self.committer.run(producer_for_key, credential)
+        producer = producer_cached(credential) or await self.committer.run(
+            producer_for_key, credential, deadline=deadline
+        )
         if producer is None:
             raise HttpProblem(401, INVALID_KEY, headers=unauthorized)
         return producer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -96,25 +97,30 @@ def events_accept_batch(
     return results  # type: ignore[return-value]
 
 
-def events_accept_parsed(*, api_key_id: int | None, events: list[ParsedEvent]) -> list[Accepted | ClarionError]:
+def events_accept_parsed(
+    *, api_key_id: int | None, events: list[ParsedEvent], before_commit: Callable[[], None] | None = None
+) -> list[Accepted | ClarionError]:
     """Write already-validated events of one producer in one transaction; a
     result per event, in order (an unknown type or key conflict fails only its
-    own event)."""
+    own event). `before_commit`, called just before the write becomes durable,
+    may raise to roll it back (the intake's answer deadline)."""
     results: list[Accepted | ClarionError | None] = [None] * len(events)
     parsed = [(index, event.item, event.fingerprint) for index, event in enumerate(events)]
     if not parsed:
         return []
     try:
-        _resolve_and_write(api_key_id=api_key_id, parsed=parsed, results=results)
+        _resolve_and_write(api_key_id=api_key_id, parsed=parsed, results=results, before_commit=before_commit)
     except IntegrityError:
         # A type this process had cached was deleted meanwhile (the event's
         # foreign key failed at commit): look the types up afresh, once.
         notification_type_cache_clear()
-        _resolve_and_write(api_key_id=api_key_id, parsed=parsed, results=results)
+        _resolve_and_write(api_key_id=api_key_id, parsed=parsed, results=results, before_commit=before_commit)
     return results  # type: ignore[return-value]
 
 
-def _resolve_and_write(*, api_key_id: int | None, parsed: list, results: list) -> None:
+def _resolve_and_write(
+    *, api_key_id: int | None, parsed: list, results: list, before_commit: Callable[[], None] | None
+) -> None:
     types = notification_types_by_key({item.type_key for _, item, _ in parsed})
     valid: list[tuple[int, EventInput, str, TypeInfo]] = []
     for index, item, fingerprint in parsed:
@@ -127,15 +133,18 @@ def _resolve_and_write(*, api_key_id: int | None, parsed: list, results: list) -
         else:
             valid.append((index, item, fingerprint, info))
     if valid:
-        _write_events(api_key_id=api_key_id, items=valid, results=results)
+        _write_events(api_key_id=api_key_id, items=valid, results=results, before_commit=before_commit)
 
 
-def _write_events(*, api_key_id: int | None, items: list, results: list) -> None:
+def _write_events(
+    *, api_key_id: int | None, items: list, results: list, before_commit: Callable[[], None] | None
+) -> None:
     now = timezone.now()
     keyed_or_many = len(items) > 1 or any(item.idempotency_key for _, item, _, _ in items)
     # A single event without a key is one INSERT: atomic on its own, so it runs
-    # in autocommit (one round trip instead of BEGIN, INSERT, COMMIT).
-    with transaction.atomic() if keyed_or_many else nullcontext():
+    # in autocommit (one round trip instead of BEGIN, INSERT, COMMIT) — unless
+    # the caller must be able to roll it back until the last moment.
+    with transaction.atomic() if keyed_or_many or before_commit else nullcontext():
         # Claim idempotency keys first; a concurrent duplicate waits on the
         # unique index here and then sees the winner's row.
         keyed = [(index, item.idempotency_key, fingerprint) for index, item, fingerprint, _ in items
@@ -172,6 +181,8 @@ def _write_events(*, api_key_id: int | None, items: list, results: list) -> None
         if rows:
             _insert_events(rows, now)
         on_commit_fan_out(to_publish)
+        if before_commit is not None:
+            before_commit()
 
 
 def _resolve_keys(
