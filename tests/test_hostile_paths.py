@@ -133,3 +133,29 @@ def test_an_html_error_page_under_api_becomes_a_problem_of_the_same_status(rf):
     assert (api.status_code, api["Content-Type"]) == (500, PROBLEM)
     assert b"Traceback" not in api.content
     assert page["Content-Type"].startswith("text/html")
+
+
+QUERY_ROUTES = [
+    ("inbox", "/api/v1/inbox"),
+    ("inbox", "/api/v1/inbox/unread-count"),
+    ("producer", "/api/v1/topics/t/subscribers"),
+    ("producer", "/api/v1/notification-types"),
+    ("producer", "/api/v1/recipients/r/preferences"),
+]
+QUERY_PARAMS = ["cursor", "status", "limit"]
+
+
+def test_hostile_query_parameters_never_make_a_500(server, api_key, comment_type):
+    credentials = _credentials(api_key)
+    failures = []
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        for who, route in QUERY_ROUTES:
+            for name in QUERY_PARAMS:
+                for hostile in HOSTILE_IDS:
+                    response = http.get(f"{route}?{name}={hostile}", headers=credentials[who])
+                    if response.status_code >= 500 or (
+                        response.status_code >= 400
+                        and not response.headers.get("content-type", "").startswith(PROBLEM)
+                    ):
+                        failures.append((route, name, hostile[:20], response.status_code))
+    assert failures == [], failures
