@@ -33,6 +33,7 @@ class Answer:
     status: int
     event_id: str | None
     retry_after: str | None
+    outcome: str | None = None  # a 503's "outcome": not_stored | unknown
 
 
 @pytest.fixture
@@ -63,10 +64,11 @@ async def _load(server, key: str, until: float) -> list[Answer]:
                 response = await http.post("/api/v1/events", json=body)
                 status = response.status_code
                 event_id = response.json().get("id") if status == 202 else None
+                outcome = response.json().get("outcome") if status == 503 else None
                 retry_after = response.headers.get("retry-after")
             except httpx.HTTPError:
-                status, event_id, retry_after = 0, None, None
-            answers.append(Answer(sent, time.monotonic() - sent, status, event_id, retry_after))
+                status, event_id, retry_after, outcome = 0, None, None, None
+            answers.append(Answer(sent, time.monotonic() - sent, status, event_id, retry_after, outcome))
             if status != 202:
                 await asyncio.sleep(0.05)
 
@@ -117,7 +119,9 @@ def test_every_request_is_answered_within_2_seconds_during_an_outage(
     back = min((a.sent + a.seconds for a in answers if a.sent > up and a.status == 202), default=float("inf"))
     print(f"OUTAGE {service} {kind}: {len(answers)} answers, {len(during)} sent during it,"
           f" p50 {_quantile(during, 0.5) * 1000:.0f} ms, max {slowest * 1000:.0f} ms,"
-          f" statuses {statuses}, back {back - up:.2f} s after the return")
+          f" statuses {statuses}, outcome unknown {sum(1 for a in answers if a.outcome == 'unknown')},"
+          f" back {back - up:.2f} s after the return; slowest (sent at, s, status):"
+          f" {[(round(a.sent - down, 2), round(a.seconds, 2), a.status) for a in sorted(answers, key=lambda a: -a.seconds)[:3]]}")
     assert slowest < ANSWER_LIMIT
     assert set(statuses) <= {202, 503}
     assert all(a.retry_after for a in answers if a.status == 503)
@@ -125,5 +129,7 @@ def test_every_request_is_answered_within_2_seconds_during_an_outage(
     accepted = {a.event_id for a in answers if a.status == 202}
     assert Event.objects.filter(id__in=accepted).count() == len(accepted)
     if kind == "hang":
-        # What the deadline answered 503 was rolled back, not stored behind the answer's back.
-        assert Event.objects.count() == len(accepted)
+        # What the deadline answered 503 "not_stored" was rolled back, not stored behind the
+        # answer's back; only a COMMIT the frozen server held may or may not have landed.
+        unknown = sum(1 for a in answers if a.outcome == "unknown")
+        assert len(accepted) <= Event.objects.count() <= len(accepted) + unknown

@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+import redis
 from django.conf import settings
 from django.db import connection
 
@@ -102,21 +103,50 @@ def _lost_publish(producer, monkeypatch) -> str:
 
 
 def test_a_lost_message_is_published_again_soon_when_its_queue_is_empty(
-    clean_redis, producer, comment_type, monkeypatch, settings
+    producer, comment_type, monkeypatch, settings
 ):
-    event_id = _lost_publish(producer, monkeypatch)
+    from notifications.services import relay
+
+    _lost_publish(producer, monkeypatch)
     settings.CLARION = {**settings.CLARION, "RELAY_DEAD_PAGE_SECONDS": 0}
+    monkeypatch.setattr(relay, "idle_queues", lambda: list(settings.PRIORITIES))
 
     assert events_relay() == 1  # well before RELAY_STALE_SECONDS (60 s)
-    assert clean_redis.llen("normal") == 1
-    assert event_row(event_id)["status"] == "accepted"
 
 
-def test_behind_a_backlog_a_waiting_event_is_left_to_the_stale_time(
-    clean_redis, producer, comment_type, monkeypatch, settings
-):
+def test_behind_a_backlog_a_waiting_event_is_left_to_the_stale_time(producer, comment_type, monkeypatch, settings):
+    from notifications.services import relay
+
     _lost_publish(producer, monkeypatch)
-    clean_redis.rpush("normal", b"a message ahead of it")
     settings.CLARION = {**settings.CLARION, "RELAY_DEAD_PAGE_SECONDS": 0}
+    monkeypatch.setattr(relay, "idle_queues", lambda: ["critical", "high", "low"])  # "normal" has a backlog
 
     assert events_relay() == 0
+
+
+def test_idle_queues_are_the_priority_queues_with_nothing_waiting(monkeypatch, settings):
+    """Against a private Redis no worker consumes from."""
+    from notifications.services import relay
+    from tests.redis_server import RedisServer
+
+    broker = RedisServer()
+    broker.start()
+    try:
+        settings.CELERY_BROKER_URL = broker.url
+        monkeypatch.setattr(relay, "_broker", None)
+        redis.Redis.from_url(broker.url).rpush("normal", b"{}")
+
+        assert relay.idle_queues() == ["critical", "high", "low"]
+    finally:
+        relay._broker = None
+        broker.stop()
+
+
+def test_without_the_broker_no_queue_counts_as_idle(monkeypatch, settings):
+    from notifications.services import relay
+
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
+    monkeypatch.setattr(relay, "_broker", None)
+
+    assert relay.idle_queues() == []
+    relay._broker = None

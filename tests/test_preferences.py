@@ -11,7 +11,7 @@ from notifications.services.fanout import event_fan_out_page
 from notifications.services.types import notification_type_put
 from preferences.services import preferences_put
 from tests.conftest import inbox_client
-from tests.helpers import LANE_STATEMENTS, subscribe_many
+from tests.helpers import FIRST_PAGE_BOOKKEEPING, subscribe_many
 
 pytestmark = pytest.mark.django_db
 
@@ -121,7 +121,7 @@ def test_preferences_add_no_query_per_recipient(api_key, social_type, settings):
     event_id = event_accept(api_key_id=api_key[0].id, body={"type": "comment.created", "recipients": [{"topic": "fans"}]}).id
     with CaptureQueriesContext(connection) as queries:
         event_fan_out_page(event_id=event_id, page=0)
-    assert len(queries) <= 6 + LANE_STATEMENTS
+    assert len(queries) <= 6 + FIRST_PAGE_BOOKKEEPING
     skipped = Delivery.objects.filter(status="skipped", reason="preference").count()
     assert skipped == 2 * len(range(1, 2001, 3))
 

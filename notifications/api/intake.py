@@ -85,14 +85,25 @@ class DeadlineExceeded(Exception):
     nothing of them is stored."""
 
 
+class OutcomeUnknown(Exception):
+    """The database took the COMMIT but has not confirmed it in time (it froze
+    mid-commit): the events may or may not be stored."""
+
+
+# How long past its deadline a request waits for a COMMIT already sent.
+COMMIT_GRACE_SECONDS = 0.3
+
+
 class CommitGate:
     """Where the event loop's deadline and a writer's COMMIT meet, once.
 
     The writer calls `enter_commit` just before COMMIT; a waiter whose deadline
     passed calls `abandon`. Whichever comes first wins: an abandoned write
-    rolls back when its thread gets control again (a frozen database), and a
-    write already committing is waited for, so an answer is never 503 for an
-    event that is stored, nor 202 for one that is not.
+    rolls back when its thread gets control again (a frozen database), so its
+    503 says "not stored" truthfully. A write already committing is waited
+    for a little longer; a database that froze mid-COMMIT leaves the outcome
+    unknown, and the answer says so (503, `"outcome": "unknown"`: retry with
+    the same Idempotency-Key).
     """
 
     RUNNING, COMMITTING, ABANDONED = range(3)
@@ -158,7 +169,10 @@ class GroupCommitter:
                 raise DeadlineExceeded("no writer took the events in time") from None
             if waiting.gate.abandon():
                 raise DeadlineExceeded("the write did not reach its commit in time") from None
-            return await waiting.future  # committing: its outcome is on the way
+        try:  # committing: its outcome is on the way, unless the database froze mid-COMMIT
+            return await asyncio.wait_for(asyncio.shield(waiting.future), COMMIT_GRACE_SECONDS)
+        except asyncio.TimeoutError:
+            raise OutcomeUnknown("the COMMIT was not confirmed in time") from None
 
     async def run(self, function: Callable[..., Any], *args: Any, deadline: float | None = None) -> Any:
         """Run a database call on a writer thread (e.g. an uncached key lookup)."""
@@ -282,7 +296,22 @@ class EventIntake:
         except DeadlineExceeded as error:
             log.warning("event intake answered 503 at its deadline: %s", error)
             status = 503
-            body = problem_body(503, "The database did not answer in time; nothing was stored. Retry shortly.")
+            body = {
+                **problem_body(503, "The database did not answer in time; nothing was stored. Retry shortly."),
+                "outcome": "not_stored",
+            }
+            headers, content_type = [(b"retry-after", b"1")], PROBLEM_CONTENT_TYPE.encode()
+        except OutcomeUnknown as error:
+            log.warning("event intake answered 503 with its outcome unknown: %s", error)
+            status = 503
+            body = {
+                **problem_body(
+                    503,
+                    "The database did not confirm the commit in time; the events may have been stored."
+                    " Retry with the same Idempotency-Key to get the stored answer.",
+                ),
+                "outcome": "unknown",
+            }
             headers, content_type = [(b"retry-after", b"1")], PROBLEM_CONTENT_TYPE.encode()
         except Exception:  # noqa: BLE001 - a bug: answer like Django's 500 handler, never drop the request
             log.exception("event intake failed")
