@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from sys import getsizeof
 from typing import Any
 
 from jinja2 import pass_context, pass_environment
@@ -188,10 +189,9 @@ def _bounded_filter(name: str, func: Callable) -> Callable:
         if result is value:
             return result
         if type(result) is str:  # most results: inline made()
-            size = len(result)
-            if size > MAX_OUTPUT_CHARS:
+            if len(result) > MAX_OUTPUT_CHARS:
                 refuse(f"{name} made a text longer than {MAX_OUTPUT_CHARS} characters.")
-            charge(size)
+            charge(getsizeof(result))
             return result
         return made(result)
 

@@ -55,6 +55,12 @@ class Budget:
         if self.steps >= self.next_check:
             self.check_clock()
 
+    def start_clock(self) -> None:
+        """Count from now on: a render that compiles its template starts the clock at once
+        (compiling is part of its time)."""
+        if self.deadline is None:
+            self.deadline = time.thread_time() + self.timeout
+
     def check_clock(self) -> None:
         self.next_check = self.steps + CHECK_EVERY
         now = time.thread_time()
@@ -204,10 +210,9 @@ def made(value: Any) -> Any:
     """Check and count a value an operation just made: text within MAX_OUTPUT_CHARS, whole
     numbers within MAX_INT_BITS, lists within MAX_ITEMS and MAX_VALUE_BYTES."""
     if isinstance(value, str):
-        size = len(value)
-        if size > MAX_OUTPUT_CHARS:
+        if len(value) > MAX_OUTPUT_CHARS:
             raise TemplateError(f"A text in the template grew beyond {MAX_OUTPUT_CHARS} characters.")
-        charge(size)
+        charge(getsizeof(value))  # bytes: up to 4 a character
     elif isinstance(value, (list, tuple, dict)):
         if len(value) > MAX_ITEMS:
             raise TemplateError(f"A list in the template grew beyond {MAX_ITEMS} items.")

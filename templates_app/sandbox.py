@@ -49,7 +49,6 @@ from templates_app.limits import (
     MAX_TOKENS,
     MAX_VALUE_BYTES,
     THREAD,
-    charge,
     current,
     guarded,
     made,
@@ -179,19 +178,22 @@ class _CodeGenerator(CodeGenerator):
         self.write("))")
 
 
-def _printable(value: Any) -> Any:
-    """A value about to be printed (str() or escape()): its text must fit, and counts (the
-    copy is what a macro's or a {% set %} block's buffer keeps)."""
-    if isinstance(value, str):
-        size = len(value)
-        if size > MAX_OUTPUT_CHARS:
-            refuse(f"A printed value is longer than {MAX_OUTPUT_CHARS} characters.")
-    else:
-        size = text_size(value, MAX_OUTPUT_CHARS)
-        if size > MAX_OUTPUT_CHARS:
-            refuse(f"A printed value would be longer than {MAX_OUTPUT_CHARS} characters.")
-    charge(size)
-    return value
+def _check_printable(value: Any) -> None:
+    size = len(value) if isinstance(value, str) else text_size(value, MAX_OUTPUT_CHARS)
+    if size > MAX_OUTPUT_CHARS:
+        refuse(f"A printed value would be longer than {MAX_OUTPUT_CHARS} characters.")
+
+
+def _printed(text: str) -> str:
+    """Count a printed copy: a macro's or a {% set %} block's buffer keeps it."""
+    size = getsizeof(text)
+    budget = THREAD.budget
+    budget.allocated += size
+    if budget.allocated > MAX_RENDER_BYTES:
+        raise_too_much_memory()
+    if size >= 1024:
+        budget.spend(size >> 10)
+    return text
 
 
 def print_text(value: Any) -> str:
@@ -200,23 +202,28 @@ def print_text(value: Any) -> str:
         if len(value) > MAX_OUTPUT_CHARS:
             refuse(f"A printed value is longer than {MAX_OUTPUT_CHARS} characters.")
         return value
-    return str(_printable(value))
+    _check_printable(value)
+    return _printed(str(value))
 
 
 def print_escaped(value: Any) -> Markup:
-    """`{{ value }}` with HTML escaping."""
-    if type(value) is str:  # most values: _printable inline
-        size = len(value)
-        if size > MAX_OUTPUT_CHARS:
+    """`{{ value }}` with HTML escaping (a copy, up to 6 times as long: `"` is `&#34;`)."""
+    if type(value) is str:  # most values: the checks of _check_printable and _printed inline
+        if len(value) > MAX_OUTPUT_CHARS:
             refuse(f"A printed value is longer than {MAX_OUTPUT_CHARS} characters.")
+        text = escape(value)
+        size = getsizeof(text)
         budget = THREAD.budget
         budget.allocated += size
         if budget.allocated > MAX_RENDER_BYTES:
             raise_too_much_memory()
-        return escape(value)
+        if size >= 1024:
+            budget.spend(size >> 10)
+        return text
     if type(value) is int and value.bit_length() <= 64:
         return escape(value)
-    return escape(_printable(value))
+    _check_printable(value)
+    return _printed(escape(value))
 
 
 class BoundedSandbox(ImmutableSandboxedEnvironment):
@@ -281,11 +288,11 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         """The join of a captured block: `{% set %}...{% endset %}`, `{% filter %}`, a macro's body."""
         if not isinstance(parts, list):
             parts = list(parts)
-        total = sum(map(len, parts))
-        if total > MAX_OUTPUT_CHARS:
+        if sum(map(len, parts)) > MAX_OUTPUT_CHARS:
             refuse(f"A block of the template would be longer than {MAX_OUTPUT_CHARS} characters.")
-        current().allocate(total)
-        return "".join(parts)
+        text = "".join(parts)
+        current().allocate(getsizeof(text))
+        return text
 
     def _range(self, *args: Any) -> range:
         if any(not isinstance(a, int) for a in args):

@@ -145,7 +145,12 @@ CASES = [
                                "{% call m() %}{% for i in range(100000) %}{{ big }}{% endfor %}{% endcall %}"),
     Case("{% set %} of literal text", "{% set x %}{% for i in range(100000) %}" + L + "{% endfor %}{% endset %}"),
     Case("output of literal text", "{% for i in range(100000) %}" + L + "{% endfor %}"),
-    Case("many set variables", "".join(f"{{% set v{i} = big ~ '{i}' %}}" for i in range(40)) + "{{ v1|length }}"),
+    Case("escaped quotes kept in a block", "{% set q = '\"' * 262144 %}{% set x %}" + "{{ q }}" * 40
+                                           + "{% endset %}{{ x|length }}", field="html"),
+    Case("wide texts kept in variables", "{% set e = '\U0001F600' * 200000 %}"
+                                         + "".join(f"{{% set v{i} = e ~ '{i}' %}}" for i in range(40)) + "{{ v1|length }}"),
+    Case("many set variables", "".join(f"{{% set v{i} = big[:200000] ~ '{i}' %}}" for i in range(60))
+                               + "{{ v1|length }}"),
     Case("escaped copies in a recursion", "{% macro m(n) %}" + "{{ big|e }}" * 20 + "{% if n %}{{ m(n - 1) }}"
                                           "{% endif %}{% endmacro %}{{ m(40)|length }}"),
     Case("slices kept in a recursion", "{% macro m(s, n) %}{% if n %}{{ m(s[1:], n - 1) }}{% endif %}{% endmacro %}"
@@ -224,6 +229,9 @@ CASES = [
          expect="rendered"),
     Case("largest template of arithmetic", "{{ one + one * one - one / one // one % one ** one }}" * 117,
          expect="rendered"),
+    Case("largest template, slow to render", "{% for i in range(100000) %}{% for j in range(100000) %}"
+                                              "{% endfor %}{% endfor %}"
+                                              + "{{ one + one * one - one / one // one % one ** one }}" * 115),
     Case("largest template of loops", "{% for i in items %}{{ i }}{% endfor %}" * 166, expect="rendered"),
 ]
 
