@@ -30,6 +30,7 @@ MAX_INT_BITS = 4096
 MAX_VALUE_BYTES = 2 * 1024 * 1024  # one value made while rendering, counting what it holds
 MAX_RENDER_BYTES = 8 * 1024 * 1024  # everything one render makes
 MAX_CALL_DEPTH = 50  # macros calling macros
+MAX_CALL_ARGS = 1000  # values spread into a call: f(*values)
 DEFAULT_TIMEOUT_SECONDS = 0.1  # CPU time of the rendering thread
 
 # Steps between two reads of the thread's CPU clock (a read costs ~0.6 us); an
@@ -55,11 +56,11 @@ class Budget:
         if self.steps >= self.next_check:
             self.check_clock()
 
-    def start_clock(self) -> None:
-        """Count from now on: a render that compiles its template starts the clock at once
-        (compiling is part of its time)."""
-        if self.deadline is None:
-            self.deadline = time.thread_time() + self.timeout
+    def compiled(self, seconds: float) -> None:
+        """The render compiled its template first, in `seconds`: that counts in its time, but
+        leaves it half of it at least (a legitimate template, slow to compile on a busy
+        machine, must not fail for it; compiling is bounded by MAX_TOKENS)."""
+        self.deadline = time.thread_time() + max(self.timeout - seconds, self.timeout / 2)
 
     def check_clock(self) -> None:
         self.next_check = self.steps + CHECK_EVERY
@@ -91,6 +92,9 @@ class _Unlimited(Budget):
         self.deadline = math.inf
 
     def spend(self, steps: int = 1) -> None:
+        pass
+
+    def compiled(self, seconds: float) -> None:
         pass
 
     def check_clock(self) -> None:
@@ -244,5 +248,7 @@ def guarded(iterable: Any, limit: int, what: str) -> Iterator[Any]:
         count += 1
         if count > limit:
             raise TemplateError(f"{what} more than {limit} items.")
-        budget.spend()
+        budget.steps += 1  # budget.spend() inline: one per item of every loop
+        if budget.steps >= budget.next_check:
+            budget.check_clock()
         yield item

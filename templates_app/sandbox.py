@@ -40,6 +40,7 @@ from templates_app.checks import (
 from templates_app.filters import bounded_filters, bounded_tests
 from templates_app.limits import (
     CHECK_EVERY,
+    MAX_CALL_ARGS,
     MAX_CALL_DEPTH,
     MAX_ITEMS,
     MAX_LOOP_STEPS,
@@ -70,7 +71,7 @@ class _LenientUndefined(Undefined):
 
 
 # Checks the generated code calls directly: `environment.<check>(value)`.
-_CHECKS = frozenset({"loop_items", "literal", "made", "operand"})
+_CHECKS = frozenset({"loop_items", "literal", "made", "operand", "star_args"})
 
 
 def _checked(node: nodes.Expr, check: str) -> nodes.Call:
@@ -127,6 +128,22 @@ class _Harden(NodeTransformer):
         self.generic_visit(node)
         # Jinja compiles slices to plain Python, past environment.getitem: measure the copy.
         return _checked(node, "made") if isinstance(node.arg, nodes.Slice) else node
+
+    def visit_Call(self, node: nodes.Call) -> nodes.Call:
+        return self._star_args(node)
+
+    def visit_Filter(self, node: nodes.Filter) -> nodes.Filter:
+        return self._star_args(node)
+
+    def visit_Test(self, node: nodes.Test) -> nodes.Test:
+        return self._star_args(node)
+
+    def _star_args(self, node: nodes.Call | nodes.Filter | nodes.Test) -> nodes.Node:
+        self.generic_visit(node)
+        # f(*values) makes a tuple of all of them before any hook sees the call.
+        if node.dyn_args is not None:
+            node.dyn_args = _checked(node.dyn_args, "star_args")
+        return node
 
     def visit_Compare(self, node: nodes.Compare) -> nodes.Compare:
         self.generic_visit(node)
@@ -255,6 +272,12 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     @staticmethod
     def loop_items(iterable: Any) -> Any:
         return guarded(iterable, MAX_LOOP_STEPS, "A loop in the template ran over")
+
+    @staticmethod
+    def star_args(values: Any) -> Any:
+        if isinstance(values, (list, tuple)) and len(values) <= MAX_CALL_ARGS:
+            return values
+        return list(guarded(values, MAX_CALL_ARGS, "A call in the template was given"))
 
     made = staticmethod(made)
     operand = staticmethod(operand)

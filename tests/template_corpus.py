@@ -97,6 +97,8 @@ CASES = [
     Case("format precision", "{{ '{:.900000000f}'.format(1.0) }}"),
     Case("format nested width", "{{ '{:{}}'.format(1, 900000000) }}"),
     Case("format repeated field", "{{ ('{0}' * 40000).format(big) }}"),
+    Case("format of 100000 fields", "{{ ('{}' * 100000).format(*range(100000)) }}"),
+    Case("% of 100000 directives", "{{ ('%%' * 100000) % () }}"),
     Case("format_map width", "{{ '{a:>900000000}'.format_map({'a': 1}) }}"),
     # Padding and other builtin methods.
     Case("rjust", "{{ 'x'.rjust(10**9) }}"),

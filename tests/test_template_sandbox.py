@@ -2,6 +2,8 @@
 CPU and 16 MiB; legitimate templates render as Jinja renders them."""
 from __future__ import annotations
 
+import time
+
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -51,6 +53,7 @@ LEGITIMATE = [
     "{{ missing }}{{ missing|default('d') }} {{ none }} {{ true }} {{ comment|truncate(9) }} {{ actor|center(9) if 0 }}",
     "{% autoescape false %}{{ comment }}{% endautoescape %}{{ comment|safe }} {{ comment|urlencode }}",
     "{{ rows|map(attribute='tags')|map('length')|list }} {{ items|select('odd')|list }} {{ items|reject('odd')|list }}",
+    "{{ '{}-{}-{}'.format(*items) }} {{ items|join(*[', ']) }} {{ count is divisibleby(*[3]) }}",
 ]
 
 
@@ -92,6 +95,12 @@ def test_mem_size_counts_a_shared_item_each_time_it_is_referenced():
     item = "x" * 1000
     assert mem_size([item] * 10, 10**9) > 10 * 1000
     assert mem_size([[item] * 1000] * 1000, 50_000) < 60_000  # stops early
+
+
+def test_compiling_counts_in_the_render_but_leaves_it_half_its_time():
+    budget = Budget(0.1)
+    budget.compiled(0.08)
+    assert budget.deadline - time.thread_time() == pytest.approx(0.05, abs=0.01)
 
 
 def test_the_clock_is_first_read_after_check_every_steps():
