@@ -56,7 +56,8 @@ _TEXT_INPUT = {
 }
 # Filters that go through their input: iterators are paid for item by item. Those that keep
 # all of it (a list, a sort, the set of seen items) take a text of MAX_PIECES characters at most.
-_ITERATING = frozenset({"map", "select", "reject", "selectattr", "rejectattr", "max", "min", "batch", "items", "sum"})
+_ITERATING = frozenset({"map", "select", "reject", "selectattr", "rejectattr", "max", "min", "batch", "items", "sum",
+                        "urlencode"})
 _KEEPING = frozenset({"list", "sort", "unique", "reverse", "slice", "join", "dictsort"})
 _SIZED = (list, tuple, dict, set, frozenset, type({}.keys()), type({}.values()), type({}.items()))
 _PASS = {_PassArg.context: lambda context: context, _PassArg.eval_context: lambda context: context.eval_ctx,
@@ -174,7 +175,7 @@ def _bounded_filter(name: str, func: Callable) -> Callable:
     def bounded(context: Context, value: Any, *args: Any, **kwargs: Any) -> Any:
         if text_limit is not None:
             _text_input(name, value, text_limit)
-        elif iterating:
+        if iterating:
             value = _items(name, value)
         if check is not None:
             value, args = check(context, value, args, kwargs)
@@ -204,9 +205,8 @@ def _bounded_test(func: Callable) -> Callable:
 
     @pass_context
     def bounded(context: Context, value: Any, *args: Any, **kwargs: Any) -> Any:
-        operand(value)
-        for argument in args:
-            operand(argument)
+        value = operand(value)
+        args = tuple(operand(argument) for argument in args)
         if pass_first is None:
             return func(value, *args, **kwargs)
         return func(pass_first(context), value, *args, **kwargs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import abc
 from collections.abc import Iterator
 from sys import getsizeof
 from typing import Any, NoReturn
@@ -231,12 +232,15 @@ def made(value: Any) -> Any:
 
 def operand(value: Any) -> Any:
     """Pay for a comparison or test before it runs: `==` and `in` walk texts and lists
-    without any check of their own."""
+    without any check of their own, and `in` runs through an iterator (`x in items|map(...)`)."""
     if isinstance(value, str):
         if len(value) >= 1024:
             THREAD.budget.spend(len(value) >> 10)
-    elif isinstance(value, (list, tuple, dict)) and value:
-        THREAD.budget.spend(CHECK_EVERY)  # may walk up to MAX_VALUE_BYTES: read the clock first
+    elif isinstance(value, (list, tuple, dict)):
+        if value:
+            THREAD.budget.spend(CHECK_EVERY)  # may walk up to MAX_VALUE_BYTES: read the clock first
+    elif isinstance(value, abc.Iterator):
+        return guarded(value, MAX_PIECES, "A comparison in the template went through")
     return value
 
 

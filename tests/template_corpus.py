@@ -165,6 +165,9 @@ CASES = [
     Case("recursive loop", "{% for r in rows recursive %}{{ loop(rows) }}{% endfor %}"),
     Case("comparisons of big texts", "{% for i in range(100000) %}{% if big == big2 %}{% endif %}"
                                      "{% if 'zz' in big %}{% endif %}{% endfor %}"),
+    Case("in over a mapped text", "{{ 'z' in huge|map('upper') }}"),
+    Case("is in over a mapped text", "{{ 'z' is in (huge|map('upper')) }}"),
+    Case("urlencode of pairs made on the fly", "{{ range(100000)|batch(2)|urlencode }}"),
     Case("tests on big texts", "{% for i in range(100000) %}{% if big is lower %}{% endif %}{% endfor %}"),
     Case("comparisons of equal lists", "{% set a = rows|list %}{% for i in range(100000) %}{% if a == rows %}"
                                        "{% endif %}{% endfor %}"),
