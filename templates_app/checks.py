@@ -21,7 +21,6 @@ from templates_app.limits import (
     text_size,
 )
 
-
 # Fields of one str.format or directives of one % format: each costs a step of Python
 # (the sandbox's formatter is Python), so a text of 100,000 `{}` would run for 0.3 s.
 MAX_FORMAT_FIELDS = 1000
@@ -49,13 +48,14 @@ def _number_size(value: Any, precision: int | None) -> int:
 def check_binop(operator: str, left: Any, right: Any) -> None:
     """`**`, `*`, `+` and `%` on the template's values, before Python computes them."""
     if operator == "**":
-        if isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1:
-            if left.bit_length() * right > MAX_INT_BITS:
-                refuse(f"A power in the template would be larger than {MAX_INT_BITS} bits.")
+        if (isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1
+                and left.bit_length() * right > MAX_INT_BITS):
+            refuse(f"A power in the template would be larger than {MAX_INT_BITS} bits.")
     elif operator == "*":
         _check_repeat(left, right)
     elif operator == "+":
-        if isinstance(left, str) and isinstance(right, str) and len(left) + len(right) > MAX_OUTPUT_CHARS:
+        if (isinstance(left, str) and isinstance(right, str)
+                and len(left) + len(right) > MAX_OUTPUT_CHARS):
             refuse(f"A text in the template would be longer than {MAX_OUTPUT_CHARS} characters.")
     elif operator == "%" and isinstance(left, str):
         check_percent_format(left, right)
@@ -71,12 +71,12 @@ def _check_repeat(left: Any, right: Any) -> None:
         return
     if isinstance(seq, str):
         if len(seq) * times > MAX_OUTPUT_CHARS:
-            refuse(f"A repeated text in the template would be longer than {MAX_OUTPUT_CHARS} characters.")
+            refuse(f"A repeated text in the template would pass {MAX_OUTPUT_CHARS} characters.")
     elif isinstance(seq, (list, tuple)):
         if len(seq) * times > MAX_ITEMS:
             refuse(f"A repeated list in the template would have more than {MAX_ITEMS} items.")
         if mem_size(seq, MAX_VALUE_BYTES // times + 1) * times > MAX_VALUE_BYTES:
-            refuse(f"A repeated list in the template would hold more than {MAX_VALUE_BYTES >> 20} MiB.")
+            refuse(f"A repeated list in the template would hold over {MAX_VALUE_BYTES >> 20} MiB.")
 
 
 # -- printf-style formatting: 'text %s' % value ------------------------------------------
@@ -124,7 +124,7 @@ def check_percent_format(template: str, args: Any) -> None:
             size = _number_size(value, precision)
         total += max(width, size)
         if total > MAX_OUTPUT_CHARS:
-            refuse(f"A % format in the template would make more than {MAX_OUTPUT_CHARS} characters.")
+            refuse(f"A % format in the template would pass {MAX_OUTPUT_CHARS} characters.")
 
 
 def _digits(text: str | None, what: str) -> int:
@@ -137,7 +137,10 @@ def _digits(text: str | None, what: str) -> int:
 
 # -- str.format / str.format_map ----------------------------------------------------------
 
-_SPEC = re.compile(r"(?s:.?[<>=^])?[-+ ]?z?#?0?(?P<width>\d*)[,_]?(?:\.(?P<precision>\d+))?(?P<kind>[bcdeEfFgGnosxX%]?)")
+_SPEC = re.compile(  # [[fill]align][sign][z][#][0][width][grouping][.precision][type]
+    r"(?s:.?[<>=^])?[-+ ]?z?#?0?(?P<width>\d*)[,_]?(?:\.(?P<precision>\d+))?"
+    r"(?P<kind>[bcdeEfFgGnosxX%]?)"
+)
 
 
 def check_str_format(template: str, args: tuple, kwargs: dict) -> None:
@@ -158,7 +161,7 @@ def check_str_format(template: str, args: tuple, kwargs: dict) -> None:
         if match is None:
             refuse(f"The format spec {spec[:40]!r} is not supported in templates.")
         width = _digits(match["width"], "A format width")
-        precision = _digits(match["precision"], "A format precision") if match["precision"] else None
+        precision = match["precision"] and _digits(match["precision"], "A format precision")
         first, rest = formatter_field_name_split(field)
         if first == "":
             first, auto = auto, auto + 1
@@ -171,7 +174,8 @@ def check_str_format(template: str, args: tuple, kwargs: dict) -> None:
         else:
             key = id(value)
             if key not in sizes:
-                sizes[key] = text_size([value] if conversion in ("r", "a") else value, MAX_OUTPUT_CHARS)
+                printed = [value] if conversion in ("r", "a") else value  # !r: its repr
+                sizes[key] = text_size(printed, MAX_OUTPUT_CHARS)
             size = sizes[key]
             if any(True for _ in rest):  # {0.attr} / {0[key]}: a part of the value, or a short repr
                 size = 2 * size + 200

@@ -44,7 +44,7 @@ def _compile(source: str, autoescape: bool):
         return _ENVIRONMENTS[autoescape].from_string(source)
     except TemplateSyntaxError as exc:
         raise TemplateError(f"Template syntax error on line {exc.lineno}: {exc.message}") from exc
-    except Exception as exc:  # noqa: BLE001 - nesting too deep for Python's parser or compiler
+    except Exception as exc:  # nesting too deep for Python's parser or compiler
         raise TemplateError(f"The template could not be compiled: {type(exc).__name__}") from exc
     finally:
         current().compiled(time.thread_time() - started)
@@ -89,14 +89,15 @@ def render(source: str, context: dict[str, Any], *, autoescape: bool = False,
         for chunk in template.root_render_func(template.new_context(context)):
             size += len(chunk)
             if size > MAX_OUTPUT_CHARS:
-                raise TemplateError(f"The rendered text is longer than {MAX_OUTPUT_CHARS} characters.")
+                raise TemplateError(
+                    f"The rendered text is longer than {MAX_OUTPUT_CHARS} characters.")
             parts.append(chunk)
         return "".join(parts)
     except TemplateError:
         raise
     except SecurityError as exc:
         raise TemplateError(f"The template tried something not allowed: {_short(exc)}") from exc
-    except Exception as exc:  # noqa: BLE001 - whatever a template does wrong fails only itself
+    except Exception as exc:  # whatever a template does wrong fails only itself
         raise TemplateError(f"The template failed: {type(exc).__name__}: {_short(exc)}") from exc
     finally:
         set_current(previous)

@@ -37,10 +37,11 @@ from templates_app.limits import (
 
 # The filters a notification template needs; anything else is not available.
 ALLOWED_FILTERS = frozenset({
-    "abs", "capitalize", "count", "default", "d", "e", "escape", "first", "float", "int", "join", "last",
-    "length", "list", "lower", "map", "max", "min", "replace", "reverse", "round", "safe", "select",
-    "reject", "sort", "string", "striptags", "sum", "title", "trim", "truncate", "unique", "upper",
-    "urlencode", "wordcount", "selectattr", "rejectattr", "batch", "slice", "dictsort", "items",
+    "abs", "capitalize", "count", "default", "d", "e", "escape", "first", "float", "int", "join",
+    "last", "length", "list", "lower", "map", "max", "min", "replace", "reverse", "round", "safe",
+    "select", "reject", "sort", "string", "striptags", "sum", "title", "trim", "truncate", "unique",
+    "upper", "urlencode", "wordcount", "selectattr", "rejectattr", "batch", "slice", "dictsort",
+    "items",
 })
 
 # How much text a filter that works on text may be given. Most of them make about as much
@@ -49,19 +50,23 @@ ALLOWED_FILTERS = frozenset({
 # a character in up to 12.
 _TEXT_INPUT = {
     "capitalize": MAX_OUTPUT_CHARS, "lower": MAX_OUTPUT_CHARS, "upper": MAX_OUTPUT_CHARS,
-    "e": MAX_OUTPUT_CHARS, "escape": MAX_OUTPUT_CHARS, "safe": MAX_OUTPUT_CHARS, "string": MAX_OUTPUT_CHARS,
+    "e": MAX_OUTPUT_CHARS, "escape": MAX_OUTPUT_CHARS, "safe": MAX_OUTPUT_CHARS,
+    "string": MAX_OUTPUT_CHARS,
     "truncate": MAX_INPUT_CHARS, "trim": MAX_INPUT_CHARS, "wordcount": MAX_OUTPUT_CHARS,
     "replace": MAX_INPUT_CHARS, "striptags": MAX_SPLIT_CHARS, "title": MAX_SPLIT_CHARS,
     "urlencode": MAX_OUTPUT_CHARS // 12,
 }
 # Filters that go through their input: iterators are paid for item by item. Those that keep
 # all of it (a list, a sort, the set of seen items) take a text of MAX_PIECES characters at most.
-_ITERATING = frozenset({"map", "select", "reject", "selectattr", "rejectattr", "max", "min", "batch", "items", "sum",
-                        "urlencode"})
+_ITERATING = frozenset({"map", "select", "reject", "selectattr", "rejectattr", "max", "min",
+                        "batch", "items", "sum", "urlencode"})
 _KEEPING = frozenset({"list", "sort", "unique", "reverse", "slice", "join", "dictsort"})
 _SIZED = (list, tuple, dict, set, frozenset, type({}.keys()), type({}.values()), type({}.items()))
-_PASS = {_PassArg.context: lambda context: context, _PassArg.eval_context: lambda context: context.eval_ctx,
-         _PassArg.environment: lambda context: context.environment}  # what a test takes first
+_PASS = {  # what a test takes first
+    _PassArg.context: lambda context: context,
+    _PassArg.eval_context: lambda context: context.eval_ctx,
+    _PassArg.environment: lambda context: context.environment,
+}
 _WORD = re.compile(r"\w+")  # Jinja's wordcount pattern
 
 
@@ -216,7 +221,8 @@ def _bounded_test(func: Callable) -> Callable:
 
 def bounded_filters() -> dict[str, Callable]:
     """The allowed filters, each wrapped in its checks."""
-    return {name: _bounded_filter(name, _OWN.get(name, FILTERS[name])) for name in sorted(ALLOWED_FILTERS)}
+    return {name: _bounded_filter(name, _OWN.get(name, FILTERS[name]))
+            for name in sorted(ALLOWED_FILTERS)}
 
 
 def bounded_tests() -> dict[str, Callable]:

@@ -22,7 +22,7 @@ MAX_SOURCE_CHARS = 20_000
 # operator, a literal, a run of text): 2,000 tokens compile in < 50 ms and < 9 MiB.
 MAX_TOKENS = 2000
 MAX_OUTPUT_CHARS = 256 * 1024  # a rendered field, and any string made while rendering
-MAX_INPUT_CHARS = 1024 * 1024  # a string given to a text filter (data may be longer than any output)
+MAX_INPUT_CHARS = 1024 * 1024  # a string given to truncate & co (data may be longer than output)
 MAX_SPLIT_CHARS = 64 * 1024  # a string cut into pieces by striptags or title (one object per piece)
 MAX_PIECES = 32_768  # pieces a string is split into; items taken from an iterator into a list
 MAX_ITEMS = 100_000  # items of a list made while rendering, numbers of one range()
@@ -42,7 +42,7 @@ CHECK_EVERY = 64
 class Budget:
     """The CPU time and memory one render may still spend."""
 
-    __slots__ = ("timeout", "deadline", "steps", "next_check", "allocated", "depth")
+    __slots__ = ("allocated", "deadline", "depth", "next_check", "steps", "timeout")
 
     def __init__(self, cpu_seconds: float) -> None:
         self.timeout = cpu_seconds
@@ -173,7 +173,8 @@ def text_size(value: Any, limit: int) -> int:
         elif isinstance(item, float) or item is None:
             total += 24
         elif hasattr(item, "__self__") and isinstance(item.__self__, (str, list, tuple, dict)):
-            total += 100  # a bound method's repr names its object: <bound method Markup.upper of Markup('…')>
+            # a bound method's repr names its object: <bound method Markup.upper of Markup('…')>
+            total += 100
             stack.append(item.__self__)
         else:
             total += 100  # reprs of macros, loops, generators and the like are short
@@ -216,7 +217,8 @@ def made(value: Any) -> Any:
     numbers within MAX_INT_BITS, lists within MAX_ITEMS and MAX_VALUE_BYTES."""
     if isinstance(value, str):
         if len(value) > MAX_OUTPUT_CHARS:
-            raise TemplateError(f"A text in the template grew beyond {MAX_OUTPUT_CHARS} characters.")
+            raise TemplateError(
+                f"A text in the template grew beyond {MAX_OUTPUT_CHARS} characters.")
         charge(getsizeof(value))  # bytes: up to 4 a character
     elif isinstance(value, (list, tuple, dict)):
         if len(value) > MAX_ITEMS:
@@ -247,9 +249,7 @@ def operand(value: Any) -> Any:
 def guarded(iterable: Any, limit: int, what: str) -> Iterator[Any]:
     """The items of `iterable`, each paid for, at most `limit` of them."""
     budget = THREAD.budget
-    count = 0
-    for item in iterable:
-        count += 1
+    for count, item in enumerate(iterable, 1):
         if count > limit:
             raise TemplateError(f"{what} more than {limit} items.")
         budget.steps += 1  # budget.spend() inline: one per item of every loop

@@ -11,13 +11,15 @@ from __future__ import annotations
 import re
 from html import unescape
 
-_BLOCKS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol"})
+_BLOCKS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table",
+                     "ul", "ol"})
 _SKIPPED = frozenset({"script", "style", "head"})  # their text is not shown
 _RAW_TEXT = frozenset({"script", "style"})  # their content is not markup
 # A start or end tag up to its `>`, quoted attribute values included; possessive, so a tag
 # that never closes is given up in one scan.
 _TAG = re.compile(r"""<(/?)([a-zA-Z][^\s/>\x00]*+)((?:[^>"']++|"[^"]*+"|'[^']*+')*+)>""")
 _UNESCAPE_SLICE = 8192
+_SPACE_OR_QUOTE = " \t\n\r\f\"'"
 _OPEN = re.compile(r"<[a-zA-Z/!?]")
 _HREF = re.compile(r"""(?:^|[\s/])href\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.IGNORECASE)
 
@@ -55,7 +57,8 @@ class _Text:
             self.parts.append("\n")
         if tag == "a":
             match = _HREF.search(attributes)
-            href = next((group for group in match.groups() if group is not None), "") if match else ""
+            values = match.groups() if match else ()
+            href = next((value for value in values if value is not None), "")
             self.links.append(unescape(href))
 
     def end(self, tag: str) -> None:
@@ -85,7 +88,8 @@ def _walk(markup: str, text: _Text) -> None:
                 break
             end += 3
         elif kind in "!?" or kind == "/" and not markup[start + 2:start + 3].isalpha():
-            end = markup.find(">", start + 2)  # a declaration, processing instruction or bogus comment
+            # a declaration, a processing instruction or a bogus comment
+            end = markup.find(">", start + 2)
             if end < 0:
                 break
             end += 1
@@ -102,8 +106,9 @@ def _walk(markup: str, text: _Text) -> None:
                 text.end(name)
                 continue
             text.start(name, attributes)
-            if attributes.endswith("/") and (len(attributes) == 1 or attributes[-2] in " \t\n\r\f\"'"):
-                text.end(name)  # <br/>, <img src='x' /> (in <a href=x/> the slash is the value's)
+            # <br/>, <img src='x' /> (in <a href=x/> the slash is the value's)
+            if attributes == "/" or attributes.endswith("/") and attributes[-2] in _SPACE_OR_QUOTE:
+                text.end(name)
             elif name in _RAW_TEXT:
                 lowered = lowered if lowered is not None else markup.lower()
                 content_end = lowered.find(f"</{name}", pos)

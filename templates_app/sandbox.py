@@ -78,7 +78,8 @@ def _checked(node: nodes.Expr, check: str) -> nodes.Call:
     # Jinja allows no new node types: a call of an environment attribute marks the check,
     # and the code generator writes it as a direct call.
     attribute = nodes.EnvironmentAttribute(check, lineno=node.lineno, environment=node.environment)
-    return nodes.Call(attribute, [node], [], None, None, lineno=node.lineno, environment=node.environment)
+    return nodes.Call(attribute, [node], [], None, None, lineno=node.lineno,
+                      environment=node.environment)
 
 
 def _constant(items: list) -> bool:
@@ -104,7 +105,8 @@ class _Harden(NodeTransformer):
         self._refuse(node, "from import")
 
     def visit_Block(self, node: nodes.Block) -> None:
-        self._refuse(node, "block")  # without extends a block has no use; self.<block>() joins unchecked
+        # Without extends a block has no use, and self.<block>() joins its output unchecked.
+        self._refuse(node, "block")
 
     def visit_For(self, node: nodes.For) -> nodes.For:
         self.generic_visit(node)
@@ -158,7 +160,8 @@ class _CodeGenerator(CodeGenerator):
     # instead of str() / escape() (Jinja's finalize would add a call per value).
     def _output_child_pre(self, node: nodes.Expr, frame: Frame, finalize: Any) -> None:
         if frame.eval_ctx.volatile:
-            self.write("(environment.print_escaped if context.eval_ctx.autoescape else environment.print_text)(")
+            self.write("(environment.print_escaped if context.eval_ctx.autoescape"
+                       " else environment.print_text)(")
         elif frame.eval_ctx.autoescape:
             self.write("environment.print_escaped(")
         else:
@@ -250,8 +253,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "+", "%"})
 
     def __init__(self, *, autoescape: bool):
-        super().__init__(autoescape=autoescape, undefined=_LenientUndefined, auto_reload=False, cache_size=0,
-                         optimized=False)
+        super().__init__(autoescape=autoescape, undefined=_LenientUndefined, auto_reload=False,
+                         cache_size=0, optimized=False)
         self.filters = bounded_filters()
         self.tests = bounded_tests()
         self.globals = {"range": self._range}
@@ -262,9 +265,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             if token != "whitespace":
                 count += 1
                 if count > MAX_TOKENS:
-                    raise TemplateSyntaxError(
-                        f"The template has more than {MAX_TOKENS} tokens (names, operators, literals, texts).",
-                        lineno)
+                    raise TemplateSyntaxError(f"The template has more than {MAX_TOKENS} tokens"
+                                              " (names, operators, literals, texts).", lineno)
         return super()._parse(source, name, filename)
 
     # -- what the generated code calls (see _Harden) --------------------------------------
@@ -308,7 +310,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         return made(join(parts))
 
     def concat(self, parts: Any) -> str:  # type: ignore[override]
-        """The join of a captured block: `{% set %}...{% endset %}`, `{% filter %}`, a macro's body."""
+        """The join of a captured block: {% set %}...{% endset %}, {% filter %}, a macro."""
         if not isinstance(parts, list):
             parts = list(parts)
         if sum(map(len, parts)) > MAX_OUTPUT_CHARS:
@@ -333,7 +335,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
         # The sandbox would hand back an Undefined that renders as ""; refuse loudly instead.
-        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe.")
+        raise SecurityError(
+            f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe.")
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         budget = THREAD.budget  # budget.spend() inline: lookups are the most frequent step
@@ -377,7 +380,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         bounded_format.bounded_format = True  # type: ignore[attr-defined]
         return bounded_format
 
-    def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 - Jinja's signature
+    def call(__self, __context, __obj, *args, **kwargs):  # noqa: PYI063 - Jinja's signature
         budget = current()
         budget.spend()
         if isinstance(__obj, (Macro, LoopContext)):
@@ -400,13 +403,15 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
                 check_join(owner, items)
                 args = (items,)
             else:
-                check_method(owner, name, args, {k: v for k, v in kwargs.items() if k not in _CALL_KWARGS})
+                named = {k: v for k, v in kwargs.items() if k not in _CALL_KWARGS}
+                check_method(owner, name, args, named)
         if any(isinstance(a, _CONTAINERS) for a in args):
             budget.spend(CHECK_EVERY)  # list.index(x) and the like compare x with every item
         result = super().call(__context, __obj, *args, **kwargs)
         return result if result is owner else made(result)
 
-    def _call_template_code(self, context, obj: Macro | LoopContext, args: tuple, kwargs: dict) -> Any:
+    def _call_template_code(self, context, obj: Macro | LoopContext, args: tuple,
+                            kwargs: dict) -> Any:
         """A macro, `caller()` or the `loop()` of a recursive loop: nesting is limited, a
         recursive loop's items are paid for, and what a macro gathers into its `varargs`
         and `kwargs` is measured like a list written in the template."""
@@ -415,7 +420,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
                 args = (self.loop_items(args[0]), *args[1:])
         else:
             extra = args[len(obj.arguments):]
-            named = {k: v for k, v in kwargs.items() if k not in obj.arguments and k not in _CALL_KWARGS}
+            named = {k: v for k, v in kwargs.items()
+                     if k not in obj.arguments and k not in _CALL_KWARGS}
             if extra or named:
                 self.literal((extra, named))
         budget = current()

@@ -25,7 +25,8 @@ CONTEXT = build_context(
     data={
         "comment": "<b>hi</b> & bye", "items": [1, 2], "one": 1, "minus": -1_000_000_000,
         "big": BIG, "big2": "x" * (MAX_OUTPUT_CHARS - 1) + "y", "wide": "\u0101" * 65_536,
-        "huge": "y" * (1024 * 1024), "rows": [{"name": f"n{i}", "tags": ["a", "b"]} for i in range(200)],
+        "huge": "y" * (1024 * 1024),
+        "rows": [{"name": f"n{i}", "tags": ["a", "b"]} for i in range(200)],
         "data": {"keys": 3},
     },
     actor="ana", event={"id": "e1"}, recipient={"external_id": "r1", "email": "r1@example.com"},
@@ -50,7 +51,8 @@ class Measure:
 
     @property
     def ok(self) -> bool:
-        return self.outcome == self.case.expect and self.cpu_ms < CPU_LIMIT_MS and self.peak_kib < PEAK_LIMIT_KIB
+        return (self.outcome == self.case.expect and self.cpu_ms < CPU_LIMIT_MS
+                and self.peak_kib < PEAK_LIMIT_KIB)
 
 
 L = "A" * 2000  # literal template text
@@ -244,8 +246,8 @@ CASES = [
 def _render(case: Case) -> str:
     if case.field == "html":
         templates = {"email": {"en": {"subject": "s", "html": case.source}}}
-        return render_channel(templates=templates, channel="email", locale="en", default_locale="en",
-                              context=CONTEXT)["text"]
+        return render_channel(templates=templates, channel="email", locale="en",
+                              default_locale="en", context=CONTEXT)["text"]
     return render(case.source, CONTEXT)
 
 
@@ -273,8 +275,8 @@ def measure(case: Case) -> Measure:
 
 def table(measures: list[Measure]) -> str:
     rows = [("case", "outcome", "CPU ms", "peak KiB", "")]
-    rows += [(m.case.name, m.outcome, f"{m.cpu_ms:.1f}", f"{m.peak_kib:.0f}", "" if m.ok else "FAIL")
-             for m in measures]
+    rows += [(m.case.name, m.outcome, f"{m.cpu_ms:.1f}", f"{m.peak_kib:.0f}",
+              "" if m.ok else "FAIL") for m in measures]
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines = ["  ".join(cell.rjust(widths[i]) if i in (2, 3) else cell.ljust(widths[i])
                        for i, cell in enumerate(row)).rstrip() for row in rows]
