@@ -26,12 +26,13 @@ from templates_app.limits import (
     MAX_ITEMS,
     MAX_OUTPUT_CHARS,
     MAX_PIECES,
+    MAX_RENDER_BYTES,
     MAX_SPLIT_CHARS,
     THREAD,
-    charge,
     guarded,
     made,
     operand,
+    raise_too_much_memory,
     text_size,
 )
 
@@ -179,7 +180,8 @@ def _bounded_filter(name: str, func: Callable) -> Callable:
     @pass_context
     def bounded(context: Context, value: Any, *args: Any, **kwargs: Any) -> Any:
         if text_limit is not None:
-            _text_input(name, value, text_limit)
+            if type(value) is not str or len(value) >= 1024:  # short texts: nothing to check
+                _text_input(name, value, text_limit)
         if iterating:
             value = _items(name, value)
         if check is not None:
@@ -194,10 +196,16 @@ def _bounded_filter(name: str, func: Callable) -> Callable:
             result = func(context, value, *args, **kwargs)
         if result is value:
             return result
-        if type(result) is str:  # most results: inline made()
+        if type(result) is str:  # most results: made() and charge() inline
             if len(result) > MAX_OUTPUT_CHARS:
                 refuse(f"{name} made a text longer than {MAX_OUTPUT_CHARS} characters.")
-            charge(getsizeof(result))
+            size = getsizeof(result)
+            budget = THREAD.budget
+            budget.allocated += size
+            if budget.allocated > MAX_RENDER_BYTES:
+                raise_too_much_memory()
+            if size >= 1024:
+                budget.spend(size >> 10)
             return result
         return made(result)
 

@@ -222,6 +222,12 @@ def print_text(value: Any) -> str:
         if len(value) > MAX_OUTPUT_CHARS:
             refuse(f"A printed value is longer than {MAX_OUTPUT_CHARS} characters.")
         return value
+    if type(value) is int and value.bit_length() <= 64:  # a short copy: _printed inline
+        budget = THREAD.budget
+        budget.allocated += 64
+        if budget.allocated > MAX_RENDER_BYTES:
+            raise_too_much_memory()
+        return str(value)
     _check_printable(value)
     return _printed(str(value))
 
@@ -241,6 +247,10 @@ def print_escaped(value: Any) -> Markup:
             budget.spend(size >> 10)
         return text
     if type(value) is int and value.bit_length() <= 64:
+        budget = THREAD.budget
+        budget.allocated += 64
+        if budget.allocated > MAX_RENDER_BYTES:
+            raise_too_much_memory()
         return escape(value)
     _check_printable(value)
     return _printed(escape(value))
