@@ -179,9 +179,9 @@ def _bounded_filter(name: str, func: Callable) -> Callable:
 
     @pass_context
     def bounded(context: Context, value: Any, *args: Any, **kwargs: Any) -> Any:
-        if text_limit is not None:
-            if type(value) is not str or len(value) >= 1024:  # short texts: nothing to check
-                _text_input(name, value, text_limit)
+        # A short text has nothing to check.
+        if text_limit is not None and (type(value) is not str or len(value) >= 1024):
+            _text_input(name, value, text_limit)
         if iterating:
             value = _items(name, value)
         if check is not None:
