@@ -121,12 +121,12 @@ _OWN = {"sum": pass_environment(_sum), "wordcount": _wordcount}
 
 
 def _check_replace(context: Context, value: Any, args: tuple, kwargs: dict) -> tuple:
-    old, new = (list(args) + [None, None])[:2]
+    named = [kwargs.pop(key, None) for key in ("old", "new", "count")[len(args):]]
+    old, new, count = (*args, *named)[:3]
     old, new = (str(x) if isinstance(x, (int, float)) else x for x in (old, new))
     text = value if isinstance(value, str) else str(value)
-    count = args[2] if len(args) > 2 else kwargs.get("count")
     check_replace(text, old, new, count, escape_factor=6 if context.eval_ctx.autoescape else 1)
-    return value, (old, new, *args[2:])
+    return value, (old, new) if count is None else (old, new, count)
 
 
 def _check_round(context: Context, value: Any, args: tuple, kwargs: dict) -> tuple:

@@ -71,6 +71,8 @@ LEGITIMATE = [
     ("{{ rows|map(attribute='tags')|map('length')|list }} {{ items|select('odd')|list }}"
      " {{ items|reject('odd')|list }}"),
     "{{ '{}-{}-{}'.format(*items) }} {{ items|join(*[', ']) }} {{ count is divisibleby(*[3]) }}",
+    ("{{ actor|replace('a', 'o') }} {{ actor|replace('a', 'o', 1) }}"
+     " {{ actor|replace(old='a', new='<i>') }} {{ (comment|e)|replace('b', '<i>') }}"),
 ]
 
 
