@@ -22,9 +22,9 @@ from templates_app.limits import (
     DEFAULT_TIMEOUT_SECONDS,
     MAX_OUTPUT_CHARS,
     MAX_SOURCE_CHARS,
+    THREAD,
     Budget,
     current,
-    set_current,
 )
 from templates_app.plaintext import text_from_html
 from templates_app.sandbox import BoundedSandbox
@@ -79,7 +79,8 @@ def render(source: str, context: dict[str, Any], *, autoescape: bool = False,
         return ""
     if "{" not in source:
         return source  # literal text: nothing to evaluate (the author's own markup)
-    previous = set_current(Budget(timeout))
+    previous = THREAD.budget
+    THREAD.budget = Budget(timeout)  # this thread's render from here on
     try:
         template = _compile(source, autoescape)
         parts: list[str] = []
@@ -100,7 +101,7 @@ def render(source: str, context: dict[str, Any], *, autoescape: bool = False,
     except Exception as exc:  # whatever a template does wrong fails only itself
         raise TemplateError(f"The template failed: {type(exc).__name__}: {_short(exc)}") from exc
     finally:
-        set_current(previous)
+        THREAD.budget = previous
 
 
 def _short(exc: Exception) -> str:

@@ -1,11 +1,11 @@
 """The filters and tests a template may use, each checked before it runs.
 
-Every filter is wrapped: its input is measured before Jinja's filter turns it
-into text or a list, iterators are paid for item by item, arguments that size
-the result (widths, counts, precisions) are checked, and the result is counted
-against the render's budget. The wrappers take the context, which also keeps
-Jinja from running them while compiling (constant folding happens outside any
-budget).
+Every filter but the constant-time ones is wrapped: its input is measured
+before Jinja's filter turns it into text or a list, iterators are paid for item
+by item, arguments that size the result (widths, counts, precisions) are
+checked, and the result is counted against the render's budget. The wrappers
+take the context, which also keeps Jinja from running them while compiling
+(constant folding happens outside any budget).
 """
 from __future__ import annotations
 
@@ -227,9 +227,15 @@ def _bounded_test(func: Callable) -> Callable:
     return bounded
 
 
+# Filters that take constant time and make nothing (they hand back one of their arguments,
+# an item or a length): Jinja's own, unwrapped.
+_PLAIN = frozenset({"default", "d", "first", "last", "length", "count"})
+
+
 def bounded_filters() -> dict[str, Callable]:
     """The allowed filters, each wrapped in its checks."""
-    return {name: _bounded_filter(name, _OWN.get(name, FILTERS[name]))
+    return {name: FILTERS[name] if name in _PLAIN
+            else _bounded_filter(name, _OWN.get(name, FILTERS[name]))
             for name in sorted(ALLOWED_FILTERS)}
 
 

@@ -130,13 +130,6 @@ def current() -> Budget:
     return THREAD.budget
 
 
-def set_current(budget: Budget) -> Budget:
-    """Make `budget` this thread's budget; returns the one it replaces (to put back)."""
-    previous = THREAD.budget
-    THREAD.budget = budget
-    return previous
-
-
 _VIEWS = (type({}.keys()), type({}.values()), type({}.items()))
 _SEQUENCES = (list, tuple, set, frozenset, *_VIEWS)
 
