@@ -59,9 +59,9 @@ class Budget:
 
     def compiled(self, seconds: float) -> None:
         """The render compiled its template first, in `seconds`: that counts in its time, but
-        leaves it half of it at least (a legitimate template, slow to compile on a busy
+        leaves it a quarter of it at least (a legitimate template, slow to compile on a busy
         machine, must not fail for it; compiling is bounded by MAX_TOKENS)."""
-        self.deadline = time.thread_time() + max(self.timeout - seconds, self.timeout / 2)
+        self.deadline = time.thread_time() + max(self.timeout - seconds, self.timeout / 4)
 
     def check_clock(self) -> None:
         self.next_check = self.steps + CHECK_EVERY
