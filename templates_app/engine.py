@@ -58,7 +58,7 @@ def referenced_names(source: str) -> set[str]:
 
     try:
         return set(meta.find_undeclared_variables(_ENVIRONMENTS[False].parse(source)))
-    except TemplateSyntaxError:
+    except (TemplateSyntaxError, RecursionError):  # rendering it will fail and say why
         return set()
 
 

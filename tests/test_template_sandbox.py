@@ -7,7 +7,13 @@ import time
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from templates_app.engine import TemplateError, check_syntax, render, text_from_html
+from templates_app.engine import (
+    TemplateError,
+    check_syntax,
+    referenced_names,
+    render,
+    text_from_html,
+)
 from templates_app.limits import MAX_TOKENS, Budget, mem_size, text_size
 from templates_app.sandbox import _LenientUndefined
 from tests.template_corpus import CASES, CPU_LIMIT_MS, PEAK_LIMIT_KIB, measure
@@ -90,6 +96,12 @@ def test_a_legitimate_template_renders_as_jinja_renders_it(source, autoescape):
 def test_a_template_with_more_than_max_tokens_is_refused_when_saved():
     assert check_syntax("{{ a }}" * (MAX_TOKENS // 3)) is None
     assert "tokens" in check_syntax("{{ a }}" * (MAX_TOKENS // 3 + 1))
+
+
+def test_a_template_nested_too_deep_to_parse_is_refused_and_reads_no_names():
+    source = "{{ " + "(" * 400 + "a" + ")" * 400 + " }}"
+    assert "could not be compiled" in check_syntax(source)
+    assert referenced_names(source) == set()
 
 
 def test_the_cpu_budget_is_the_timeout_given():
