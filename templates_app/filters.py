@@ -57,11 +57,11 @@ _TEXT_INPUT = {
     "replace": MAX_INPUT_CHARS, "striptags": MAX_SPLIT_CHARS, "title": MAX_SPLIT_CHARS,
     "urlencode": MAX_OUTPUT_CHARS // 12,
 }
-# Filters that go through their input: iterators are paid for item by item. Those that keep
-# all of it (a list, a sort, the set of seen items) take a text of MAX_PIECES characters at most.
+# Filters that go through their input: iterators are paid for item by item, and a text is
+# taken character by character, MAX_PIECES of them at most.
 _ITERATING = frozenset({"map", "select", "reject", "selectattr", "rejectattr", "max", "min",
-                        "batch", "items", "sum", "urlencode"})
-_KEEPING = frozenset({"list", "sort", "unique", "reverse", "slice", "join", "dictsort"})
+                        "batch", "items", "sum", "urlencode", "list", "sort", "unique", "reverse",
+                        "slice", "join", "dictsort"})
 _SIZED = (list, tuple, dict, set, frozenset, type({}.keys()), type({}.values()), type({}.items()))
 _PASS = {  # what a test takes first
     _PassArg.context: lambda context: context,
@@ -87,8 +87,8 @@ def _items(name: str, value: Any) -> Any:
     """`value` as the filter may iterate it: containers as they are (paid for by their
     length), other iterables paid for item by item."""
     if isinstance(value, str):
-        if name in _KEEPING and len(value) > MAX_PIECES:
-            refuse(f"{name} would make more than {MAX_PIECES} pieces of a text.")
+        if len(value) > MAX_PIECES:  # each character is an object of its own
+            refuse(f"{name} would go through more than {MAX_PIECES} characters of a text.")
     elif isinstance(value, _SIZED):
         pass
     elif isinstance(value, Undefined):
@@ -174,7 +174,7 @@ _ARGUMENT_CHECKS = {"replace": _check_replace, "round": _check_round, "batch": _
 def _bounded_filter(name: str, func: Callable) -> Callable:
     first = _PassArg.from_obj(func)
     text_limit = _TEXT_INPUT.get(name)
-    iterating = name in _ITERATING or name in _KEEPING
+    iterating = name in _ITERATING
     check = _ARGUMENT_CHECKS.get(name)
 
     @pass_context
