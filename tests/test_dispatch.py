@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -199,6 +200,29 @@ def test_an_email_whose_subject_renders_empty_fails_and_is_not_sent(
     )
     assert (sms.status, sms.reason) == ("skipped", "no_provider")
     assert "jo@example.com" not in caplog.text
+
+
+@pytest.mark.django_db
+def test_a_hostile_type_fails_only_its_own_deliveries_and_quickly(api_key, social_type):
+    hostile = {"category": "social", "channels": ["sms"],
+               "templates": {"sms": {"en": {"text": "{{ ((((9**64)**64)**64)**64) > 0 }}"}}}}
+    notification_type_put(key="hostile", body=hostile)
+    notification_type_cache_clear()
+    good_event = send_event(api_key, "jo", NIGHT)
+    Recipient.objects.create(external_id="lu", phone="+15550101")
+    hostile_event = event_accept(api_key_id=api_key[0].id, body={"type": "hostile", "recipients": ["jo", "lu"]}).id
+    event_fan_out_page(event_id=hostile_event, page=0, now=NIGHT)
+    claim = deliveries_claim_due(now=NIGHT)
+
+    started = time.thread_time()
+    counts = deliveries_send(delivery_ids=[d for d, _, _ in claim.deliveries], lease=claim.lease)
+
+    assert time.thread_time() - started < 1.0
+    assert counts == {"template_failed": 2, "no_provider": 2}
+    assert {(d.channel, d.status, d.reason) for d in deliveries_of(hostile_event)} == {("sms", "failed", "template")}
+    assert [(d.channel, d.status, d.content) for d in deliveries_of(good_event)] == [
+        ("email", "skipped", {"subject": "Hi jo", "html": "<p>a &lt;b&gt;</p>", "text": "a <b>"}),
+        ("sms", "skipped", {"text": "a <b>"})]
 
 
 @pytest.mark.django_db
