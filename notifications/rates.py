@@ -17,8 +17,9 @@ from django.core.exceptions import ValidationError
 PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600}
 RATE_RE = re.compile(r"^\s*(\d{1,9})\s*/\s*([smh])\s*$")
 RATE_HELP = (
-    'Requests per second, minute or hour: "20/s", "600/m", "10000/h" (a batch counts one per event).'
-    " Empty: CLARION_API_RATE_LIMIT. Changes apply within 30 seconds."
+    'Requests per second, minute or hour: "20/s", "600/m", "10000/h"'
+    " (a batch counts one per event). Empty: CLARION_API_RATE_LIMIT."
+    " Changes apply within 30 seconds."
 )
 
 

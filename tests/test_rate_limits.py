@@ -12,6 +12,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from notifications.api.auth import api_key_create
+from notifications.errors import RateLimited
 from notifications.models import ApiKey, Event
 from notifications.rates import Rate, rate_parse
 from notifications.services import ratelimits
@@ -32,15 +33,18 @@ def bearer(raw_key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {raw_key}"}
 
 
-async def _post_all(base_url: str, raw_key: str, count: int, path: str = "/api/v1/events", body=GOOD):
+async def _post_all(base_url: str, raw_key: str, count: int, path: str, body) -> list:
+    limits = httpx.Limits(max_connections=64)
     async with httpx.AsyncClient(
-        base_url=base_url, headers=bearer(raw_key), limits=httpx.Limits(max_connections=64), timeout=30
+        base_url=base_url, headers=bearer(raw_key), limits=limits, timeout=30
     ) as http:
         return await asyncio.gather(*[http.post(path, json=body) for _ in range(count)])
 
 
-def post_concurrently(base_url: str, raw_key: str, count: int, **options) -> list[httpx.Response]:
-    return asyncio.run(_post_all(base_url, raw_key, count, **options))
+def post_concurrently(
+    base_url: str, raw_key: str, count: int, path: str = "/api/v1/events", body=GOOD
+) -> list[httpx.Response]:
+    return asyncio.run(_post_all(base_url, raw_key, count, path, body))
 
 
 def assert_too_many(response, content_type: str, retry_after: str | None) -> None:
@@ -68,7 +72,9 @@ def test_anything_else_is_not_a_rate(text):
 @pytest.mark.django_db
 def test_create_api_key_stores_the_rate_it_is_given():
     out = io.StringIO()
-    call_command("create_api_key", "billing", "--rate-limit", "20/s", stdout=out, stderr=io.StringIO())
+    call_command(
+        "create_api_key", "billing", "--rate-limit", "20/s", stdout=out, stderr=io.StringIO()
+    )
 
     key = ApiKey.objects.get(name="billing")
     assert key.rate_limit == "20/s"
@@ -78,18 +84,21 @@ def test_create_api_key_stores_the_rate_it_is_given():
 @pytest.mark.django_db
 def test_create_api_key_refuses_a_malformed_rate_and_creates_nothing():
     with pytest.raises(CommandError, match="--rate-limit"):
-        call_command("create_api_key", "billing", "--rate-limit", "20 per second", stderr=io.StringIO())
+        call_command(
+            "create_api_key", "billing", "--rate-limit", "20 per second", stderr=io.StringIO()
+        )
     assert not ApiKey.objects.exists()
 
 
 @pytest.mark.django_db
 def test_the_admin_form_refuses_a_malformed_rate_and_stores_a_valid_one(admin_client):
-    refused = admin_client.post("/admin/notifications/apikey/add/", {"name": "a", "rate_limit": "lots"})
+    add = "/admin/notifications/apikey/add/"
+    refused = admin_client.post(add, {"name": "a", "rate_limit": "lots"})
     assert refused.status_code == 200
     assert "is not a rate" in refused.content.decode()
     assert not ApiKey.objects.exists()
 
-    admin_client.post("/admin/notifications/apikey/add/", {"name": "b", "rate_limit": "600/m"})
+    admin_client.post(add, {"name": "b", "rate_limit": "600/m"})
     assert ApiKey.objects.get(name="b").rate_limit == "600/m"
 
 
@@ -124,8 +133,10 @@ def test_the_default_rate_applies_to_keys_without_their_own(clean_redis, setting
     _, default_raw = api_key_create(name="default")
     _, own_raw = api_key_create(name="own", rate_limit="100/h")
 
-    defaults = [drf_client(default_raw).get("/api/v1/notification-types").status_code for _ in range(3)]
-    owns = [drf_client(own_raw).get("/api/v1/notification-types").status_code for _ in range(3)]
+    def statuses(raw: str) -> list[int]:
+        return [drf_client(raw).get("/api/v1/notification-types").status_code for _ in range(3)]
+
+    defaults, owns = statuses(default_raw), statuses(own_raw)
 
     assert defaults == [200, 200, 429]
     assert owns == [200, 200, 200]
@@ -146,7 +157,8 @@ def test_a_drf_batch_costs_one_token_per_event(clean_redis, comment_type):
     client = drf_client(raw)
 
     def batch(size: int) -> int:
-        return client.post("/api/v1/events/batch", {"events": [GOOD] * size}, format="json").status_code
+        body = {"events": [GOOD] * size}
+        return client.post("/api/v1/events/batch", body, format="json").status_code
 
     assert [batch(4), batch(7), batch(6), batch(1)] == [207, 429, 207, 429]
 
@@ -166,6 +178,68 @@ def test_with_redis_unreachable_drf_requests_are_let_through_and_counted(clean_r
 
     assert statuses == [200, 200, 200]
     assert REGISTRY.get_sample_value("clarion_rate_limiter_errors_total") - before == 3
+
+
+# --- the event-loop limiter's leases (two limiters stand for two web processes) -----
+def take_all(limiters: list, rate: Rate, count: int, api_key_id: int = 7) -> int:
+    """How many of `count` takes, spread over the limiters in turn, pass."""
+
+    async def scenario() -> int:
+        passed = 0
+        for n in range(count):
+            try:
+                limiter = limiters[n % len(limiters)]
+                await limiter.take(api_key_id=api_key_id, key_name="k", rate=rate)
+                passed += 1
+            except RateLimited:
+                pass
+        return passed
+
+    return asyncio.run(scenario())
+
+
+def tokens_left(redis_client, api_key_id: int = 7) -> float:
+    return float(redis_client.hget(ratelimits.bucket_key(api_key_id), "tokens"))
+
+
+def test_leasing_processes_together_never_pass_more_than_the_bucket(clean_redis):
+    rate = rate_parse("1000/h")  # leases of 10 tokens; the refill adds ~0.3 a second
+
+    passed = take_all([ratelimits.AsyncRateLimiter(), ratelimits.AsyncRateLimiter()], rate, 1100)
+
+    assert 1000 <= passed <= 1002
+
+
+def test_a_lease_left_over_is_given_back_to_the_bucket(clean_redis, monkeypatch):
+    monkeypatch.setattr(ratelimits, "LEASE_SECONDS", 0.05)
+    limiter = ratelimits.AsyncRateLimiter()
+    rate = rate_parse("1000/h")
+
+    take_all([limiter], rate, 1)  # 1 taken, 10 leased
+    after_lease = tokens_left(clean_redis)
+    time.sleep(0.1)
+    take_all([limiter], rate, 1)  # the lease is stale: its 10 go back, 1 taken, 10 leased again
+
+    assert after_lease == pytest.approx(989, abs=0.1)
+    assert tokens_left(clean_redis) == pytest.approx(988, abs=0.1)
+
+
+def test_a_refused_key_is_refused_without_asking_redis_until_retry_after(clean_redis):
+    limiter = ratelimits.AsyncRateLimiter()
+    rate = rate_parse("1/h")
+    assert take_all([limiter], rate, 2) == 1
+
+    clean_redis.delete(ratelimits.bucket_key(7))  # Redis would now let one through
+
+    assert take_all([limiter], rate, 1) == 0
+
+
+def test_small_buckets_are_not_leased(clean_redis):
+    limiter = ratelimits.AsyncRateLimiter()
+
+    take_all([limiter], rate_parse("99/s"), 1)
+
+    assert tokens_left(clean_redis) == pytest.approx(98, abs=0.1)
 
 
 # --- the event-loop intake (a real uvicorn) ----------------------------------------
@@ -224,7 +298,8 @@ def test_an_intake_batch_costs_one_token_per_event_and_may_exceed_the_bucket(asg
 
     def batch(key: str, size: int) -> int:
         body = {"events": [GOOD] * size}
-        return post_concurrently(asgi_server.base_url, key, 1, path="/api/v1/events/batch", body=body)[0].status_code
+        (response,) = post_concurrently(asgi_server.base_url, key, 1, "/api/v1/events/batch", body)
+        return response.status_code
 
     assert [batch(raw, 4), batch(raw, 7), batch(raw, 6), batch(raw, 1)] == [207, 429, 207, 429]
     assert [batch(big_raw, 15), batch(big_raw, 1)] == [207, 429]  # a full bucket, then in debt

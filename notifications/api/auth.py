@@ -44,7 +44,9 @@ def api_key_create(*, name: str, rate_limit: str = "") -> tuple[ApiKey, str]:
     is "N/s", "N/m" or "N/h" (ValueError otherwise), or empty for the default."""
     rate = str(rate_parse(rate_limit)) if rate_limit.strip() else ""
     raw = KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey.objects.create(name=name, prefix=raw[:12], key_hash=hash_api_key(raw), rate_limit=rate)
+    key = ApiKey.objects.create(
+        name=name, prefix=raw[:12], key_hash=hash_api_key(raw), rate_limit=rate
+    )
     return key, raw
 
 

@@ -198,7 +198,7 @@ class EventIntake:
             headers, content_type = problem.headers, PROBLEM_CONTENT_TYPE.encode()
         except ClarionError as error:
             status, body = error.status, problem_from_error(error)
-            headers = [(name.lower().encode(), value.encode()) for name, value in error.headers.items()]
+            headers = [(name.lower().encode(), val.encode()) for name, val in error.headers.items()]
             content_type = PROBLEM_CONTENT_TYPE.encode()
         except DatabaseError:
             log.exception("event intake could not reach the database")

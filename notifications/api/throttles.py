@@ -23,5 +23,7 @@ class ApiKeyRateThrottle(BaseThrottle):
         if rate is None:
             return True
         cost = view.rate_cost(request) if hasattr(view, "rate_cost") else 1
-        rate_limit_take(api_key_id=producer.api_key_id, key_name=producer.name, rate=rate, cost=cost)
+        rate_limit_take(
+            api_key_id=producer.api_key_id, key_name=producer.name, rate=rate, cost=cost
+        )
         return True

@@ -12,7 +12,8 @@ class Command(BaseCommand):
             "--rate-limit",
             default="",
             metavar="N/s|N/m|N/h",
-            help="requests per second, minute or hour (bursts up to N); default: CLARION_API_RATE_LIMIT",
+            help="requests per second, minute or hour (bursts up to N);"
+            " default: CLARION_API_RATE_LIMIT",
         )
 
     def handle(self, *args, name: str, rate_limit: str, **options) -> None:
@@ -21,5 +22,7 @@ class Command(BaseCommand):
         except ValueError as error:
             raise CommandError(f"--rate-limit: {error}") from error
         limit = f", rate limit {key.rate_limit}" if key.rate_limit else ""
-        self.stderr.write(f"Created API key {key.name!r} ({key.prefix}…{limit}). It is not stored; keep it now:")
+        self.stderr.write(
+            f"Created API key {key.name!r} ({key.prefix}…{limit}). It is not stored; keep it now:"
+        )
         self.stdout.write(raw)
