@@ -265,6 +265,19 @@ def test_the_sixth_quick_intake_request_on_a_5_per_second_key_is_429_and_counted
 @intake
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.pipeline
+def test_an_intake_key_refused_passes_again_after_retry_after(asgi_server):
+    _, raw = api_key_create(name="intake refill", rate_limit="5/s")
+    refused = [r for r in post_concurrently(asgi_server.base_url, raw, 7) if r.status_code == 429]
+    time.sleep(int(refused[0].headers["retry-after"]))
+
+    (again,) = post_concurrently(asgi_server.base_url, raw, 1)
+
+    assert again.status_code == 202
+
+
+@intake
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.pipeline
 def test_fifty_concurrent_intake_requests_on_a_bucket_of_ten_accept_exactly_ten(asgi_server):
     # 10/h: the bucket of a 10/s key, with a refill too slow to change the
     # count however long 50 requests take on a busy machine.
