@@ -16,8 +16,8 @@ from bench.env import ROOT, prepare
 from bench.procs import REGISTRY
 from bench import report
 
-SCENARIOS = ("ingest", "fanout", "inbox", "fanout_million", "realtime_latency", "realtime_fanout", "idle_connections",
-             "fanout_rules", "templates", "template_corpus")
+SCENARIOS = ("ingest", "ingest_ratelimit", "fanout", "inbox", "fanout_million", "realtime_latency", "realtime_fanout",
+             "idle_connections", "fanout_rules", "templates", "template_corpus")
 DEFAULT = ("ingest", "fanout", "inbox")
 
 
@@ -26,6 +26,10 @@ def _runner(name: str):
         from bench import ingest
 
         return ingest.run
+    if name == "ingest_ratelimit":
+        from bench import ratelimit
+
+        return ratelimit.run
     if name == "fanout":
         from bench import fanout
 

@@ -175,7 +175,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_web(env: BenchEnv, *, timeout: float = 90.0, command: str | None = None) -> tuple[Managed, str]:
+def start_web(env: BenchEnv, *, timeout: float = 90.0, command: str | None = None,
+              extra_env: dict[str, str] | None = None) -> tuple[Managed, str]:
     """The ASGI server exactly as the Procfile's web line, on a free port.
 
     `command` (``--web-command``) replaces it for experiments, e.g.
@@ -188,7 +189,9 @@ def start_web(env: BenchEnv, *, timeout: float = 90.0, command: str | None = Non
     else:
         argv = procfile_command("web", {"HOST": "127.0.0.1", "PORT": str(port)})
     say(f"starting web: {' '.join(shlex.quote(a) for a in argv[1:])}")
-    managed = REGISTRY.start("web", argv, env=env.child_env(), log_path=env.log_dir / f"web-{port}.log")
+    managed = REGISTRY.start(
+        "web", argv, env=env.child_env(**(extra_env or {})), log_path=env.log_dir / f"web-{port}.log"
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     ok_in_a_row = 0

@@ -158,6 +158,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("CLARION_MAX_BODY_BYTES", 16 * 1024 * 1024
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["notifications.api.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Per-API-key rate limits (429 problem+json with Retry-After); recipients are not limited.
+    "DEFAULT_THROTTLE_CLASSES": ["notifications.api.throttles.ApiKeyRateThrottle"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["notifications.api.parsers.StrictJSONParser"],
     "EXCEPTION_HANDLER": "notifications.api.problems.problem_exception_handler",
@@ -210,6 +212,9 @@ CLARION = {
     # more, so one Celery message carries many events under load.
     "PUBLISH_LINGER_SECONDS": env_float("CLARION_PUBLISH_LINGER_SECONDS", 0.002),
     "IDEMPOTENCY_TTL_HOURS": env_int("CLARION_IDEMPOTENCY_TTL_HOURS", 48),
+    # Rate limit of API keys without their own ("N/s", "N/m", "N/h"; empty:
+    # unlimited). A token bucket in Redis per key (notifications/services/ratelimits.py).
+    "API_RATE_LIMIT": env_str("CLARION_API_RATE_LIMIT", ""),
     "MAX_EXPLICIT_RECIPIENTS": 1000,
     "MAX_DATA_BYTES": 64 * 1024,
     "MAX_BATCH_EVENTS": 1000,

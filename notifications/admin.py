@@ -40,16 +40,17 @@ class LargeTableAdmin(admin.ModelAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ("name", "prefix", "created_at", "last_used_at", "revoked_at")
+    list_display = ("name", "prefix", "rate_limit", "created_at", "last_used_at", "revoked_at")
     readonly_fields = ("prefix", "key_hash", "created_at", "last_used_at")
-    fields = ("name", "prefix", "created_at", "last_used_at", "revoked_at")
+    fields = ("name", "prefix", "rate_limit", "created_at", "last_used_at", "revoked_at")
     actions = ["revoke"]
 
     def save_model(self, request, obj, form, change):
         if change:
             return super().save_model(request, obj, form, change)
-        key, raw = api_key_create(name=obj.name)
+        key, raw = api_key_create(name=obj.name, rate_limit=obj.rate_limit)
         obj.pk, obj.prefix, obj.key_hash, obj.created_at = key.pk, key.prefix, key.key_hash, key.created_at
+        obj.rate_limit = key.rate_limit
         messages.warning(request, f"New API key for {obj.name} (shown once, copy it now): {raw}")
 
     @admin.action(description="Revoke selected keys")

@@ -1,4 +1,7 @@
 from django.apps import AppConfig
+from django.core.exceptions import ImproperlyConfigured
+
+from notifications.rates import default_rate
 
 
 class NotificationsConfig(AppConfig):
@@ -10,3 +13,12 @@ class NotificationsConfig(AppConfig):
         from notifications import metrics
 
         metrics.register_collectors()
+        _check_default_rate()
+
+
+def _check_default_rate() -> None:
+    """A bad CLARION_API_RATE_LIMIT stops start-up rather than the first request."""
+    try:
+        default_rate()
+    except ValueError as error:
+        raise ImproperlyConfigured(f"CLARION_API_RATE_LIMIT: {error}") from error

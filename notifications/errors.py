@@ -15,6 +15,11 @@ class ClarionError(Exception):
         if status is not None:
             self.status = status
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers the answer must carry (e.g. Retry-After)."""
+        return {}
+
 
 class InvalidInput(ClarionError):
     status = 422
@@ -34,3 +39,16 @@ class NotFound(ClarionError):
 class Conflict(ClarionError):
     status = 409
     title = "Conflict"
+
+
+class RateLimited(ClarionError):
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, *, retry_after: int):
+        super().__init__(f"This API key's rate limit is used up; retry in {retry_after} s.")
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}

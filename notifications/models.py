@@ -11,6 +11,7 @@ from django.db import models
 from django.db.models import Q
 
 from notifications.ids import uuid7
+from notifications.rates import RATE_HELP, validate_rate
 
 
 class Priority(models.TextChoices):
@@ -43,6 +44,9 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    rate_limit = models.CharField(
+        max_length=20, blank=True, default="", validators=[validate_rate], help_text=RATE_HELP
+    )
 
     class Meta:
         verbose_name = "API key"

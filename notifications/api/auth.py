@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -10,6 +11,9 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions
 
 from notifications.models import ApiKey
+from notifications.rates import Rate, default_rate, rate_parse
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "clk_"
 CACHE_SECONDS = 30.0
@@ -22,17 +26,27 @@ class Producer:
 
     api_key_id: int
     name: str
+    own_rate: Rate | None = None
     is_authenticated: bool = True
+
+    @property
+    def rate(self) -> Rate | None:
+        """The key's own rate limit, else CLARION_API_RATE_LIMIT (None: unlimited)."""
+        return self.own_rate or default_rate()
 
 
 def hash_api_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def api_key_create(*, name: str) -> tuple[ApiKey, str]:
-    """Create a key; the raw key is returned once and never stored."""
+def api_key_create(*, name: str, rate_limit: str = "") -> tuple[ApiKey, str]:
+    """Create a key; the raw key is returned once and never stored. `rate_limit`
+    is "N/s", "N/m" or "N/h" (ValueError otherwise), or empty for the default."""
+    rate = str(rate_parse(rate_limit)) if rate_limit.strip() else ""
     raw = KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey.objects.create(name=name, prefix=raw[:12], key_hash=hash_api_key(raw))
+    key = ApiKey.objects.create(
+        name=name, prefix=raw[:12], key_hash=hash_api_key(raw), rate_limit=rate
+    )
     return key, raw
 
 
@@ -73,14 +87,29 @@ def producer_for_key(raw: str) -> Producer | None:
     cached = _cache.get(digest)
     if cached and cached[0] > now:
         return cached[1]
-    row = ApiKey.objects.filter(key_hash=digest, revoked_at__isnull=True).values_list("id", "name").first()
+    row = (
+        ApiKey.objects.filter(key_hash=digest, revoked_at__isnull=True)
+        .values("id", "name", "rate_limit")
+        .first()
+    )
     if row is None:
         _cache.pop(digest, None)
         return None
-    ApiKey.objects.filter(id=row[0]).update(last_used_at=timezone.now())
-    producer = Producer(api_key_id=row[0], name=row[1])
+    ApiKey.objects.filter(id=row["id"]).update(last_used_at=timezone.now())
+    producer = Producer(api_key_id=row["id"], name=row["name"], own_rate=_own_rate(row))
     _cache[digest] = (now + CACHE_SECONDS, producer)
     return producer
+
+
+def _own_rate(row: dict) -> Rate | None:
+    if not row["rate_limit"]:
+        return None
+    try:
+        return rate_parse(row["rate_limit"])
+    except ValueError:
+        # Only a hand-edited row gets here (the model validates): the default applies.
+        log.warning("API key %s has an invalid rate limit %r", row["id"], row["rate_limit"])
+        return None
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):

@@ -50,6 +50,7 @@ from notifications.services.events import (
     event_parse,
     events_accept_parsed,
 )
+from notifications.services.ratelimits import AsyncRateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +263,7 @@ class EventIntake:
         self.app = app
         intake = settings.CLARION
         self.committer = GroupCommitter(intake["INTAKE_WRITERS"], intake["INTAKE_GROUP_MAX_EVENTS"])
+        self.rate_limiter = AsyncRateLimiter()
         self.limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         self.deadline_seconds = intake["INTAKE_DEADLINE_SECONDS"]
         self.allowed_hosts = list(settings.ALLOWED_HOSTS)
@@ -287,7 +289,8 @@ class EventIntake:
             headers, content_type = problem.headers, PROBLEM_CONTENT_TYPE.encode()
         except ClarionError as error:
             status, body = error.status, problem_from_error(error)
-            headers, content_type = [], PROBLEM_CONTENT_TYPE.encode()
+            headers = [(name.lower().encode(), val.encode()) for name, val in error.headers.items()]
+            content_type = PROBLEM_CONTENT_TYPE.encode()
         except DatabaseError:
             log.exception("event intake could not reach the database")
             status = 503
@@ -343,6 +346,8 @@ class EventIntake:
         if not validate_host(split_domain_port(headers.get(b"host", b"").decode("latin-1"))[0], self.allowed_hosts):
             raise HttpProblem(400, "Bad request.")  # Django's DisallowedHost answer under /api/
         producer = await self._producer(headers.get(b"authorization", b"").decode("latin-1"), self._deadline())
+        if endpoint == "single":
+            await self._take(producer, 1)  # before reading the body, as DRF's throttle does
         content_type = headers.get(b"content-type", b"")
         raw = await self._body(headers, receive, unsupported=_unsupported(content_type))
         document = json_loads_strict(raw)
@@ -356,7 +361,16 @@ class EventIntake:
             if isinstance(result, ClarionError):
                 raise result
             return 202, result.as_response()
-        return 207, {"results": await self._batch(producer, batch_bodies(document), deadline)}
+        bodies = batch_bodies(document)
+        await self._take(producer, len(bodies))  # one token per event, as the DRF batch view
+        return 207, {"results": await self._batch(producer, bodies, deadline)}
+
+    async def _take(self, producer: Producer, cost: int) -> None:
+        rate = producer.rate
+        if rate is not None:
+            await self.rate_limiter.take(
+                api_key_id=producer.api_key_id, key_name=producer.name, rate=rate, cost=cost
+            )
 
     async def _batch(self, producer: Producer, bodies: list[object], deadline: float) -> list[dict]:
         answers: list[dict | None] = [None] * len(bodies)

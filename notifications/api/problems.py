@@ -73,7 +73,7 @@ def _field_errors(data) -> dict[str, list[str]]:
 def problem_exception_handler(exc, context):
     """DRF's exception handler, speaking problem+json."""
     if isinstance(exc, ClarionError):
-        response = Response(problem_from_error(exc), status=exc.status)
+        response = Response(problem_from_error(exc), status=exc.status, headers=exc.headers or None)
         response.content_type = PROBLEM_CONTENT_TYPE
         return response
     if isinstance(exc, Http404):

@@ -38,6 +38,10 @@ class EventsView(APIView):
 
 
 class EventsBatchView(APIView):
+    def rate_cost(self, request) -> int:
+        """One token per event of the batch (read by ApiKeyRateThrottle)."""
+        return len(events.batch_bodies(_body(request)))
+
     @extend_schema(request=s.BatchRequest, responses={207: None}, summary="Send up to 1,000 events")
     def post(self, request):
         items = events.batch_bodies(_body(request))
