@@ -8,8 +8,8 @@ first (and only) page of all those whose recipients are explicit ids, in one
 transaction per priority lane (services/lanes.py) with a constant number of
 statements:
 
-1. lock the events, with the earlier ones of that priority still waiting,
-   in acceptance order,
+1. lock the events, with every other small event of that priority still
+   waiting, in acceptance order,
 2. create unknown recipients of all of them at once,
 3. render each event's in-app content (once per event, or per recipient when
    its templates need it),
@@ -48,8 +48,8 @@ from realtime.hints import pairs_created_on_commit
 
 log = logging.getLogger(__name__)
 
-# At most this many earlier waiting events are taken along per call (the
-# page budget bounds the recipients written).
+# At most this many waiting events are taken along per call (the page budget
+# bounds the recipients written).
 SWEEP_LIMIT = 1000
 
 
@@ -78,9 +78,10 @@ def events_fan_out_small(*, event_ids: list[str], now: datetime | None = None) -
     and call: small events beyond that come back in `later`. Events already
     done or cancelled are in no list.
 
-    In its lane, a call first writes the small events of that priority
-    accepted before its own that are still waiting (their own messages then
-    find them done), so each recipient gets them in acceptance order."""
+    In its lane, a call writes every small event of that priority still
+    waiting, oldest first, its own among them (the others' messages then find
+    them done): each recipient gets them in acceptance order, and a backlog
+    drains in a few large transactions instead of one lane hold per event."""
     now = now or timezone.now()
     outcome = SmallFanOut()
     waiting: dict[str, list[str]] = {}
@@ -105,17 +106,17 @@ def _fan_out_states(event_ids: list[str]) -> list[tuple[str, str, str, int]]:
         return cursor.fetchall()
 
 
-def _earlier_waiting(*, priority: str, before: str, limit: int) -> list[str]:
-    """Small events of this priority accepted before `before`, still waiting."""
+def _waiting(*, priority: str, limit: int) -> list[str]:
+    """The oldest small events of this priority still waiting for fan-out."""
     with connection.cursor() as cursor:
         cursor.execute(
             """
             SELECT id::text FROM notifications_event
-            WHERE status = 'accepted' AND priority = %s AND id < %s AND fanout_page = 0
+            WHERE status = 'accepted' AND priority = %s AND fanout_page = 0
               AND recipients -> 'topics' = '[]'::jsonb
             ORDER BY id LIMIT %s
             """,
-            [priority, before, limit],
+            [priority, limit],
         )
         return [row[0] for row in cursor.fetchall()]
 
@@ -123,9 +124,12 @@ def _earlier_waiting(*, priority: str, before: str, limit: int) -> list[str]:
 def _fan_out_in_lane(*, priority: str, event_ids: list[str], now: datetime, outcome: SmallFanOut) -> None:
     own = set(event_ids)
     with transaction.atomic():
-        earlier = _earlier_waiting(priority=priority, before=max(event_ids), limit=SWEEP_LIMIT)
+        # Everything of this priority waiting now, oldest first: the events
+        # accepted before ours keep their place, and under load one lane hold
+        # writes the whole backlog (the later events' own tasks find them done).
+        waiting = _waiting(priority=priority, limit=SWEEP_LIMIT)
         # Locked and written in id order: ids are the order of acceptance (notifications.ids).
-        locked = lock_events(sorted(own.union(earlier)))
+        locked = lock_events(sorted(own.union(waiting)))
         small: list[LockedEvent] = []
         budget = settings.CLARION["FANOUT_PAGE_SIZE"]
         for event in locked:
@@ -145,7 +149,7 @@ def _fan_out_in_lane(*, priority: str, event_ids: list[str], now: datetime, outc
     done = [event.id for event in small]
     outcome.done.extend(done)
     if done:
-        log.info("small events fanned out: %d events (%d earlier ones first)", len(done), len(set(done) - own))
+        log.info("small events fanned out: %d events (%d of other tasks)", len(done), len(set(done) - own))
 
 
 def _write_small(small: list[LockedEvent], now: datetime) -> None:
