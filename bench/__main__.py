@@ -17,7 +17,7 @@ from bench.procs import REGISTRY
 from bench import report
 
 SCENARIOS = ("ingest", "fanout", "inbox", "fanout_million", "realtime_latency", "realtime_fanout", "idle_connections",
-             "fanout_rules", "templates")
+             "fanout_rules", "templates", "ordering")
 DEFAULT = ("ingest", "fanout", "inbox")
 
 
@@ -46,6 +46,10 @@ def _runner(name: str):
         from bench import rules
 
         return rules.run if name == "fanout_rules" else rules.run_templates
+    if name == "ordering":
+        from bench import ordering
+
+        return ordering.run
     if name == "idle_connections":
         from bench import idle
 
