@@ -17,7 +17,7 @@ from bench.procs import REGISTRY
 from bench import report
 
 SCENARIOS = ("ingest", "ingest_ratelimit", "fanout", "inbox", "fanout_million", "realtime_latency", "realtime_fanout",
-             "idle_connections", "fanout_rules", "templates", "template_corpus")
+             "idle_connections", "fanout_rules", "templates", "template_corpus", "ordering")
 DEFAULT = ("ingest", "fanout", "inbox")
 
 
@@ -54,6 +54,10 @@ def _runner(name: str):
         from bench import template_corpus
 
         return template_corpus.run
+    if name == "ordering":
+        from bench import ordering
+
+        return ordering.run
     if name == "idle_connections":
         from bench import idle
 
