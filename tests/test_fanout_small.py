@@ -55,10 +55,10 @@ def mixed_events(api_key, prefix: str) -> list[str]:
 
 
 def test_small_events_fan_out_together_as_they_would_one_by_one(api_key, comment_type, clean_redis):
+    # One after the other: a lane hold takes every small event waiting.
     together = mixed_events(api_key, "t-")
-    one_by_one = mixed_events(api_key, "o-")
-
     outcome = events_fan_out_small(event_ids=together)
+    one_by_one = mixed_events(api_key, "o-")
     for event_id in one_by_one:
         event_fan_out_page(event_id=event_id, page=0)
 
@@ -71,15 +71,27 @@ def test_small_events_fan_out_together_as_they_would_one_by_one(api_key, comment
 
 def test_queries_do_not_grow_with_the_number_of_small_events(api_key, comment_type):
     few = [accept(api_key, [f"f{n}", "shared"]) for n in range(3)]
-    many = [accept(api_key, [f"m{n}", "shared"]) for n in range(40)]
-
     with CaptureQueriesContext(connection) as for_few:
         events_fan_out_small(event_ids=few)
+    many = [accept(api_key, [f"m{n}", "shared"]) for n in range(40)]
     with CaptureQueriesContext(connection) as for_many:
         events_fan_out_small(event_ids=many)
 
     assert len(for_many) == len(for_few)
     assert scalar("SELECT count(*) FROM notifications_notification") == 86
+
+
+def test_a_lane_hold_takes_every_small_event_of_its_priority_waiting_oldest_first(api_key, comment_type):
+    waiting = [accept(api_key, [f"w{n}"]) for n in range(5)]
+
+    outcome = events_fan_out_small(event_ids=[waiting[-1]])
+
+    assert outcome.done == waiting
+    assert [event_row(e)["status"] for e in waiting] == ["done"] * 5
+    assert scalar(
+        "SELECT array_agg(e.id::text ORDER BY n.id) FROM notifications_notification n"
+        " JOIN notifications_event e ON e.id = n.event_id"
+    ) == waiting
 
 
 def test_a_second_run_changes_nothing(api_key, comment_type):
