@@ -48,6 +48,22 @@ class PipelineCollector:
                 events.add_metric([status], counts.get(status, 0))
         except Exception:  # noqa: BLE001
             log.warning("pending events unavailable", exc_info=True)
+        backlog = GaugeMetricFamily(
+            "clarion_fanout_backlog_seconds",
+            "Age of the oldest event of a priority waiting for its next fan-out page (0: none waiting)",
+            labels=["priority"],
+        )
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT priority, extract(epoch FROM now() - min(enqueued_at))"
+                    " FROM notifications_event WHERE status IN ('accepted', 'processing') GROUP BY priority"
+                )
+                ages = {priority: max(0.0, float(age or 0)) for priority, age in cursor.fetchall()}
+            for priority in settings.PRIORITIES:
+                backlog.add_metric([priority], ages.get(priority, 0.0))
+        except Exception:  # noqa: BLE001
+            log.warning("fan-out backlog unavailable", exc_info=True)
         deliveries = GaugeMetricFamily(
             "clarion_deliveries_waiting",
             "Queued deliveries: due (the dispatch sweep sends them next) or held (quiet hours, retry wait)",
@@ -67,6 +83,7 @@ class PipelineCollector:
             log.warning("waiting deliveries unavailable", exc_info=True)
         yield queues
         yield events
+        yield backlog
         yield deliveries
 
 

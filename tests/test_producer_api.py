@@ -133,6 +133,25 @@ def test_metrics_expose_queue_depths(client):
     assert 'clarion_deliveries_waiting{state="held"}' in text
 
 
+def test_metrics_expose_the_age_of_the_oldest_waiting_event_per_priority(client, api_key, comment_type):
+    from django.db import connection
+
+    from notifications.services.events import event_accept
+
+    event_id = event_accept(api_key_id=api_key[0].id, body={"type": "comment.created", "recipients": ["u"]}).id
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE notifications_event SET enqueued_at = now() - interval '42 seconds' WHERE id = %s", [event_id]
+        )
+
+    text = client.get("/metrics").content.decode()
+
+    normal = next(line for line in text.splitlines()
+                  if line.startswith('clarion_fanout_backlog_seconds{priority="normal"}'))
+    assert 42 <= float(normal.split()[-1]) < 60
+    assert 'clarion_fanout_backlog_seconds{priority="critical"} 0.0' in text
+
+
 def test_readiness_is_503_naming_an_unreachable_redis(client, settings):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
     settings.CHANNEL_LAYERS = {"default": {"CONFIG": {"hosts": ["redis://127.0.0.1:1/0"]}}}
