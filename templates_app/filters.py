@@ -26,13 +26,12 @@ from templates_app.limits import (
     MAX_ITEMS,
     MAX_OUTPUT_CHARS,
     MAX_PIECES,
-    MAX_RENDER_BYTES,
     MAX_SPLIT_CHARS,
     THREAD,
+    charge,
     guarded,
     made,
     operand,
-    raise_too_much_memory,
     text_size,
 )
 
@@ -196,16 +195,10 @@ def _bounded_filter(name: str, func: Callable) -> Callable:
             result = func(context, value, *args, **kwargs)
         if result is value:
             return result
-        if type(result) is str:  # most results: made() and charge() inline
+        if type(result) is str:  # most results: made()'s checks for a str, inline
             if len(result) > MAX_OUTPUT_CHARS:
                 refuse(f"{name} made a text longer than {MAX_OUTPUT_CHARS} characters.")
-            size = getsizeof(result)
-            budget = THREAD.budget
-            budget.allocated += size
-            if budget.allocated > MAX_RENDER_BYTES:
-                raise_too_much_memory()
-            if size >= 1024:
-                budget.spend(size >> 10)
+            charge(getsizeof(result))
             return result
         return made(result)
 

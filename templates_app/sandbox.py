@@ -56,6 +56,7 @@ from templates_app.limits import (
     MAX_TOKENS,
     MAX_VALUE_BYTES,
     THREAD,
+    charge,
     current,
     guarded,
     made,
@@ -212,13 +213,7 @@ def _check_printable(value: Any) -> None:
 
 def _printed(text: str) -> str:
     """Count a printed copy: a macro's or a {% set %} block's buffer keeps it."""
-    size = getsizeof(text)
-    budget = THREAD.budget
-    budget.allocated += size
-    if budget.allocated > MAX_RENDER_BYTES:
-        raise_too_much_memory()
-    if size >= 1024:
-        budget.spend(size >> 10)
+    charge(getsizeof(text))
     return text
 
 
@@ -240,17 +235,11 @@ def print_text(value: Any) -> str:
 
 def print_escaped(value: Any) -> Markup:
     """`{{ value }}` with HTML escaping (a copy, up to 6 times as long: `"` is `&#34;`)."""
-    if type(value) is str:  # most values: the checks of _check_printable and _printed inline
+    if type(value) is str:  # most values: _check_printable's check for a str, inline
         if len(value) > MAX_OUTPUT_CHARS:
             refuse(f"A printed value is longer than {MAX_OUTPUT_CHARS} characters.")
         text = Markup(_escape_inner(value))  # what escape() does for a str, one call less
-        size = getsizeof(text)
-        budget = THREAD.budget
-        budget.allocated += size
-        if budget.allocated > MAX_RENDER_BYTES:
-            raise_too_much_memory()
-        if size >= 1024:
-            budget.spend(size >> 10)
+        charge(getsizeof(text))
         return text
     if type(value) is int and value.bit_length() <= 64:
         budget = THREAD.budget
