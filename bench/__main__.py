@@ -17,7 +17,8 @@ from bench.procs import REGISTRY
 from bench import report
 
 SCENARIOS = ("ingest", "ingest_ratelimit", "fanout", "inbox", "fanout_million", "realtime_latency", "realtime_fanout",
-             "idle_connections", "fanout_rules", "templates", "template_corpus", "ordering")
+             "idle_connections", "fanout_rules", "templates", "template_corpus", "ordering", "sustained",
+             "sustained_batch", "sustained_latency", "sustained_backpressure")
 DEFAULT = ("ingest", "fanout", "inbox")
 
 
@@ -58,6 +59,12 @@ def _runner(name: str):
         from bench import ordering
 
         return ordering.run
+    if name.startswith("sustained"):
+        from bench import sustained
+
+        return {"sustained": sustained.run, "sustained_batch": sustained.run_batch,
+                "sustained_latency": sustained.run_latency,
+                "sustained_backpressure": sustained.run_backpressure}[name]
     if name == "idle_connections":
         from bench import idle
 
@@ -92,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--web-command", metavar="CMD",
                         help="experiment: web server command instead of the Procfile's web line,"
                              " with {host} and {port}, e.g. 'gunicorn config.wsgi:application -w 8 -b {host}:{port}'")
+    parser.add_argument("--rates", metavar="R1,R2,...",
+                        help="sustained*: the rates to step through (events/s), e.g. 1000,1200,1400")
+    parser.add_argument("--step-seconds", type=float, metavar="S",
+                        help="sustained*: seconds at each rate (default 300; sustained_latency 600)")
+    parser.add_argument("--runs", type=int, metavar="N",
+                        help="sustained*: repeat the whole measurement N times (default 3; --quick 1)")
     args = parser.parse_args(argv)
     names = list(args.scenarios or DEFAULT)
     if args.million and "fanout_million" not in names:

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from django.db import transaction
 
 from config.celery import app
+from notifications.wakeups import wake_claim, wake_release
 
 log = logging.getLogger(__name__)
 
@@ -43,28 +44,42 @@ def publish_fan_out_page(*, event_id: str, page: int, priority: str) -> None:
         log.exception("publish failed event_id=%s page=%s; the relay will re-publish it", event_id, page)
 
 
-def publish_first_pages(*, event_ids: list[str], priority: str) -> None:
-    if len(event_ids) == 1:
+def publish_first_pages(*, event_ids: list[str], priority: str, sweep: bool = False) -> bool:
+    """One message for the first pages of these events; with `sweep`, its task
+    also sweeps every small event of the priority still waiting. False when
+    the publish failed (the relay re-publishes)."""
+    if len(event_ids) == 1 and not sweep:
         publish_fan_out_page(event_id=event_ids[0], page=0, priority=priority)
-        return
+        return True
     try:
         app.send_task(
             FAN_OUT_FIRST_PAGES,
-            kwargs={"event_ids": event_ids},
+            kwargs={"event_ids": event_ids, **({"sweep": priority} if sweep else {})},
             queue=priority,
             retry_policy=PUBLISH_RETRY,
         )
     except Exception:  # noqa: BLE001
         log.exception("publish failed for %d events; the relay will re-publish them", len(event_ids))
+        return False
+    return True
 
 
-def publish_grouped(events: Iterable[tuple[str, str]]) -> None:
-    """Publish the first pages of (event_id, priority) pairs: one message per priority."""
-    by_priority: dict[str, list[str]] = {}
-    for event_id, priority in events:
-        by_priority.setdefault(priority, []).append(event_id)
-    for priority, ids in by_priority.items():
-        publish_first_pages(event_ids=ids, priority=priority)
+def publish_grouped(events: Iterable[tuple[str, str, bool]]) -> None:
+    """Publish the first pages of (event_id, priority, small) triples.
+
+    Per priority, events with topics (or otherwise not small) go in one
+    message as always. Small ones (explicit recipients only) need a message
+    only when none is pending for their priority (notifications.wakeups): a
+    pending one's sweep takes them along."""
+    by_priority: dict[str, tuple[list[str], list[str]]] = {}
+    for event_id, priority, small in events:
+        by_priority.setdefault(priority, ([], []))[0 if small else 1].append(event_id)
+    for priority, (small_ids, other_ids) in by_priority.items():
+        if other_ids:
+            publish_first_pages(event_ids=other_ids, priority=priority)
+        if small_ids and wake_claim(priority):
+            if not publish_first_pages(event_ids=small_ids, priority=priority, sweep=True):
+                wake_release(priority)
 
 
 class BatchingPublisher:
@@ -72,12 +87,12 @@ class BatchingPublisher:
 
     def __init__(self) -> None:
         # One item per commit: the events a transaction accepted travel together.
-        self._queue: queue.Queue[list[tuple[str, str]]] = queue.Queue()
+        self._queue: queue.Queue[list[tuple[str, str, bool]]] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
 
-    def submit(self, events: list[tuple[str, str]]) -> None:
+    def submit(self, events: list[tuple[str, str, bool]]) -> None:
         self._ensure_thread()
         self._queue.put(list(events))
 
@@ -138,7 +153,8 @@ class BatchingPublisher:
 publisher = BatchingPublisher()
 
 
-def on_commit_fan_out(events: list[tuple[str, str]]) -> None:
-    """After commit, hand (event_id, priority) pairs to the batching publisher."""
+def on_commit_fan_out(events: list[tuple[str, str, bool]]) -> None:
+    """After commit, hand (event_id, priority, small) triples to the batching
+    publisher; small = explicit recipients only (no topic)."""
     if events:
         transaction.on_commit(lambda: publisher.submit(events))

@@ -39,20 +39,24 @@ def fan_out_page(*, event_id: str, page: int) -> None:
 
 
 @shared_task(name="clarion.events.fan_out_first_pages", **DB_RETRY)
-def fan_out_first_pages(*, event_ids: list[str]) -> None:
+def fan_out_first_pages(*, event_ids: list[str], sweep: str | None = None) -> None:
     """First page of each event of an accepted batch: one message for many
     events. The small ones (explicit recipients only) are written together;
-    the rest one by one."""
-    _run_first_pages(event_ids)
+    the rest one by one. `sweep`: a wake-up (notifications.wakeups) for that
+    priority, whose small events waiting may have no message of their own."""
+    _run_first_pages(event_ids, sweep=sweep)
 
 
-def _run_first_pages(event_ids: list[str]) -> None:
+def _run_first_pages(event_ids: list[str], sweep: str | None = None) -> None:
     pending = event_ids
-    while pending:
-        outcome = events_fan_out_small(event_ids=pending)
+    while pending or sweep:
+        outcome = events_fan_out_small(event_ids=pending, sweep=sweep)
         for event_id in outcome.rest:
             _run_page(event_id, 0)
         pending = outcome.later
+        # A full sweep may have left small events waiting that no message
+        # names: sweep again until one comes back short.
+        sweep = sweep if outcome.sweep_full else None
 
 
 @shared_task(name="clarion.events.relay")

@@ -177,7 +177,8 @@ def _write_events(
             )
             results[index] = Accepted(event_id)
             if not scheduled:
-                to_publish.append((event_id, priority))
+                small = bool(item.explicit) and not item.topics
+                to_publish.append((event_id, priority, small))
         if rows:
             _insert_events(rows, now)
         on_commit_fan_out(to_publish)

@@ -44,6 +44,7 @@ from notifications.services.fanout import (
 )
 from notifications.services.limits import LimitedDelivery, deliveries_apply_limits, limited_by_event
 from notifications.services.lanes import priority_lane
+from notifications.wakeups import wake_release
 from realtime.hints import pairs_created_on_commit
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class SmallFanOut:
     done: list[str] = field(default_factory=list)  # fanned out here
     rest: list[str] = field(default_factory=list)  # for the per-event path
     later: list[str] = field(default_factory=list)  # small, but over this call's page budget
+    sweep_full: bool = False  # the sweep hit its limit: more may be waiting
 
 
 def is_small(event: LockedEvent) -> bool:
@@ -71,7 +73,9 @@ def is_small(event: LockedEvent) -> bool:
     )
 
 
-def events_fan_out_small(*, event_ids: list[str], now: datetime | None = None) -> SmallFanOut:
+def events_fan_out_small(
+    *, event_ids: list[str], sweep: str | None = None, now: datetime | None = None
+) -> SmallFanOut:
     """Fan out every small event among these, each priority in its lane
     (services/lanes.py); the others (topics, digests, pages under way) come
     back in `rest`. At most FANOUT_PAGE_SIZE recipients are written per lane
@@ -81,10 +85,13 @@ def events_fan_out_small(*, event_ids: list[str], now: datetime | None = None) -
     In its lane, a call writes every small event of that priority still
     waiting, oldest first, its own among them (the others' messages then find
     them done): each recipient gets them in acceptance order, and a backlog
-    drains in a few large transactions instead of one lane hold per event."""
+    drains in a few large transactions instead of one lane hold per event.
+
+    `sweep` names a priority whose lane is swept even when none of these
+    events waits in it: the message is a wake-up (notifications.wakeups)."""
     now = now or timezone.now()
     outcome = SmallFanOut()
-    waiting: dict[str, list[str]] = {}
+    waiting: dict[str, list[str]] = {sweep: []} if sweep else {}
     for event_id, priority, status, page in _fan_out_states(event_ids):
         if status == EventStatus.ACCEPTED and page == 0:
             waiting.setdefault(priority, []).append(event_id)
@@ -92,7 +99,11 @@ def events_fan_out_small(*, event_ids: list[str], now: datetime | None = None) -
             outcome.rest.append(event_id)
     for priority, ids in waiting.items():
         with priority_lane(priority):
-            pages_started(ids, page=0)
+            if ids:
+                pages_started(ids, page=0)
+            # Before reading what waits: an event committed after this needs
+            # (and its publisher will send) a message of its own.
+            wake_release(priority)
             _fan_out_in_lane(priority=priority, event_ids=ids, now=now, outcome=outcome)
     return outcome
 
@@ -128,19 +139,26 @@ def _fan_out_in_lane(*, priority: str, event_ids: list[str], now: datetime, outc
         # accepted before ours keep their place, and under load one lane hold
         # writes the whole backlog (the later events' own tasks find them done).
         waiting = _waiting(priority=priority, limit=SWEEP_LIMIT)
+        swept = set(waiting)
         # Locked and written in id order: ids are the order of acceptance (notifications.ids).
         locked = lock_events(sorted(own.union(waiting)))
         small: list[LockedEvent] = []
         budget = settings.CLARION["FANOUT_PAGE_SIZE"]
+        outcome.sweep_full = outcome.sweep_full or len(waiting) >= SWEEP_LIMIT
         for event in locked:
             if not is_small(event):
-                if event.id in own and event.status in (EventStatus.ACCEPTED, EventStatus.PROCESSING):
+                # Waiting events that are not small after all (a digest type)
+                # may have had no message of their own: the per-event path.
+                if event.status in (EventStatus.ACCEPTED, EventStatus.PROCESSING) and (
+                    event.id in own or event.id in swept
+                ):
                     outcome.rest.append(event.id)
                 continue
             size = len(event.recipients["ids"])
             if small and size > budget:
                 if event.id in own:
                     outcome.later.append(event.id)
+                outcome.sweep_full = True
                 continue
             small.append(event)
             budget -= size
