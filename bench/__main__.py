@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="sustained*: the rates to step through (events/s), e.g. 1000,1200,1400")
     parser.add_argument("--step-seconds", type=float, metavar="S",
                         help="sustained*: seconds at each rate (default 300; sustained_latency 600)")
+    parser.add_argument("--repeat", type=int, metavar="N",
+                        help="run each scenario N times and report the median of each figure with its"
+                             " spread (default 3; --quick 1; the sustained* scenarios repeat inside: --runs)")
     parser.add_argument("--runs", type=int, metavar="N",
                         help="sustained*: repeat the whole measurement N times (default 3; --quick 1)")
     args = parser.parse_args(argv)
@@ -140,15 +143,23 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             say(f"=== {name} ===")
             t0 = time.monotonic()
-            try:
-                result = _runner(name)(env, args)
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # noqa: BLE001 - record it, go on with the next scenario
-                traceback.print_exc()
-                result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(), "metrics": []}
-            finally:
-                REGISTRY.stop_all()
+            repeat = 1 if name.startswith("sustained") else (args.repeat or (1 if args.quick else 3))
+            runs = []
+            for attempt in range(repeat):
+                if repeat > 1:
+                    say(f"--- {name}: run {attempt + 1} of {repeat} ---")
+                try:
+                    runs.append(_runner(name)(env, args))
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - record it, go on with the next scenario
+                    traceback.print_exc()
+                    runs.append({"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
+                                 "metrics": []})
+                    break
+                finally:
+                    REGISTRY.stop_all()
+            result = runs[0] if len(runs) == 1 else report.merge_runs(runs)
             result["seconds"] = round(time.monotonic() - t0, 1)
             result["git"] = _git()  # the app may change between scenarios of a long run
             result["loadavg_end"] = loadavg()

@@ -33,6 +33,55 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def merge_runs(runs: list[dict]) -> dict:
+    """One result from several runs of a scenario: each numeric metric is the
+    median of the runs, its name followed by the spread, its goal judged on
+    the median; other values are listed per run. The runs stay in details."""
+    import statistics
+
+    from bench.common import metric
+
+    first = runs[0]
+    merged = []
+    for index, m in enumerate(first.get("metrics", [])):
+        same = [r["metrics"][index] for r in runs
+                if len(r.get("metrics", [])) > index and r["metrics"][index].name == m.name]
+        values = [x.value for x in same]
+        numeric = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(numeric) == len(values) and len(values) == len(runs):
+            median = statistics.median(numeric)
+            if all(isinstance(v, int) for v in numeric) and median == int(median):
+                median = int(median)
+            name = f"{m.name} [median of {len(runs)}: {fmt(min(numeric))}-{fmt(max(numeric))}]"
+            goal = m.goal
+            ok = m.ok
+            if m.ok is not None and goal:
+                ok = _goal_met(goal, median)
+            merged.append(metric(name, median, m.unit, goal_text=goal) if goal is None else
+                          type(m)(name, median, m.unit, goal, ok))
+        else:
+            merged.append(type(m)(f"{m.name} [runs: {' | '.join(fmt(v) for v in values)}]", values[0], m.unit,
+                                  m.goal, None if m.ok is None else all(x.ok for x in same)))
+    errors = [r["error"] for r in runs if r.get("error")]
+    result = {"metrics": merged, "runs": [{k: v for k, v in r.items()} for r in runs]}
+    if errors:
+        result["error"] = errors[0]
+    return result
+
+
+def _goal_met(goal: str, value) -> bool | None:
+    """A goal text as metric() writes it (">= 2,000", "<= 0", "< 50") applied to a value."""
+    for op in (">=", "<=", "<", ">", "="):
+        if goal.startswith(op):
+            try:
+                bound = float(goal[len(op):].strip().replace(",", "").rstrip("x"))
+            except ValueError:
+                return None
+            return {">=": value >= bound, "<=": value <= bound, "<": value < bound, ">": value > bound,
+                    "=": value == bound}[op]
+    return None
+
+
 def _jsonable(value):
     if isinstance(value, Metric):
         return value.as_dict()

@@ -393,7 +393,7 @@ def _judge(step: dict, windows: list[dict], clients: ClientGroup, judge_seconds:
 
 
 def _prepare(env: BenchEnv, opts, label: str) -> tuple[Stack, ClientGroup]:
-    wait_quiet(label)
+    wait_quiet(label, max_wait=180)
     data.delete_events_of_type(env, TYPE_KEY)
     env.redis().flushdb()
     checkpoint(env)
@@ -449,7 +449,7 @@ def run_rates(env: BenchEnv, opts, *, name: str = "sustained") -> dict:
     _warm_up(env, stack, clients)
     all_runs = []
     for run in range(runs):
-        wait_quiet(f"{name} run {run + 1}/{runs}", max_wait=300, busy_max=0.6)
+        wait_quiet(f"{name} run {run + 1}/{runs}", max_wait=120, busy_max=0.6)
         say(f"{name} run {run + 1}/{runs}: rates {', '.join(f'{r:,.0f}' for r in rates)} events/s,"
             f" {seconds:.0f}s each (judged on the last {judge:.0f}s)")
         steps = _run_steps(env, stack, clients, run_label=f"r{run + 1}", rates=rates, step_seconds=seconds,
@@ -556,7 +556,7 @@ def run_backpressure(env: BenchEnv, opts) -> dict:
     _warm_up(env, stack, clients)
     all_runs = []
     for run in range(runs):
-        wait_quiet(f"sustained_backpressure run {run + 1}/{runs}", max_wait=300, busy_max=0.6)
+        wait_quiet(f"sustained_backpressure run {run + 1}/{runs}", max_wait=120, busy_max=0.6)
         say(f"sustained_backpressure run {run + 1}/{runs}: normal events at {offered:,.0f}/s"
             f" (3 x {rates[0]:,.0f}) for {seconds:.0f}s, critical probes {PROBE_RATE:g}/s")
         steps = _run_steps(env, stack, clients, run_label=f"bp{run + 1}", rates=[offered], step_seconds=seconds,
