@@ -3,6 +3,8 @@ events are refused 429 + Retry-After; `high` and `critical` are accepted and
 overtake the backlog. Through the ASGI intake (production) and the DRF views."""
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 
 import httpx
@@ -263,6 +265,27 @@ def test_the_check_admits_everything_when_the_backlog_cannot_be_read(
 
     assert answers == [202, 202, 202]
     assert sum("cannot be read" in r.getMessage() for r in caplog.records) == 1  # logged once
+
+
+def test_the_event_loop_waits_for_a_hanging_reading_once_and_briefly(monkeypatch):
+    monkeypatch.setitem(settings.CLARION, "BACKPRESSURE_CHECK_SECONDS", 0.0)
+    release = threading.Event()
+    monkeypatch.setattr(backpressure, "fanout_backlog_ages", lambda: release.wait(5) and {})
+    gauge = backpressure.BacklogGauge()
+
+    async def two_checks() -> list[float]:
+        waits = []
+        for _ in range(2):
+            started = time.monotonic()
+            assert await gauge.ages_async() is None  # no reading yet: admit
+            waits.append(time.monotonic() - started)
+        return waits
+
+    try:
+        first, second = asyncio.run(two_checks())
+    finally:
+        release.set()
+    assert first < 0.2 and second < 0.01
 
 
 # --- overtaking ----------------------------------------------------------------------------------

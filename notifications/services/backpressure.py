@@ -149,6 +149,7 @@ class BacklogGauge:
         self._failing = False
         self._executor: ThreadPoolExecutor | None = None
         self._in_flight: asyncio.Future | None = None
+        self._in_flight_since = 0.0
 
     def _due(self) -> bool:
         return time.monotonic() - self._read_at >= settings.CLARION["BACKPRESSURE_CHECK_SECONDS"]
@@ -190,6 +191,7 @@ class BacklogGauge:
         """The current reading for an event loop: a due reading runs on the
         gauge's thread, never on the loop."""
         if self._due():
+            now = time.monotonic()
             if self._in_flight is None or self._in_flight.done():
                 if self._executor is None:
                     self._executor = ThreadPoolExecutor(
@@ -197,10 +199,15 @@ class BacklogGauge:
                     )
                 loop = asyncio.get_running_loop()
                 self._in_flight = loop.run_in_executor(self._executor, self._refresh_in_thread)
-            try:
-                await asyncio.wait_for(asyncio.shield(self._in_flight), ASYNC_WAIT_SECONDS)
-            except asyncio.TimeoutError:
-                pass  # decided with the previous reading; this one lands for the next requests
+                self._in_flight_since = now
+            # Only the first ASYNC_WAIT_SECONDS of a reading are waited for: a
+            # database that hangs costs the requests meanwhile nothing.
+            wait = self._in_flight_since + ASYNC_WAIT_SECONDS - now
+            if wait > 0:
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._in_flight), wait)
+                except asyncio.TimeoutError:
+                    pass  # decided with the previous reading; this one serves the next requests
         return self._current()
 
     def _refresh_in_thread(self) -> None:
