@@ -184,6 +184,14 @@ CLARION = {
     # unreachable database): answers stay prompt during outages.
     "INTAKE_DEADLINE_SECONDS": env_float("CLARION_INTAKE_DEADLINE_SECONDS", 1.2),
     "INTAKE_GROUP_MAX_EVENTS": env_int("CLARION_INTAKE_GROUP_MAX_EVENTS", 5000),
+    # Backpressure (notifications/services/backpressure.py): while the fan-out
+    # backlog (age of the oldest waiting event, seconds) passes a bound, the
+    # intake answers that priority's new events 429 + Retry-After; `high` and
+    # `critical` are never refused. 0 turns a level off. The backlog is read
+    # at most once per CHECK_SECONDS per web process.
+    "BACKPRESSURE_LOW_SECONDS": env_float("CLARION_BACKPRESSURE_LOW_SECONDS", 5.0),
+    "BACKPRESSURE_NORMAL_SECONDS": env_float("CLARION_BACKPRESSURE_NORMAL_SECONDS", 15.0),
+    "BACKPRESSURE_CHECK_SECONDS": env_float("CLARION_BACKPRESSURE_CHECK_SECONDS", 0.5),
     # Recipients per fan-out page: one Celery task and a constant number of
     # queries per page.
     "FANOUT_PAGE_SIZE": env_int("CLARION_FANOUT_PAGE_SIZE", 10000),

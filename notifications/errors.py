@@ -20,6 +20,11 @@ class ClarionError(Exception):
         """Response headers the answer must carry (e.g. Retry-After)."""
         return {}
 
+    @property
+    def extra(self) -> dict[str, object]:
+        """Members the problem body carries besides type/title/status/detail/errors."""
+        return {}
+
 
 class InvalidInput(ClarionError):
     status = 422
@@ -52,3 +57,33 @@ class RateLimited(ClarionError):
     @property
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class Overloaded(ClarionError):
+    """Backpressure: the fan-out backlog is past this priority's bound."""
+
+    status = 429
+    title = "Too many requests"
+
+    def __init__(
+        self, *, priority: str, backlog_seconds: float, bound_seconds: float, retry_after: int
+    ):
+        super().__init__(
+            f"Fan-out is {backlog_seconds:.1f} s behind, past the {bound_seconds:g} s bound for"
+            f" {priority!r} events; retry in {retry_after} s. 'high' and 'critical' events"
+            " are accepted.",
+            errors={"priority": [f"{priority!r} events are refused while the fan-out backlog passes"
+                                 f" {bound_seconds:g} s."]},
+        )
+        self.priority = priority
+        self.backlog_seconds = backlog_seconds
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+    @property
+    def extra(self) -> dict[str, object]:
+        # `retry_after` too: a refused item of a batch answer has no headers of its own.
+        return {"backlog_seconds": round(self.backlog_seconds, 1), "retry_after": self.retry_after}

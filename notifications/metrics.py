@@ -20,6 +20,8 @@ class PipelineCollector:
         from django.conf import settings
         from django.db import connection
 
+        from notifications.selectors import fanout_backlog_ages
+
         queues = GaugeMetricFamily("clarion_queue_depth", "Messages waiting in a Celery queue", labels=["queue"])
         events = GaugeMetricFamily("clarion_events_pending", "Events not yet fanned out, by status", labels=["status"])
         try:
@@ -54,12 +56,7 @@ class PipelineCollector:
             labels=["priority"],
         )
         try:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT priority, extract(epoch FROM now() - min(enqueued_at))"
-                    " FROM notifications_event WHERE status IN ('accepted', 'processing') GROUP BY priority"
-                )
-                ages = {priority: max(0.0, float(age or 0)) for priority, age in cursor.fetchall()}
+            ages = fanout_backlog_ages()  # what the intake's backpressure compares with its bounds
             for priority in settings.PRIORITIES:
                 backlog.add_metric([priority], ages.get(priority, 0.0))
         except Exception:  # noqa: BLE001

@@ -172,6 +172,13 @@ class Event(models.Model):
             ),
             # Priority lanes: the waiting events of a priority in acceptance order.
             models.Index(fields=["priority", "id"], name="event_waiting_idx", condition=Q(status="accepted")),
+            # Backlog age (services/backpressure.py, /metrics): the oldest publish of
+            # the events mid-fan-out, per priority; few rows, so a small index.
+            models.Index(
+                fields=["priority", "enqueued_at"],
+                name="event_processing_idx",
+                condition=Q(status="processing"),
+            ),
             # Relay: scheduled events coming due.
             models.Index(fields=["send_at"], name="event_scheduled_idx", condition=Q(status="scheduled")),
             # Admin and operators: recent events of a type.

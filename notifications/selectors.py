@@ -5,6 +5,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import connection
 
 from notifications.models import Event, NotificationType
@@ -49,6 +50,43 @@ def notification_types_by_key(keys: set[str]) -> dict[str, TypeInfo]:
             _type_cache[info.key] = (now + TYPE_CACHE_SECONDS, info)
             found[info.key] = info
     return found
+
+
+def notification_types_cached(keys: set[str]) -> dict[str, TypeInfo]:
+    """The types of these keys that the in-process cache holds (no database):
+    for callers that must not block, e.g. the intake's event loop."""
+    now = time.monotonic()
+    found: dict[str, TypeInfo] = {}
+    for key in keys:
+        cached = _type_cache.get(key)
+        if cached and cached[0] > now:
+            found[key] = cached[1]
+    return found
+
+
+def fanout_backlog_ages() -> dict[str, float]:
+    """Seconds the oldest event of each priority has waited for its next
+    fan-out page (0.0: none waiting), from its last publish (`enqueued_at`).
+
+    Per priority, two index probes and no scan, however long the backlog: the
+    head of the lane (the oldest accepted event by id, `event_waiting_idx`) and
+    the oldest publish of the events mid-fan-out (`event_processing_idx`). The
+    lane head is the event fanned out next, so its wait is the lane's wait.
+    """
+    priorities = list(settings.PRIORITIES)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT p.priority, extract(epoch FROM now() - LEAST(
+                (SELECT e.enqueued_at FROM notifications_event e
+                 WHERE e.status = 'accepted' AND e.priority = p.priority ORDER BY e.id LIMIT 1),
+                (SELECT min(e.enqueued_at) FROM notifications_event e
+                 WHERE e.status = 'processing' AND e.priority = p.priority)))
+            FROM unnest(%s::text[]) AS p(priority)
+            """,
+            [priorities],
+        )
+        return {priority: max(0.0, float(age or 0)) for priority, age in cursor.fetchall()}
 
 
 def notification_type_cache_clear() -> None:

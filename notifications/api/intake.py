@@ -42,7 +42,9 @@ from notifications.api.auth import (
 )
 from notifications.api.parsers import json_loads_strict
 from notifications.api.problems import PROBLEM_CONTENT_TYPE, problem_body, problem_from_error
-from notifications.errors import ClarionError, TooLarge
+from notifications.errors import ClarionError, Overloaded, TooLarge
+from notifications.selectors import notification_types_by_key, notification_types_cached
+from notifications.services import backpressure
 from notifications.services.events import (
     Accepted,
     ParsedEvent,
@@ -264,6 +266,7 @@ class EventIntake:
         intake = settings.CLARION
         self.committer = GroupCommitter(intake["INTAKE_WRITERS"], intake["INTAKE_GROUP_MAX_EVENTS"])
         self.rate_limiter = AsyncRateLimiter()
+        self.backlog = backpressure.BacklogGauge()
         self.limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         self.deadline_seconds = intake["INTAKE_DEADLINE_SECONDS"]
         self.allowed_hosts = list(settings.ALLOWED_HOSTS)
@@ -357,6 +360,9 @@ class EventIntake:
             parsed = event_parse(
                 document, header_idempotency_key=idempotency_key.decode("latin-1") if idempotency_key else None
             )
+            refusal = (await self._refusals([parsed], deadline))[0]
+            if refusal is not None:
+                raise refusal
             result = (await self._commit(producer, [parsed], deadline))[0]
             if isinstance(result, ClarionError):
                 raise result
@@ -380,10 +386,32 @@ class EventIntake:
                 valid.append((index, event_parse(body)))
             except ClarionError as error:
                 answers[index] = problem_from_error(error)
+        refused = await self._refusals([parsed for _, parsed in valid], deadline)
+        for (index, _), refusal in zip(valid, refused):
+            if refusal is not None:
+                answers[index] = problem_from_error(refusal)
+        valid = [entry for entry, refusal in zip(valid, refused) if refusal is None]
         written = await self._commit(producer, [parsed for _, parsed in valid], deadline) if valid else []
         for (index, _), result in zip(valid, written):
             answers[index] = problem_from_error(result) if isinstance(result, ClarionError) else result.as_response()
         return answers  # type: ignore[return-value]
+
+    async def _refusals(
+        self, events: list[ParsedEvent], deadline: float
+    ) -> list[Overloaded | None]:
+        """Backpressure (services/backpressure.py), decided on the loop from this
+        process's backlog reading; only a type missing from the type cache is
+        looked up, on a writer thread."""
+        if not backpressure.may_refuse(events):
+            return [None] * len(events)
+        ages = await self.backlog.ages_async()
+        keys = backpressure.type_keys_needed(events, ages)
+        types = notification_types_cached(keys)
+        if len(types) < len(keys):
+            missing = keys - types.keys()
+            found = await self.committer.run(notification_types_by_key, missing, deadline=deadline)
+            types.update(found)
+        return backpressure.refusals(events, ages, types)
 
     async def _commit(
         self, producer: Producer, events: list[ParsedEvent], deadline: float

@@ -44,7 +44,8 @@ def problem_body(status_code: int, detail: str, *, errors: dict | None = None, t
 
 
 def problem_from_error(error: ClarionError) -> dict:
-    return problem_body(error.status, error.detail, errors=error.errors, title=error.title)
+    body = problem_body(error.status, error.detail, errors=error.errors, title=error.title)
+    return {**body, **error.extra}
 
 
 def problem_response(status_code: int, detail: str, *, errors: dict | None = None, headers: dict | None = None) -> Response:

@@ -14,7 +14,7 @@ from notifications.api.problems import problem_from_error
 from notifications.errors import ClarionError, InvalidInput, NotFound
 from notifications.models import NotificationType, Recipient
 from notifications.selectors import event_delivery_counts, event_get
-from notifications.services import events, recipients, topics, types
+from notifications.services import backpressure, events, recipients, topics, types
 from notifications.services.tokens import recipient_token_issue
 
 
@@ -33,6 +33,7 @@ class EventsView(APIView):
             api_key_id=request.user.api_key_id,
             body=_body(request),
             header_idempotency_key=request.headers.get("Idempotency-Key"),
+            screen=backpressure.events_refusals,
         )
         return Response(accepted.as_response(), status=status.HTTP_202_ACCEPTED)
 
@@ -45,7 +46,9 @@ class EventsBatchView(APIView):
     @extend_schema(request=s.BatchRequest, responses={207: None}, summary="Send up to 1,000 events")
     def post(self, request):
         items = events.batch_bodies(_body(request))
-        results = events.events_accept_batch(api_key_id=request.user.api_key_id, bodies=items)
+        results = events.events_accept_batch(
+            api_key_id=request.user.api_key_id, bodies=items, screen=backpressure.events_refusals
+        )
         payload = [
             problem_from_error(result) if isinstance(result, ClarionError) else result.as_response()
             for result in results

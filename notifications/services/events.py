@@ -45,10 +45,19 @@ def request_hash(body: dict) -> str:
     return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def event_accept(*, api_key_id: int | None, body: object, header_idempotency_key: str | None = None) -> Accepted:
+# Decides, after validation and before any write, which events to refuse
+# (None: accept), e.g. services/backpressure.events_refusals.
+Screen = Callable[[list["ParsedEvent"]], list["ClarionError | None"]]
+
+
+def event_accept(
+    *, api_key_id: int | None, body: object, header_idempotency_key: str | None = None,
+    screen: Screen | None = None,
+) -> Accepted:
     """Accept one event: validate, write it durably, publish its fan-out on commit."""
     result = events_accept_batch(
-        api_key_id=api_key_id, bodies=[body], header_idempotency_key=header_idempotency_key
+        api_key_id=api_key_id, bodies=[body], header_idempotency_key=header_idempotency_key,
+        screen=screen,
     )[0]
     if isinstance(result, ClarionError):
         raise result
@@ -77,12 +86,14 @@ def batch_bodies(body: object) -> list[object]:
 
 
 def events_accept_batch(
-    *, api_key_id: int | None, bodies: list[object], header_idempotency_key: str | None = None
+    *, api_key_id: int | None, bodies: list[object], header_idempotency_key: str | None = None,
+    screen: Screen | None = None,
 ) -> list[Accepted | ClarionError]:
     """Accept events independently: each result is Accepted or the error of that item.
 
     All valid new events are written in one transaction with a constant number
-    of statements, whatever the batch size.
+    of statements, whatever the batch size. Events `screen` refuses are not
+    written (and their idempotency keys not claimed).
     """
     results: list[Accepted | ClarionError | None] = [None] * len(bodies)
     valid: list[tuple[int, ParsedEvent]] = []
@@ -91,6 +102,11 @@ def events_accept_batch(
             valid.append((index, event_parse(body, header_idempotency_key=header_idempotency_key)))
         except ClarionError as error:
             results[index] = error
+    if screen is not None and valid:
+        refused = screen([parsed for _, parsed in valid])
+        for (index, _), refusal in zip(valid, refused):
+            results[index] = refusal
+        valid = [entry for entry, refusal in zip(valid, refused) if refusal is None]
     written = events_accept_parsed(api_key_id=api_key_id, events=[parsed for _, parsed in valid])
     for (index, _), result in zip(valid, written):
         results[index] = result
