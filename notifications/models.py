@@ -239,6 +239,25 @@ class Notification(models.Model):
         ]
 
 
+class UnreadCount(models.Model):
+    """A recipient's unread notifications (visible, unread, not archived): the
+    number `GET /inbox/unread-count` and every websocket frame carry.
+
+    Kept exact by statement-level triggers on notifications_notification (see
+    migration 0009_unread_counter), in the writing transaction, so reading it
+    costs one primary-key lookup however long the recipient's history is. No
+    row means 0. Writes made with session_replication_role = replica skip the
+    triggers; recount after them (bench/inbox.py does).
+    """
+
+    # ON DELETE CASCADE in the database (the migration's DDL): erasing a
+    # recipient drops its counter without the ORM collecting it.
+    recipient = models.OneToOneField(
+        Recipient, primary_key=True, on_delete=models.DO_NOTHING, related_name="+"
+    )
+    count = models.BigIntegerField(default=0)
+
+
 class DeliveryStatus(models.TextChoices):
     QUEUED = "queued"
     SENT = "sent"

@@ -137,10 +137,11 @@ def event_delivery_counts(*, event_id: str) -> tuple[dict[str, dict[str, int]], 
 
 
 def unread_count(*, recipient_id: int) -> int:
+    """The recipient's visible, unread, unarchived notifications: one lookup of
+    the counter the triggers keep exact (models.UnreadCount); no row is 0."""
     with connection.cursor() as db:
         db.execute(
-            "SELECT count(*) FROM notifications_notification"
-            " WHERE recipient_id = %s AND visible AND read_at IS NULL AND archived_at IS NULL",
-            [recipient_id],
+            "SELECT count FROM notifications_unreadcount WHERE recipient_id = %s", [recipient_id]
         )
-        return db.fetchone()[0]
+        row = db.fetchone()
+    return row[0] if row else 0

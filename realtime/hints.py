@@ -75,15 +75,21 @@ def _push(recipient_ids: list[int], where: str, params_for) -> int:
             cursor.execute(
                 f"""
                 SELECT sub.*,
-                    (SELECT max(p.id) FROM notifications_notification p
-                     WHERE p.recipient_id = sub.recipient_id AND p.visible AND p.id < sub.id),
-                    (SELECT count(*) FROM notifications_notification u
-                     WHERE u.recipient_id = sub.recipient_id AND u.visible
-                       AND u.read_at IS NULL AND u.archived_at IS NULL)
+                    -- BETWEEN, not `=`: with an equality the planner drops recipient_id
+                    -- from the ORDER BY and, on a table dominated by one recipient, may
+                    -- walk the primary key backward over everyone else's rows (60,000
+                    -- for a recipient quiet since a busy one got 60,000). This order only
+                    -- notification_inbox_idx gives: one index probe.
+                    (SELECT p.id FROM notifications_notification p
+                     WHERE p.recipient_id BETWEEN sub.recipient_id AND sub.recipient_id
+                       AND p.visible AND p.id < sub.id
+                     ORDER BY p.recipient_id, p.id DESC LIMIT 1),
+                    coalesce(c.count, 0)
                 FROM (
                     {ITEM_SQL.replace("SELECT n.id,", "SELECT n.recipient_id, n.id,", 1)}
                     WHERE {where} AND n.visible
                 ) sub
+                LEFT JOIN notifications_unreadcount c ON c.recipient_id = sub.recipient_id
                 ORDER BY sub.id
                 """,
                 params_for(online),
