@@ -244,7 +244,7 @@ class UnreadCount(models.Model):
     number `GET /inbox/unread-count` and every websocket frame carry.
 
     Kept exact by statement-level triggers on notifications_notification (see
-    migration 0009_unread_counter), in the writing transaction, so reading it
+    migration 0010_unread_counter), in the writing transaction, so reading it
     costs one primary-key lookup however long the recipient's history is. No
     row means 0. Writes made with session_replication_role = replica skip the
     triggers; recount after them (bench/inbox.py does).

@@ -124,7 +124,7 @@ DROP TABLE notifications_unreadcount;
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("notifications", "0008_apikey_rate_limit"),
+        ("notifications", "0009_event_processing_idx"),
     ]
 
     operations = [
