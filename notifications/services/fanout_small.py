@@ -122,14 +122,17 @@ def _waiting(*, priority: str, limit: int) -> list[str]:
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT id::text FROM notifications_event
+            SELECT id FROM notifications_event
             WHERE status = 'accepted' AND priority = %s AND fanout_page = 0
               AND recipients -> 'topics' = '[]'::jsonb
             ORDER BY id LIMIT %s
             """,
             [priority, limit],
         )
-        return [row[0] for row in cursor.fetchall()]
+        # Selected as uuid: `SELECT id::text ... ORDER BY id` sorts by the text
+        # column, so PostgreSQL read every waiting event to sort them instead
+        # of walking event_waiting_idx in order and stopping at the limit.
+        return [str(row[0]) for row in cursor.fetchall()]
 
 
 def _fan_out_in_lane(*, priority: str, event_ids: list[str], now: datetime, outcome: SmallFanOut) -> None:
