@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 # key outliving its message only means extra messages, never missing ones.
 WAKE_TTL_SECONDS = 10
 _client: redis.Redis | None = None
+_client_url: str | None = None
 
 
 def _key(priority: str) -> str:
@@ -44,11 +45,13 @@ def _key(priority: str) -> str:
 
 
 def _broker() -> redis.Redis:
-    global _client
-    if _client is None:
-        _client = redis.Redis.from_url(
-            settings.CELERY_BROKER_URL, socket_timeout=2, socket_connect_timeout=2
-        )
+    """A client of the broker the messages go to (followed if the setting
+    changes: the key and the message must live on the same server)."""
+    global _client, _client_url
+    url = settings.CELERY_BROKER_URL
+    if _client is None or _client_url != url:
+        _client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        _client_url = url
     return _client
 
 

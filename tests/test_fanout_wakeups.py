@@ -22,7 +22,6 @@ def private_broker(monkeypatch, settings):
     settings.CELERY_BROKER_URL = server.url
     app = Celery("wakeup-test", broker=server.url)
     monkeypatch.setattr(publish, "app", app)
-    monkeypatch.setattr(wakeups, "_client", None)
     try:
         yield redis.Redis.from_url(server.url)
     finally:
@@ -83,8 +82,8 @@ def test_a_wake_up_key_outlives_its_message_by_at_most_the_ttl(private_broker):
     assert 0 < private_broker.ttl(wakeups._key("normal")) <= wakeups.WAKE_TTL_SECONDS
 
 
-def test_without_redis_every_small_event_is_published(monkeypatch, settings):
-    monkeypatch.setattr(wakeups, "_client", redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2))
+def test_without_redis_every_small_event_is_published(settings):
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
 
     assert wakeups.wake_claim("normal") is True
     wakeups.wake_release("normal")  # no error: the key expires by itself
