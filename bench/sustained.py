@@ -326,10 +326,12 @@ def _run_steps(env: BenchEnv, stack: Stack, clients: ClientGroup, *, run_label: 
                 + (f" 429/s {window['status_per_s'].get('429', 0):,.0f}" if '429' in status else ""))
         elif line["k"] == "step":
             step = steps[step_index]
-            result = _judge(step, current, clients, judge_seconds, mode, probes=probes)
+            result = _judge(step, current, clients, judge_seconds, mode, probes=probes, env=env)
             results.append(result)
             say(f"step {step['label']}: {'SUSTAINABLE' if result['sustainable'] else 'not sustainable'}"
-                f" ({'; '.join(result['reasons']) or 'all checks passed'})")
+                f" ({'; '.join(result['reasons']) or 'all checks passed'}); frame {result['frame_ms']};"
+                f" stages p50/p95 ms: " + ", ".join(f"{k} {v.get('p50')}/{v.get('p95')}"
+                                                    for k, v in result["stages"].items()))
             current = []
             step_index += 1
             if stop_on_failure and not result["sustainable"]:
@@ -346,8 +348,32 @@ def _run_steps(env: BenchEnv, stack: Stack, clients: ClientGroup, *, run_label: 
     return results
 
 
+def _stages(env: BenchEnv, clients: ClientGroup, label: str, since: float) -> dict:
+    """Where a probe's time goes, from its event row (now() is the transaction
+    start): POST -> accept transaction, accept -> fan-out transaction (waiting
+    for a sweep), fan-out transaction -> frame (writing, commit, push)."""
+    frames = {}
+    for frame in clients.snapshot("f"):
+        if frame.get("round") == label and frame.get("seq") is not None:
+            frames.setdefault(frame["seq"], frame["t"])
+    with env.connect() as conn:
+        rows = conn.execute(
+            "SELECT (data->>'seq')::int, (data->>'sent_at')::float8, extract(epoch FROM created_at)::float8,"
+            " extract(epoch FROM finished_at)::float8 FROM notifications_event"
+            " WHERE data->>'round' = %s AND (data->>'sent_at')::float8 >= %s", (label, since)).fetchall()
+    post, wait, push = [], [], []
+    for seq, sent, created, finished in rows:
+        post.append(created - sent)
+        if finished is not None:
+            wait.append(finished - created)
+            if seq in frames:
+                push.append(frames[seq] - finished)
+    return {"post_to_accept_tx_ms": _summary_ms(post), "accept_tx_to_fanout_tx_ms": _summary_ms(wait),
+            "fanout_tx_to_frame_ms": _summary_ms(push)}
+
+
 def _judge(step: dict, windows: list[dict], clients: ClientGroup, judge_seconds: float, mode: str,
-           probes: Load | None) -> dict:
+           probes: Load | None, env: BenchEnv | None = None) -> dict:
     time.sleep(1.0)  # the last probes' frames
     end = windows[-1]["t1"] if windows else time.time()
     judged = [w for w in windows if w["t0"] >= end - judge_seconds - 1]
@@ -375,8 +401,10 @@ def _judge(step: dict, windows: list[dict], clients: ClientGroup, judge_seconds:
     for w in judged:
         for k, v in w["cpu_cores"].items():
             cpu[k] += v / len(judged)
+    stages = _stages(env, clients, step["label"], judged[0]["t0"]) if env is not None and judged else {}
     return {
         "label": step["label"], "rate": step["rate"], "sustainable": not reasons, "reasons": reasons,
+        "stages": stages,
         "judged_seconds": round(span, 1), "accepted_per_s": round(accepted / span, 1) if span else None,
         "drain_per_s": round(statistics.fmean(w["drain_per_s"] for w in judged), 1) if judged else None,
         "waiting_mean": round(statistics.fmean(waiting), 1) if waiting else None,
