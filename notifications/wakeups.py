@@ -36,38 +36,37 @@ log = logging.getLogger(__name__)
 # Longer than a sweep takes and than a message waits in a healthy queue; a
 # key outliving its message only means extra messages, never missing ones.
 WAKE_TTL_SECONDS = 10
-_client: redis.Redis | None = None
-_client_url: str | None = None
+_clients: dict[str, redis.Redis] = {}
 
 
 def _key(priority: str) -> str:
     return f"clarion:fanout:wake:{priority}"
 
 
-def _broker() -> redis.Redis:
-    """A client of the broker the messages go to (followed if the setting
-    changes: the key and the message must live on the same server)."""
-    global _client, _client_url
-    url = settings.CELERY_BROKER_URL
-    if _client is None or _client_url != url:
-        _client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        _client_url = url
-    return _client
+def _client_for(broker_url: str | None) -> redis.Redis:
+    """A client of the broker the messages go to: the key must live beside
+    its message, so the publisher names its Celery app's broker; the sweeper,
+    a worker, uses the settings its own app was made from."""
+    url = broker_url or settings.CELERY_BROKER_URL
+    client = _clients.get(url)
+    if client is None:
+        client = _clients[url] = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    return client
 
 
-def wake_claim(priority: str) -> bool:
+def wake_claim(priority: str, broker_url: str | None = None) -> bool:
     """True when the caller must publish a message for `priority` (none pending)."""
     try:
-        return bool(_broker().set(_key(priority), 1, nx=True, ex=WAKE_TTL_SECONDS))
+        return bool(_client_for(broker_url).set(_key(priority), 1, nx=True, ex=WAKE_TTL_SECONDS))
     except redis.RedisError:
         log.warning("fan-out wake-up key unavailable; publishing", exc_info=True)
         return True
 
 
-def wake_release(priority: str) -> None:
+def wake_release(priority: str, broker_url: str | None = None) -> None:
     """The sweep of `priority` starts now: events committed from here on need a new message."""
     try:
-        _broker().delete(_key(priority))
+        _client_for(broker_url).delete(_key(priority))
     except redis.RedisError:
         # The key expires by itself; until then publishers skip, and the relay
         # covers events left waiting with an empty queue.
