@@ -116,6 +116,8 @@ class Client:
                 self.compression[ws.response.headers.get("Sec-WebSocket-Extensions", "") or "none"] += 1
                 self.conns[index] = ws
                 self.readers.append(asyncio.create_task(self.reader(index, ws)))
+                if self.mode != "idle" and spec.get("ping_seconds", 25):
+                    self.readers.append(asyncio.create_task(self.pinger(ws, float(spec.get("ping_seconds", 25)))))
 
         base = spec.get("index_base", 0)
         await asyncio.gather(*(one(base + i, token) for i, token in enumerate(spec["tokens"])))
@@ -124,6 +126,16 @@ class Client:
               "extensions": dict(self.compression)})
 
     # --- while connected ----------------------------------------------------
+    async def pinger(self, ws, every: float) -> None:
+        """Ping like the bell (PING_MS): presence expires after 90 s without a
+        client frame, and a socket nobody knows is online gets no pushes."""
+        try:
+            while True:
+                await asyncio.sleep(every)
+                await ws.send(json.dumps({"type": "ping"}))
+        except Exception:  # noqa: BLE001 - the socket closed: the reader reports it
+            return
+
     async def reader(self, index: int, ws) -> None:
         from websockets.exceptions import ConnectionClosed
 
