@@ -77,10 +77,9 @@ def publish_grouped(events: Iterable[tuple[str, str, bool]]) -> None:
     for priority, (small_ids, other_ids) in by_priority.items():
         if other_ids:
             publish_first_pages(event_ids=other_ids, priority=priority)
-        broker_url = app.conf.broker_url
-        if small_ids and wake_claim(priority, broker_url):
+        if small_ids and wake_claim(priority):
             if not publish_first_pages(event_ids=small_ids, priority=priority, sweep=True):
-                wake_release(priority, broker_url)
+                wake_release(priority)
 
 
 class BatchingPublisher:

@@ -44,9 +44,8 @@ def _key(priority: str) -> str:
 
 
 def _client_for(broker_url: str | None) -> redis.Redis:
-    """A client of the broker the messages go to: the key must live beside
-    its message, so the publisher names its Celery app's broker; the sweeper,
-    a worker, uses the settings its own app was made from."""
+    """A client of CELERY_BROKER_URL, read at each call: publishers and workers
+    share that setting, and the key must live beside its message."""
     url = broker_url or settings.CELERY_BROKER_URL
     client = _clients.get(url)
     if client is None:

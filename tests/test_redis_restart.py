@@ -26,8 +26,10 @@ def private_redis():
 
 
 @pytest.fixture
-def private_broker(private_redis, monkeypatch):
-    """The API process publishes to the private Redis, like the worker below."""
+def private_broker(private_redis, monkeypatch, settings):
+    """The API process publishes to the private Redis, like the worker below
+    (its wake-up keys too: they live on CELERY_BROKER_URL)."""
+    settings.CELERY_BROKER_URL = private_redis.url
     app = Celery("clarion-private")
     app.config_from_object("django.conf:settings", namespace="CELERY")
     app.conf.broker_url = private_redis.url
