@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import logging
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from celery import shared_task
-from django.db import OperationalError
+from django.db import InterfaceError, OperationalError, connection
 
 from notifications.publish import publish_fan_out_page
 from notifications.services.fanout import event_fan_out_page
@@ -13,6 +16,18 @@ from notifications.services.digests import digests_flush_due
 from notifications.services.relay import events_relay, idempotency_keys_purge
 
 log = logging.getLogger(__name__)
+
+@contextmanager
+def _reconnect_on_retry() -> Iterator[None]:
+    """A connection the server cut (restart, pg_terminate_backend) is dropped
+    before the retry: Celery's own check between tasks may leave a closed
+    psycopg connection in place, and every retry then fails on it."""
+    try:
+        yield
+    except (OperationalError, InterfaceError):
+        connection.close()
+        raise
+
 
 DB_RETRY = {"autoretry_for": (OperationalError,), "retry_backoff": 1, "retry_backoff_max": 30, "max_retries": 8}
 
@@ -32,10 +47,11 @@ def _run_page(event_id: str, page: int) -> None:
 
 @shared_task(name="clarion.events.fan_out_page", **DB_RETRY)
 def fan_out_page(*, event_id: str, page: int) -> None:
-    if page == 0:
-        _run_first_pages([event_id])  # a lone small event joins its lane's batch
-    else:
-        _run_page(event_id, page)
+    with _reconnect_on_retry():
+        if page == 0:
+            _run_first_pages([event_id])  # a lone small event joins its lane's batch
+        else:
+            _run_page(event_id, page)
 
 
 @shared_task(name="clarion.events.fan_out_first_pages", **DB_RETRY)
@@ -44,7 +60,8 @@ def fan_out_first_pages(*, event_ids: list[str], sweep: str | None = None) -> No
     events. The small ones (explicit recipients only) are written together;
     the rest one by one. `sweep`: a wake-up (notifications.wakeups) for that
     priority, whose small events waiting may have no message of their own."""
-    _run_first_pages(event_ids, sweep=sweep)
+    with _reconnect_on_retry():
+        _run_first_pages(event_ids, sweep=sweep)
 
 
 def _run_first_pages(event_ids: list[str], sweep: str | None = None) -> None:
@@ -71,4 +88,5 @@ def purge_idempotency_keys() -> int:
 
 @shared_task(name="clarion.digests.flush_due", **DB_RETRY)
 def flush_due_digests() -> int:
-    return digests_flush_due()
+    with _reconnect_on_retry():
+        return digests_flush_due()
