@@ -182,7 +182,7 @@ CLARION = {
     # An intake request not committed this long after its body arrived is
     # answered 503 + Retry-After and its events are rolled back (a frozen or
     # unreachable database): answers stay prompt during outages.
-    "INTAKE_DEADLINE_SECONDS": env_float("CLARION_INTAKE_DEADLINE_SECONDS", 1.2),
+    "INTAKE_DEADLINE_SECONDS": env_float("CLARION_INTAKE_DEADLINE_SECONDS", 1.0),
     "INTAKE_GROUP_MAX_EVENTS": env_int("CLARION_INTAKE_GROUP_MAX_EVENTS", 5000),
     # Backpressure (notifications/services/backpressure.py): while the fan-out
     # backlog (age of the oldest waiting event, seconds) passes a bound, the
