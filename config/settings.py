@@ -100,6 +100,16 @@ else:
     DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 600)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
+# The fan-out's prepared statements (notifications/prepared.py) take arrays
+# of ids: a custom plan per call would re-plan them every time (an estimate
+# for one array length never looks cheaper than the generic plan's), which is
+# what preparing them saves. Only prepared statements (those, and the
+# statements of PL/pgSQL triggers) follow this setting.
+_plan_cache_mode = env_str("DB_PLAN_CACHE_MODE", "force_generic_plan")
+if env_bool("DB_PREPARED_STATEMENTS", True) and _plan_cache_mode != "auto":
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options["options"] = f"{_options.get('options', '')} -c plan_cache_mode={_plan_cache_mode}".strip()
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {
@@ -219,6 +229,9 @@ CLARION = {
     # The API's publisher waits this long after the first accepted event for
     # more, so one Celery message carries many events under load.
     "PUBLISH_LINGER_SECONDS": env_float("CLARION_PUBLISH_LINGER_SECONDS", 0.002),
+    # The fan-out's statements run as prepared statements (notifications/prepared.py);
+    # false for a transaction-pooling PgBouncer older than 1.21.
+    "PREPARED_STATEMENTS": env_bool("DB_PREPARED_STATEMENTS", True),  # see DATABASES
     "IDEMPOTENCY_TTL_HOURS": env_int("CLARION_IDEMPOTENCY_TTL_HOURS", 48),
     # Rate limit of API keys without their own ("N/s", "N/m", "N/h"; empty:
     # unlimited). A token bucket in Redis per key (notifications/services/ratelimits.py).

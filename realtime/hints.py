@@ -14,6 +14,7 @@ from django.db import connection, transaction
 from rest_framework.utils.encoders import JSONEncoder
 
 from notifications.inbox_items import ITEM_SQL, item_from_row
+from notifications.prepared import prepared_cursor
 from notifications.selectors import unread_count
 from realtime import loop, presence
 
@@ -71,7 +72,7 @@ def _push(recipient_ids: list[int], where: str, params_for) -> int:
         online = presence.online_among(recipient_ids)
         if not online:
             return 0
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute(
                 f"""
                 SELECT sub.*,

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import os
+import time
 
+import psycopg
 import pytest
 import redis
 from django.conf import settings
+from django.db import OperationalError
 from rest_framework.test import APIClient
 
 from notifications.api.auth import api_key_create
@@ -23,6 +26,30 @@ COMMENT_TYPE = {
         "email": {"en": {"subject": "{{ actor }} commented", "text": "{{ comment }}"}},
     },
 }
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _flush_survives_deadlocks():
+    """The TRUNCATE that empties the database after a transactional test can
+    meet a worker still finishing that test's last page, each holding a table
+    the other wants; PostgreSQL then aborts one of them. The worker retries its
+    own; the flush is retried here instead of failing the next test's setup."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    original = DatabaseOperations.execute_sql_flush
+
+    def execute_sql_flush(self, sql_list):
+        for attempt in range(5):
+            try:
+                return original(self, sql_list)
+            except OperationalError as error:
+                if attempt == 4 or not isinstance(error.__cause__, psycopg.errors.DeadlockDetected):
+                    raise
+                time.sleep(0.2)
+
+    DatabaseOperations.execute_sql_flush = execute_sql_flush
+    yield
+    DatabaseOperations.execute_sql_flush = original
 
 
 @pytest.fixture

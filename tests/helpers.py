@@ -86,6 +86,7 @@ def run_concurrently(function: Callable[..., object], argument_lists: list[tuple
         thread.join()
 
 
-# A first page also takes and releases its priority lane (notifications/services/lanes.py),
-# and every page notes when it began (services/fanout.py, pages_started).
-FIRST_PAGE_BOOKKEEPING = 3
+# A first page also reads its event's priority, takes and releases that priority's lane
+# (notifications/services/lanes.py), and every page notes when it began
+# (services/fanout.py, pages_started).
+FIRST_PAGE_BOOKKEEPING = 4

@@ -15,6 +15,7 @@ import orjson
 from notifications.errors import ClarionError, Conflict, InvalidInput, NotFound
 from notifications.ids import uuid7
 from notifications.models import EventStatus
+from notifications.prepared import prepared_cursor
 from notifications.publish import on_commit_fan_out
 from notifications.selectors import TypeInfo, notification_type_cache_clear, notification_types_by_key
 from notifications.validation import EventInput, parse_event
@@ -293,7 +294,7 @@ def _insert_events(rows: list[tuple], now: datetime) -> None:
         "id, api_key_id, type_id, recipients, actor, data, priority, channels, send_at,"
         " idempotency_key, status"
     )
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         if len(rows) == 1:
             cursor.execute(
                 f"INSERT INTO notifications_event ({columns}, created_at, enqueued_at, fanout_page,"

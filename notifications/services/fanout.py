@@ -25,6 +25,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from notifications.models import EXTERNAL_CHANNELS, Channel, EventStatus, Priority
+from notifications.prepared import prepared_cursor
 from notifications.services import fanout_sql
 from notifications.services.lanes import event_lane
 from notifications.services.digests import _NoRender, digest_context, digests_collect, is_digested
@@ -97,12 +98,21 @@ def event_fan_out_page(*, event_id: str, page: int, now: datetime | None = None)
 def pages_started(event_ids: list[str], *, page: int) -> None:
     """Note, outside the page's transaction, that page `page` of these events
     is starting: if the worker dies, the note survives the rollback and the
-    relay re-publishes the page within seconds (services/relay.py)."""
-    with connection.cursor() as cursor:
+    relay re-publishes the page within seconds (services/relay.py).
+
+    Committed without waiting for the WAL flush (synchronous_commit off for
+    this statement's own transaction): a note that a crash of PostgreSQL
+    loses is lost with the page it announced, which rolled back too, and the
+    WAL flush cost more than the statement. Inside a caller's transaction
+    (tests) the setting would reach that transaction, so it is left alone."""
+    no_flush = "" if connection.in_atomic_block else "off"
+    with prepared_cursor() as cursor:
         cursor.execute(
-            "UPDATE notifications_event SET page_started_at = now()"
+            "WITH no_flush AS (SELECT set_config('synchronous_commit', coalesce(nullif(%s, ''),"
+            " current_setting('synchronous_commit')), true))"
+            " UPDATE notifications_event SET page_started_at = now() FROM no_flush"
             " WHERE id = ANY(%s::uuid[]) AND fanout_page = %s AND status IN ('accepted', 'processing')",
-            [event_ids, page],
+            [no_flush, event_ids, page],
         )
 
 
@@ -176,7 +186,7 @@ def lock_events(event_ids: list[str], *, skip_locked: bool = False) -> list[Lock
     """Lock the rows of these events (in id order, so lockers never deadlock)
     and read them with their types; `skip_locked` leaves out rows another
     transaction holds."""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             f"""
             SELECT e.id, e.status, e.fanout_page, e.fanout_source, e.fanout_cursor, e.priority,
@@ -290,7 +300,7 @@ def recipients_upsert(external_ids: list[str]) -> list[tuple]:
     miss this event.
     """
     wanted = sorted(set(external_ids))  # a fixed order keeps concurrent upserts from deadlocking
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(fanout_sql.UPSERT_RECIPIENTS, {"ids": wanted})
         profiles = cursor.fetchall()
         if len(profiles) < len(wanted):
@@ -343,7 +353,7 @@ class PageWriter:
             self.params.update(title=title, body=body, url=url)
 
     def _run(self, page_sql: str, params: dict) -> PageWrite:
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute(fanout_sql.page_statement(page_sql), {**self.params, **params})
             taken, last_id, notified, event_ids, limited = cursor.fetchone()
         return PageWrite(

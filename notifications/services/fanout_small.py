@@ -31,6 +31,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from notifications.models import EventStatus
+from notifications.prepared import prepared_cursor
 from notifications.services.digests import is_digested
 from notifications.services.fanout import (
     InAppRenderer,
@@ -91,8 +92,15 @@ def events_fan_out_small(
     events waits in it: the message is a wake-up (notifications.wakeups)."""
     now = now or timezone.now()
     outcome = SmallFanOut()
-    waiting: dict[str, list[str]] = {sweep: []} if sweep else {}
-    for event_id, priority, status, page in _fan_out_states(event_ids):
+    if sweep:
+        # A wake-up names events of its own priority only (publish.publish_grouped):
+        # the lane's lock of them tells which are small, without reading them first.
+        waiting: dict[str, list[str]] = {sweep: list(event_ids)}
+        states: list[tuple[str, str, str, int]] = []
+    else:
+        waiting = {}
+        states = _fan_out_states(event_ids)
+    for event_id, priority, status, page in states:
         if status == EventStatus.ACCEPTED and page == 0:
             waiting.setdefault(priority, []).append(event_id)
         elif status in (EventStatus.ACCEPTED, EventStatus.PROCESSING):
@@ -109,7 +117,7 @@ def events_fan_out_small(
 
 
 def _fan_out_states(event_ids: list[str]) -> list[tuple[str, str, str, int]]:
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             "SELECT id::text, priority, status, fanout_page FROM notifications_event WHERE id = ANY(%s::uuid[])",
             [event_ids],
@@ -119,7 +127,7 @@ def _fan_out_states(event_ids: list[str]) -> list[tuple[str, str, str, int]]:
 
 def _waiting(*, priority: str, limit: int) -> list[str]:
     """The oldest small events of this priority still waiting for fan-out."""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             """
             SELECT id FROM notifications_event
@@ -213,7 +221,7 @@ def _write_small(small: list[LockedEvent], now: datetime) -> None:
 
 
 def _record_done(counts: dict[str, int]) -> None:
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             """
             UPDATE notifications_event e

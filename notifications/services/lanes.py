@@ -26,29 +26,25 @@ from django.db import DatabaseError, connection
 # advisory locks on the database.
 LANE_LOCK_CLASS = 0x636C61  # "cla"
 LANE_IDS = {"critical": 1, "high": 2, "normal": 3, "low": 4}
-_LANE_CASES = " ".join(f"WHEN '{priority}' THEN {lane}" for priority, lane in LANE_IDS.items())
 
 
 @contextmanager
 def event_lane(event_id: str) -> Iterator[str | None]:
-    """The lane of an event's priority, found and taken in one statement;
-    yields the priority (None, and no lane, for an unknown event)."""
+    """The lane of an event's priority, found, then taken; yields the priority
+    (None, and no lane, for an unknown event).
+
+    Two statements, not one: a statement that reads the event table while it
+    waits for the lane holds that table's lock all the while, and with a
+    lane holder that waits for a lock on a table someone wants exclusively
+    (a TRUNCATE between tests) PostgreSQL finds a deadlock."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT priority, pg_advisory_lock(%s, CASE priority {_LANE_CASES} END)
-            FROM notifications_event WHERE id = %s
-            """,
-            [LANE_LOCK_CLASS, event_id],
-        )
+        cursor.execute("SELECT priority FROM notifications_event WHERE id = %s", [event_id])
         row = cursor.fetchone()
     if row is None:
         yield None
         return
-    try:
+    with priority_lane(row[0]):
         yield row[0]
-    finally:
-        _unlock(LANE_IDS[row[0]])
 
 
 @contextmanager
