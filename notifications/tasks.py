@@ -2,18 +2,19 @@
 from __future__ import annotations
 
 import logging
-
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from celery import shared_task
 from django.db import InterfaceError, OperationalError, connection
 
-from notifications.publish import publish_fan_out_page
+from notifications.publish import publish_fan_out_page, publish_first_pages
 from notifications.services.fanout import event_fan_out_page
 from notifications.services.fanout_small import events_fan_out_small
 from notifications.services.digests import digests_flush_due
 from notifications.services.relay import events_relay, idempotency_keys_purge
+from notifications.wakeups import wake_release
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +65,28 @@ def fan_out_first_pages(*, event_ids: list[str], sweep: str | None = None) -> No
         _run_first_pages(event_ids, sweep=sweep)
 
 
+# A task that keeps finding new small events sweeps again for this long, then
+# hands its wake-up to a new message (behind whatever else waits in the queue).
+SWEEP_TASK_SECONDS = 2.0
+
+
 def _run_first_pages(event_ids: list[str], sweep: str | None = None) -> None:
     pending = event_ids
+    started = time.monotonic()
     while pending or sweep:
         outcome = events_fan_out_small(event_ids=pending, sweep=sweep)
         for event_id in outcome.rest:
             _run_page(event_id, 0)
         pending = outcome.later
+        if outcome.sweep_again and not pending and time.monotonic() - started > SWEEP_TASK_SECONDS:
+            # It holds the wake-up key: publish the message that goes with it.
+            if not publish_first_pages(event_ids=[], priority=sweep, sweep=True):
+                wake_release(sweep)
+            return
         # A full sweep may have left small events waiting that no message
-        # names: sweep again until one comes back short.
-        sweep = sweep if outcome.sweep_full else None
+        # names, and events may have come in while it ran (it kept their
+        # wake-up): sweep again until neither.
+        sweep = sweep if outcome.sweep_full or outcome.sweep_again else None
 
 
 @shared_task(name="clarion.events.relay")

@@ -45,7 +45,7 @@ from notifications.services.fanout import (
 )
 from notifications.services.limits import LimitedDelivery, deliveries_apply_limits, limited_by_event
 from notifications.services.lanes import priority_lane
-from notifications.wakeups import wake_release
+from notifications.wakeups import wake_claim, wake_release
 from realtime.hints import pairs_created_on_commit
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ class SmallFanOut:
     rest: list[str] = field(default_factory=list)  # for the per-event path
     later: list[str] = field(default_factory=list)  # small, but over this call's page budget
     sweep_full: bool = False  # the sweep hit its limit: more may be waiting
+    sweep_again: bool = False  # small events came in during the sweep; the caller holds the wake-up
 
 
 def is_small(event: LockedEvent) -> bool:
@@ -109,11 +110,33 @@ def events_fan_out_small(
         with priority_lane(priority):
             if ids:
                 pages_started(ids, page=0)
-            # Before reading what waits: an event committed after this needs
-            # (and its publisher will send) a message of its own.
-            wake_release(priority)
+            if priority != sweep:
+                # Before reading what waits: an event committed after this needs
+                # (and its publisher will send) a message of its own.
+                wake_release(priority)
             _fan_out_in_lane(priority=priority, event_ids=ids, now=now, outcome=outcome)
+            if priority == sweep:
+                outcome.sweep_again = _wake_up_kept(priority, outcome)
     return outcome
+
+
+def _wake_up_kept(priority: str, outcome: SmallFanOut) -> bool:
+    """End a wake-up's sweep: release its key, then look again.
+
+    The key stays claimed while the sweep writes and pushes, so the events
+    committed meanwhile publish nothing (their publishers lose the claim):
+    they are for this worker, which after the release reads what waits again
+    and, when some small event does and it wins the claim back, sweeps once
+    more without a broker round trip, a task start and a lane taken anew by
+    another process. An event whose publisher lost the claim committed
+    before the release, so the read after it sees that event; a publisher
+    that claims after the release sends a message of its own. True when the
+    caller must sweep again (it holds the key)."""
+    wake_release(priority)
+    handled = set(outcome.done) | set(outcome.rest) | set(outcome.later)
+    if not any(event_id not in handled for event_id in _waiting(priority=priority, limit=len(handled) + 1)):
+        return False
+    return wake_claim(priority)
 
 
 def _fan_out_states(event_ids: list[str]) -> list[tuple[str, str, str, int]]:
