@@ -11,13 +11,17 @@ The protocol, with a Redis key per priority on the broker:
 
 - publisher, after the events committed: ``wake_claim(priority)`` (SET NX with
   a TTL). Won: publish the message. Lost: a message is pending; skip.
-- sweeper, in the lane, *before* it reads the waiting events:
-  ``wake_release(priority)`` (DEL).
+- sweeper of the wake-up, in the lane, *after* it has written and pushed
+  what waited: ``wake_release(priority)`` (DEL), then it reads what waits
+  again; when a small event does, it claims the key back and sweeps once
+  more (services/fanout_small._wake_up_kept). Any other sweep releases the
+  key before it reads.
 
-An event committed before a publisher lost the claim is read by the pending
-message's sweep, which releases the key only after that loss (else the claim
-would have won) and reads after releasing. A publish that fails releases the
-key. A message lost with its key (broker restart) or a key whose message was
+An event whose publisher lost the claim committed before that loss, and the
+key's holder releases it only after the loss (else the claim would have
+won) and reads again after releasing: it sees the event. Every release is
+followed by a read of what waits by the releaser. A publish that fails
+releases the key. A message lost with its key (broker restart) or a key whose message was
 lost (worker killed before starting it) leaves events waiting with an empty
 queue: the relay re-publishes those after RELAY_DEAD_PAGE_SECONDS, and the key
 expires after WAKE_TTL_SECONDS whatever happens. Every failure here is a

@@ -141,3 +141,64 @@ def test_an_event_behind_a_lost_wake_up_is_fanned_out_by_the_relay(
     wait_for(lambda: scalar("SELECT status FROM notifications_event WHERE id = %s", [event_id]) == "done",
              timeout=20, what="relayed event fanned out")
     assert scalar("SELECT count(*) FROM notifications_notification WHERE event_id = %s", [event_id]) == 1
+
+
+def _accept(api_key, recipient: str) -> str:
+    from notifications.services.events import event_accept
+
+    event_id = str(event_accept(api_key_id=api_key[0].id,
+                                body={"type": "comment.created", "recipients": [recipient]}).id)
+    publish.publisher.flush()
+    return event_id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_committed_during_a_sweep_is_swept_by_the_same_task_without_a_message(
+    private_broker, api_key, comment_type, monkeypatch
+):
+    from notifications import tasks
+    from notifications.services import fanout_small
+
+    first = _accept(api_key, "during-1")  # claims the key and publishes the wake-up
+    kept = fanout_small._wake_up_kept
+    came_in: list[str] = []
+
+    def a_producer_commits_before_the_release(priority, outcome):
+        if not came_in:
+            came_in.append(_accept(api_key, "during-2"))  # loses the claim: the key is still held
+        return kept(priority, outcome)
+
+    monkeypatch.setattr(fanout_small, "_wake_up_kept", a_producer_commits_before_the_release)
+    tasks._run_first_pages([first], sweep="normal")
+
+    assert scalar("SELECT count(*) FROM notifications_event WHERE status = 'done' AND id = ANY(%s::uuid[])",
+                  [[first, *came_in]]) == 2
+    assert len(messages(private_broker, "normal")) == 1  # the first event's wake-up only
+    assert not private_broker.exists(wakeups._key("normal"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_past_its_sweep_time_hands_its_wake_up_to_a_new_message(
+    private_broker, api_key, comment_type, monkeypatch
+):
+    from notifications import tasks
+    from notifications.services import fanout_small
+
+    first = _accept(api_key, "handoff-1")
+    kept = fanout_small._wake_up_kept
+    came_in: list[str] = []
+
+    def a_producer_commits_before_the_release(priority, outcome):
+        if not came_in:
+            came_in.append(_accept(api_key, "handoff-2"))
+        return kept(priority, outcome)
+
+    monkeypatch.setattr(fanout_small, "_wake_up_kept", a_producer_commits_before_the_release)
+    monkeypatch.setattr(tasks, "SWEEP_TASK_SECONDS", 0.0)
+    tasks._run_first_pages([first], sweep="normal")
+
+    assert scalar("SELECT status FROM notifications_event WHERE id = %s", [came_in[0]]) == "accepted"
+    queued = messages(private_broker, "normal")
+    assert len(queued) == 2
+    assert task_kwargs(queued[1]) == {"event_ids": [], "sweep": "normal"}
+    assert private_broker.exists(wakeups._key("normal"))  # held for that message
