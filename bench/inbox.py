@@ -54,8 +54,9 @@ def ensure_dataset(env: BenchEnv, recipients: int, per: int) -> dict:
 
 
 def _build(env: BenchEnv, recipients: int, per: int, tag: str, meta_key: str) -> dict:
-    from notifications.ids import uuid7
-    from notifications.models import Event, EventStatus
+    from common.ids import uuid7
+    from common.choices import EventStatus
+    from notifications.models import Event
     from notifications.services import types
 
     prefix = _prefix(tag)

@@ -75,9 +75,9 @@ def _db_commit_baseline(env: BenchEnv, type_id: int, seconds: float, concurrency
     from psycopg.types.json import Jsonb
 
     columns = ("id, api_key_id, type_id, recipients, actor, data, priority, status, created_at,"
-               " enqueued_at, fanout_page, fanout_source, fanout_cursor, recipient_count, relay_attempts, error")
+               " enqueued_at, fanout_page, fanout_source, fanout_cursor, recipient_count, relay_attempts")
     sql = (f"INSERT INTO bench_event_scratch ({columns}) VALUES"
-           " (%s, NULL, %s, %s, %s, %s, 'normal', 'accepted', now(), now(), 0, 0, 0, 0, 0, '')")
+           " (%s, NULL, %s, %s, %s, %s, 'normal', 'accepted', now(), now(), 0, 0, 0, 0, 0)")
     rng = random.Random(5)
     body = event_body(rng, 0)
     counts = [0] * concurrency

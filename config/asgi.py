@@ -24,7 +24,7 @@ from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from notifications.api.intake import EventIntake  # noqa: E402
-from realtime.routing import websocket_urlpatterns  # noqa: E402
+from notifications.api.routing import websocket_urlpatterns  # noqa: E402
 
 # Websocket origins: the hosts of ALLOWED_HOSTS and the origins of CSRF_TRUSTED_ORIGINS.
 allowed_origins = [*settings.ALLOWED_HOSTS, *settings.CSRF_TRUSTED_ORIGINS]

@@ -100,7 +100,7 @@ else:
     DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 600)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
-# The fan-out's prepared statements (notifications/prepared.py) take arrays
+# The fan-out's prepared statements (common/prepared.py) take arrays
 # of ids: a custom plan per call would re-plan them every time (an estimate
 # for one array length never looks cheaper than the generic plan's), which is
 # what preparing them saves. Only prepared statements (those, and the
@@ -229,7 +229,7 @@ CLARION = {
     # The API's publisher waits this long after the first accepted event for
     # more, so one Celery message carries many events under load.
     "PUBLISH_LINGER_SECONDS": env_float("CLARION_PUBLISH_LINGER_SECONDS", 0.002),
-    # The fan-out's statements run as prepared statements (notifications/prepared.py);
+    # The fan-out's statements run as prepared statements (common/prepared.py);
     # false for a transaction-pooling PgBouncer older than 1.21.
     "PREPARED_STATEMENTS": env_bool("DB_PREPARED_STATEMENTS", True),  # see DATABASES
     "IDEMPOTENCY_TTL_HOURS": env_int("CLARION_IDEMPOTENCY_TTL_HOURS", 48),

@@ -19,7 +19,7 @@ urlpatterns = [
     path("healthz", healthz),
     path("readyz", readyz),
     path("", include("django_prometheus.urls")),
-    path("", include("realtime.urls")),
+    path("", include("notifications.pages")),
 ]
 
 handler400 = django_problem_view(400)

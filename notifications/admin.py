@@ -7,21 +7,9 @@ from django.shortcuts import render
 from django.urls import path
 from django.utils import timezone
 
-from delivery.services.operations import deliveries_requeue, deliveries_send_now
 from notifications.api.auth import api_key_create
-from notifications.models import (
-    ApiKey,
-    Delivery,
-    DeliveryAttempt,
-    Event,
-    IdempotencyKey,
-    Notification,
-    NotificationType,
-    Recipient,
-    Subscription,
-    Topic,
-)
-from notifications.errors import ClarionError, InvalidInput
+from notifications.models import ApiKey, Event, IdempotencyKey, Notification, NotificationType, Recipient, Subscription, Topic
+from common.errors import ClarionError, InvalidInput
 from notifications.publish import publish_fan_out_page
 from notifications.selectors import notification_type_cache_clear
 from notifications.services.events import event_accept
@@ -136,7 +124,7 @@ class NotificationTypeAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
-        template_versions_record(notification_type=obj, templates=obj.templates)
+        template_versions_record(type_id=obj.id, templates=obj.templates)
         notification_type_cache_clear()
 
     def get_urls(self):
@@ -217,34 +205,3 @@ class NotificationAdmin(LargeTableAdmin):
     raw_id_fields = ("event", "recipient")
     list_select_related = ("recipient",)
     search_fields = ("=recipient__external_id",)
-
-
-class AttemptInline(admin.TabularInline):
-    model = DeliveryAttempt
-    extra = 0
-    readonly_fields = ("created_at", "status_code", "duration_ms", "error", "response")
-
-
-@admin.register(Delivery)
-class DeliveryAdmin(LargeTableAdmin):
-    list_display = ("id", "notification_id", "channel", "status", "reason", "attempts", "next_attempt_at", "updated_at")
-    list_filter = ("channel", "status", "reason")
-    raw_id_fields = ("notification",)
-    inlines = [AttemptInline]
-    actions = ["send_now", "requeue"]
-
-    @admin.action(description="Send now (release a quiet-hours or retry hold)")
-    def send_now(self, request, queryset):
-        released = deliveries_send_now(delivery_ids=list(queryset.values_list("id", flat=True)))
-        self.message_user(request, f"{released} held deliveries released; the dispatch sweep sends them next.")
-
-    @admin.action(description="Queue again (failed, dead-lettered or without provider)")
-    def requeue(self, request, queryset):
-        queued = deliveries_requeue(delivery_ids=list(queryset.values_list("id", flat=True)))
-        self.message_user(request, f"{queued} deliveries queued again; others were left as they are.")
-
-
-@admin.register(DeliveryAttempt)
-class DeliveryAttemptAdmin(LargeTableAdmin):
-    list_display = ("id", "delivery_id", "status_code", "duration_ms", "created_at")
-    raw_id_fields = ("delivery",)

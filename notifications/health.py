@@ -1,6 +1,8 @@
 """/healthz and /readyz."""
 from __future__ import annotations
 
+import redis
+from celery import current_app as app
 from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
@@ -16,8 +18,6 @@ def _check_database() -> None:
 
 
 def _check_redis() -> None:
-    import redis
-
     client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
     try:
         client.ping()
@@ -26,15 +26,11 @@ def _check_redis() -> None:
 
 
 def _check_broker() -> None:
-    from config.celery import app
-
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
 
 
 def _check_channel_layer() -> None:
-    import redis
-
     hosts = settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"]
     url = hosts[0] if isinstance(hosts[0], str) else hosts[0]["address"]
     client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import logging
 
+import redis
+from django.conf import settings
+from django.db import connection
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY
+
+from notifications.selectors import fanout_backlog_ages
 
 log = logging.getLogger(__name__)
 _registered = False
@@ -17,16 +22,9 @@ class PipelineCollector:
         return []
 
     def collect(self):
-        from django.conf import settings
-        from django.db import connection
-
-        from notifications.selectors import fanout_backlog_ages
-
         queues = GaugeMetricFamily("clarion_queue_depth", "Messages waiting in a Celery queue", labels=["queue"])
         events = GaugeMetricFamily("clarion_events_pending", "Events not yet fanned out, by status", labels=["status"])
         try:
-            import redis
-
             client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
             try:
                 pipe = client.pipeline()
@@ -63,7 +61,7 @@ class PipelineCollector:
             log.warning("fan-out backlog unavailable", exc_info=True)
         deliveries = GaugeMetricFamily(
             "clarion_deliveries_waiting",
-            "Queued deliveries: due (the dispatch sweep sends them next) or held (quiet hours, retry wait)",
+            "Queued deliveries: due (the dispatch sweep sends them next) or held (quiet hours)",
             labels=["state"],
         )
         try:

@@ -10,29 +10,9 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 
-from notifications.ids import uuid7
+from common.choices import Channel, DeliveryStatus, EventStatus, Priority
+from common.ids import uuid7
 from notifications.rates import RATE_HELP, validate_rate
-
-
-class Priority(models.TextChoices):
-    CRITICAL = "critical"
-    HIGH = "high"
-    NORMAL = "normal"
-    LOW = "low"
-
-
-class Channel(models.TextChoices):
-    IN_APP = "in_app"
-    EMAIL = "email"
-    SMS = "sms"
-    PUSH = "push"
-    WEB_PUSH = "web_push"
-    WEBHOOK = "webhook"
-
-
-# Channels that get a Delivery row. In-app needs none: the Notification row is
-# the in-app delivery (delivered when inserted, opened when read).
-EXTERNAL_CHANNELS = tuple(c.value for c in Channel if c != Channel.IN_APP)
 
 
 class ApiKey(models.Model):
@@ -119,15 +99,6 @@ class NotificationType(models.Model):
         return self.key
 
 
-class EventStatus(models.TextChoices):
-    ACCEPTED = "accepted"
-    SCHEDULED = "scheduled"
-    PROCESSING = "processing"
-    DONE = "done"
-    CANCELLED = "cancelled"
-    FAILED = "failed"
-
-
 class Event(models.Model):
     """The outbox: one accepted producer request, durable from the 202 on."""
 
@@ -160,7 +131,6 @@ class Event(models.Model):
     # the relay re-publishes it within RELAY_DEAD_PAGE_SECONDS.
     page_started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    error = models.TextField(blank=True, default="")
 
     class Meta:
         indexes = [
@@ -256,17 +226,6 @@ class UnreadCount(models.Model):
         Recipient, primary_key=True, on_delete=models.DO_NOTHING, related_name="+"
     )
     count = models.BigIntegerField(default=0)
-
-
-class DeliveryStatus(models.TextChoices):
-    QUEUED = "queued"
-    SENT = "sent"
-    DELIVERED = "delivered"
-    OPENED = "opened"
-    CLICKED = "clicked"
-    FAILED = "failed"
-    DEAD = "dead"
-    SKIPPED = "skipped"
 
 
 class Delivery(models.Model):

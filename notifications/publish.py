@@ -19,9 +19,10 @@ import threading
 import time
 from collections.abc import Iterable
 
+from django.conf import settings
 from django.db import transaction
 
-from config.celery import app
+from celery import current_app as app
 from notifications.wakeups import wake_claim, wake_release
 
 log = logging.getLogger(__name__)
@@ -115,8 +116,6 @@ class BatchingPublisher:
                 self._thread.start()
 
     def _run(self) -> None:
-        from django.conf import settings
-
         linger = settings.CLARION["PUBLISH_LINGER_SECONDS"]
         while True:
             submissions = [self._queue.get()]

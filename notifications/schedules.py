@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django.conf import settings
 from django.db import transaction
 
@@ -36,8 +37,6 @@ def schedules() -> list[Schedule]:
 
 def schedules_sync() -> list[str]:
     """Create or update the PeriodicTask rows of schedules(); delete retired ones."""
-    from django_celery_beat.models import IntervalSchedule, PeriodicTask
-
     names = []
     with transaction.atomic():
         for schedule in schedules():

@@ -43,10 +43,12 @@ def notification_types_by_key(keys: set[str]) -> dict[str, TypeInfo]:
             missing.append(key)
     if missing:
         rows = NotificationType.objects.filter(key__in=missing, retired_at__isnull=True).values_list(
-            "id", "key", "category", "priority", "channels", "required_channels"
+            "id", "key", "category", "priority", "channels", "required_channels", named=True
         )
         for row in rows:
-            info = TypeInfo(row[0], row[1], row[2], row[3], tuple(row[4]), tuple(row[5]))
+            info = TypeInfo(
+                row.id, row.key, row.category, row.priority, tuple(row.channels), tuple(row.required_channels)
+            )
             _type_cache[info.key] = (now + TYPE_CACHE_SECONDS, info)
             found[info.key] = info
     return found
@@ -143,5 +145,5 @@ def unread_count(*, recipient_id: int) -> int:
         db.execute(
             "SELECT count FROM notifications_unreadcount WHERE recipient_id = %s", [recipient_id]
         )
-        row = db.fetchone()
-    return row[0] if row else 0
+        found = db.fetchone()
+    return found[0] if found else 0  # the one column: count

@@ -13,8 +13,8 @@ import orjson
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
-from notifications.errors import InvalidInput, TooLarge
-from notifications.models import Channel, Priority
+from common.errors import InvalidInput, TooLarge
+from common.choices import Channel, Priority
 
 EXTERNAL_ID_RE = re.compile(r"^[^\s\x00-\x1f]{1,128}$")
 TOPIC_KEY_RE = re.compile(r"^[A-Za-z0-9_.:\-/@]{1,255}$")

@@ -6,7 +6,12 @@ from __future__ import annotations
 
 from django.db import models
 
-from notifications.models import Channel, Recipient
+from common.choices import Channel
+
+
+# Recipients live in `notifications`, the layer above: the foreign keys name the
+# model by its label, so this layer never imports that one.
+RECIPIENT = "notifications.Recipient"
 
 
 class Scope(models.TextChoices):
@@ -18,7 +23,7 @@ class Scope(models.TextChoices):
 class ChannelPreference(models.Model):
     """On/off for one channel at one scope: everything (global), a category, or a type."""
 
-    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, db_index=False)
+    recipient = models.ForeignKey(RECIPIENT, on_delete=models.CASCADE, db_index=False)
     scope = models.CharField(max_length=8, choices=Scope.choices)
     key = models.CharField(max_length=150, blank=True, default="", help_text="Category or type key; empty for global.")
     channel = models.CharField(max_length=16, choices=Channel.choices)
@@ -41,7 +46,7 @@ class ChannelPreference(models.Model):
 class DeliverySettings(models.Model):
     """Quiet hours and daily caps of one recipient."""
 
-    recipient = models.OneToOneField(Recipient, on_delete=models.CASCADE, primary_key=True)
+    recipient = models.OneToOneField(RECIPIENT, on_delete=models.CASCADE, primary_key=True)
     quiet_start = models.TimeField(null=True, blank=True)
     quiet_end = models.TimeField(null=True, blank=True)
     # {"email": 5, "sms": 2}: at most that many per channel per day (recipient's time zone).

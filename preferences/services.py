@@ -13,8 +13,8 @@ import re
 
 from django.db import transaction
 
-from notifications.errors import InvalidInput
-from notifications.models import Channel, Recipient
+from common.choices import Channel
+from common.errors import InvalidInput
 from preferences.models import ChannelPreference, DeliverySettings, Scope
 
 CHANNELS = {c.value for c in Channel}
@@ -134,7 +134,14 @@ def preferences_put(*, recipient_id: int, body: object) -> dict:
                 "quiet_start": quiet["start"] if quiet else None,
                 "quiet_end": quiet["end"] if quiet else None,
                 "daily_caps": document["daily_caps"],
-                "timezone": Recipient.objects.filter(id=recipient_id).values_list("timezone", flat=True).first() or "",
+                "timezone": _recipient_timezone(recipient_id),
             },
         )
     return preferences_get(recipient_id=recipient_id)
+
+
+def _recipient_timezone(recipient_id: int) -> str:
+    # The recipient model belongs to the layer above; it is reached through
+    # the foreign key that names it, not imported.
+    recipients = DeliverySettings._meta.get_field("recipient").related_model._default_manager
+    return recipients.filter(id=recipient_id).values_list("timezone", flat=True).first() or ""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import asyncio
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
@@ -49,8 +50,6 @@ def sync_client() -> redis.Redis:
 
 def async_client() -> aioredis.Redis:
     """One client per event loop (asyncio connections cannot cross loops)."""
-    import asyncio
-
     loop_id = id(asyncio.get_running_loop())
     client = _async_clients.get(loop_id)
     if client is None:

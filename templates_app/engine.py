@@ -14,7 +14,7 @@ import time
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import TemplateSyntaxError
+from jinja2 import TemplateSyntaxError, meta
 from jinja2.exceptions import SecurityError
 
 from templates_app.errors import TemplateError
@@ -62,8 +62,6 @@ def _referenced_names(source: str) -> frozenset[str]:
     # Cached like _compile: the fan-out asks once per event, and parsing the
     # same template again for each of thousands of events a second was a third
     # of a fan-out worker's time (py-spy, `bench sustained`).
-    from jinja2 import meta
-
     try:
         return frozenset(meta.find_undeclared_variables(_ENVIRONMENTS[False].parse(source)))
     except (TemplateSyntaxError, RecursionError):  # rendering it will fail and say why

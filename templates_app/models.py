@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from django.db import models
 
-from notifications.models import Channel, NotificationType
+from common.choices import Channel
+
+
+# Notification types live in `notifications`, the layer above: the foreign key
+# names the model by its label, so this layer never imports that one.
+NOTIFICATION_TYPE = "notifications.NotificationType"
 
 
 class TemplateVersion(models.Model):
-    type = models.ForeignKey(NotificationType, on_delete=models.CASCADE, related_name="template_versions")
+    type = models.ForeignKey(NOTIFICATION_TYPE, on_delete=models.CASCADE, related_name="template_versions")
     channel = models.CharField(max_length=16, choices=Channel.choices)
     locale = models.CharField(max_length=35)
     version = models.PositiveIntegerField()

@@ -5,57 +5,13 @@ output. Sending is elsewhere (render apart from send).
 """
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from templates_app.engine import TemplateError, render, text_from_html
+from common.channels import CHANNELS
+from templates_app.engine import TemplateError, check_syntax, render, text_from_html
 from templates_app.locales import locale_chain, pick_locale
 
-# The fields each channel's template may have.
-CHANNEL_FIELDS: dict[str, tuple[str, ...]] = {
-    "in_app": ("title", "body", "url"),
-    "email": ("subject", "text", "html"),
-    "sms": ("text",),
-    "push": ("title", "body"),
-    "web_push": ("title", "body", "url"),
-    "webhook": ("payload",),
-}
-# Fields whose output is markup: variables are HTML-escaped in them.
-ESCAPED_FIELDS = {("email", "html"), ("in_app", "title"), ("in_app", "body")}
-
-
-class Required(NamedTuple):
-    """At least one of `fields` must be non-empty; `message` says so when none is."""
-
-    fields: tuple[str, ...]
-    message: str
-
-
-# What a channel's message cannot go without. Checked on every template of a
-# type when it is defined, and on the rendered content before a delivery is
-# sent, so a message with nothing in it fails loudly instead of going out.
-REQUIRED_FIELDS: dict[str, tuple[Required, ...]] = {
-    "in_app": (Required(("title",), "An in-app notification needs a title."),),
-    "email": (
-        Required(("subject",), "An email needs a subject."),
-        Required(("text", "html"), "An email needs a text or an html body."),
-    ),
-    "sms": (Required(("text",), "An SMS needs a text."),),
-    "push": (Required(("title", "body"), "A push notification needs a title or a body."),),
-    "web_push": (Required(("title", "body"), "A web push notification needs a title or a body."),),
-    "webhook": (Required(("payload",), "A webhook template needs a payload."),),
-}
-
-
-def _context_as_payload(context: dict[str, Any]) -> dict[str, str]:
-    return {"payload": json.dumps(context, default=str)}
-
-
-# What a channel without a template sends; every other channel needs one.
-DEFAULT_CONTENT: dict[str, Callable[[dict[str, Any]], dict[str, str]]] = {
-    "webhook": _context_as_payload,
-}
 # Top-level names the render context adds to the event's data (build_context;
 # `digest` where digests and in-app items are rendered).
 CONTEXT_NAMES = frozenset({"actor", "event", "recipient", "digest"})
@@ -76,19 +32,20 @@ def render_channel(*, templates: dict, channel: str, locale: str, default_locale
                    context: dict[str, Any]) -> dict[str, str]:
     """The rendered fields of `channel`; TemplateError if there is no template
     for it or one of its fields fails."""
+    spec = CHANNELS[channel]
     variants = (templates or {}).get(channel) or {}
     variant = pick_locale(variants, locale, default_locale)
     if variant is None:
-        if channel in DEFAULT_CONTENT:
-            return DEFAULT_CONTENT[channel](context)
+        if spec.default_content is not None:
+            return spec.default_content(context)
         raise TemplateError(f"The type has no {channel} template.")
     output: dict[str, str] = {}
-    for field in CHANNEL_FIELDS[channel]:
+    for field in spec.fields:
         source = variant.get(field)
         if source is None:
             continue
         try:
-            output[field] = render(source, context, autoescape=(channel, field) in ESCAPED_FIELDS)
+            output[field] = render(source, context, autoescape=field in spec.escaped)
         except TemplateError as exc:
             raise TemplateError(f"{channel}.{field}: {exc}") from exc
     if channel == "email" and output.get("html") and not output.get("text"):
@@ -98,19 +55,19 @@ def render_channel(*, templates: dict, channel: str, locale: str, default_locale
 
 def template_problems(templates: dict) -> dict[str, list[str]]:
     """Syntax and shape problems of a type's templates, keyed by field path."""
-    from templates_app.engine import check_syntax
-
     problems: dict[str, list[str]] = {}
     for channel, variants in (templates or {}).items():
-        fields = CHANNEL_FIELDS.get(channel)
-        if fields is None:
+        spec = CHANNELS.get(channel)
+        if spec is None:
             problems.setdefault(f"templates.{channel}", []).append("Unknown channel.")
             continue
         for locale, variant in variants.items():
             for field, source in variant.items():
                 path = f"templates.{channel}.{locale}.{field}"
-                if field not in fields:
-                    problems.setdefault(path, []).append(f"Unknown field; {channel} has {', '.join(fields)}.")
+                if field not in spec.fields:
+                    problems.setdefault(path, []).append(
+                        f"Unknown field; {channel} has {', '.join(spec.fields)}."
+                    )
                 elif not isinstance(source, str):
                     problems.setdefault(path, []).append("Must be a template string.")
                 elif (problem := check_syntax(source)) is not None:
@@ -127,7 +84,7 @@ def missing_fields(channel: str, fields: Mapping[str, object]) -> list[tuple[str
 
     return [
         (required.fields[0], required.message)
-        for required in REQUIRED_FIELDS.get(channel, ())
+        for required in (CHANNELS[channel].required if channel in CHANNELS else ())
         if not any(filled(name) for name in required.fields)
     ]
 
@@ -150,7 +107,7 @@ def template_gaps(*, templates: dict, channels: Iterable[str],
     problems: dict[str, list[str]] = {}
     defaults = {locale.lower() for locale in locale_chain("", default_locale)}
     for channel in channels:
-        if channel in DEFAULT_CONTENT:
+        if channel in CHANNELS and CHANNELS[channel].default_content is not None:
             continue
         variants = templates.get(channel) or {}
         if not variants:

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import connection
 from rest_framework.test import APIClient
 
-from notifications.ids import uuid7
+from common.ids import uuid7
 from notifications.models import Event, IdempotencyKey, Notification
 from notifications.services import backpressure
 from notifications.services.events import events_accept_batch
@@ -97,9 +97,9 @@ def waiting_event(priority: str, age_seconds: float) -> str:
             """
             INSERT INTO notifications_event (id, type_id, recipients, actor, data, priority, status,
                 idempotency_key, created_at, enqueued_at, fanout_page, fanout_source, fanout_cursor,
-                recipient_count, relay_attempts, error)
+                recipient_count, relay_attempts)
             SELECT %s, id, '{"ids": [], "topics": ["held"]}', '', '{}', %s, 'accepted', NULL,
-                now() - make_interval(secs => %s), now() - make_interval(secs => %s), 0, 0, 0, 0, 0, ''
+                now() - make_interval(secs => %s), now() - make_interval(secs => %s), 0, 0, 0, 0, 0
             FROM notifications_notificationtype WHERE key = 'comment.created'
             """,
             [event_id, priority, age_seconds, age_seconds],

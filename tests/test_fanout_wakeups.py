@@ -20,7 +20,7 @@ def private_broker(monkeypatch, settings):
     server = RedisServer()
     server.start()
     settings.CELERY_BROKER_URL = server.url  # where wake-up keys live, as in every process
-    app = Celery("wakeup-test", broker=server.url)
+    app = Celery("wakeup-test", broker=server.url, set_as_current=False)
     monkeypatch.setattr(publish, "app", app)
     try:
         yield redis.Redis.from_url(server.url)

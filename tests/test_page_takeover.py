@@ -91,7 +91,7 @@ def _lost_publish(producer, monkeypatch) -> str:
 
     from notifications import publish
 
-    unreachable = Celery("unreachable", broker="redis://127.0.0.1:1/0")
+    unreachable = Celery("unreachable", broker="redis://127.0.0.1:1/0", set_as_current=False)
     unreachable.conf.broker_connection_timeout = 0.5
     monkeypatch.setattr(publish, "app", unreachable)
     response = producer.post(

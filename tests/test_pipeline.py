@@ -95,7 +95,7 @@ def test_relay_recovers_an_event_whose_publish_was_lost(worker, clean_redis, pro
 
     from notifications import publish
 
-    unreachable = Celery("unreachable", broker="redis://127.0.0.1:1/0")
+    unreachable = Celery("unreachable", broker="redis://127.0.0.1:1/0", set_as_current=False)
     unreachable.conf.broker_connection_timeout = 0.5
     monkeypatch.setattr(publish, "app", unreachable)
     event_id = post_event(producer, ["lost-1"])

@@ -12,7 +12,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from notifications.api.auth import api_key_create
-from notifications.errors import RateLimited
+from common.errors import RateLimited
 from notifications.models import ApiKey, Event
 from notifications.rates import Rate, rate_parse
 from notifications.services import ratelimits

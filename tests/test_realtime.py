@@ -11,7 +11,7 @@ from notifications.models import Recipient
 from notifications.services.events import event_accept
 from notifications.services.fanout import event_fan_out_page
 from notifications.services.tokens import recipient_token_issue
-from realtime.hints import notifications_created
+from notifications.services.push import notifications_created
 from tests.helpers import subscribe_many, wait_for
 from tests.wsclient import InboxSocket
 

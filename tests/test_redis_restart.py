@@ -30,7 +30,7 @@ def private_broker(private_redis, monkeypatch, settings):
     """The API process publishes to the private Redis, like the worker below
     (its wake-up keys too: they live on CELERY_BROKER_URL)."""
     settings.CELERY_BROKER_URL = private_redis.url
-    app = Celery("clarion-private")
+    app = Celery("clarion-private", set_as_current=False)
     app.config_from_object("django.conf:settings", namespace="CELERY")
     app.conf.broker_url = private_redis.url
     app.conf.broker_connection_timeout = 1

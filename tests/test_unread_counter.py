@@ -22,7 +22,7 @@ from notifications.services.fanout_small import events_fan_out_small
 from notifications.services.relay import events_relay
 from notifications.services.types import notification_type_put
 from preferences.services import preferences_put
-from realtime import hints
+from notifications.services import push as hints
 from tests.conftest import inbox_client
 from tests.helpers import scalar, subscribe_many
 

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from config.celery import app
+from celery import current_app as app
 
 log = logging.getLogger(__name__)
 

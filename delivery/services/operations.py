@@ -8,7 +8,7 @@ REQUEUEABLE = "(status IN ('failed', 'dead') OR (status = 'skipped' AND reason =
 
 
 def deliveries_send_now(*, delivery_ids: list[int]) -> int:
-    """Release held deliveries (quiet hours, a retry's wait): the next dispatch sweep sends them."""
+    """Release deliveries held by quiet hours: the next dispatch sweep sends them."""
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE notifications_delivery SET next_attempt_at = now(), reason = '', updated_at = now()"
@@ -19,7 +19,7 @@ def deliveries_send_now(*, delivery_ids: list[int]) -> int:
 
 
 def deliveries_requeue(*, delivery_ids: list[int]) -> int:
-    """Queue failed, dead-lettered or provider-less deliveries again, due now."""
+    """Queue failed or provider-less deliveries again, due now."""
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE notifications_delivery SET status = 'queued', reason = '', next_attempt_at = now(),"

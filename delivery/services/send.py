@@ -22,21 +22,20 @@ from datetime import datetime
 import orjson
 from django.db import connection, transaction
 
+from common.channels import CHANNELS
+from common.rows import named_rows
 from delivery.providers import Message, Outcome, Provider, provider_for
-from notifications.models import DeliveryStatus
-from notifications.services.fanout import recipient_context
-from notifications.sqljson import from_db_json
+from common.choices import DeliveryStatus
+from notifications.services.profiles import Profile, profile_columns, recipient_context
+from common.sqljson import from_db_json
 from templates_app.engine import TemplateError
 from templates_app.rendering import build_context, render_channel, require_content
 
 log = logging.getLogger(__name__)
 
-# The profile field a channel's address comes from (others: the provider's concern).
-ADDRESS_FIELDS = {"email": 2, "sms": 3}  # positions in the profile row
-
-_CLAIMED = """
-SELECT d.id, d.channel, d.content, n.event_id, e.actor, e.data, t.key, t.templates, t.default_locale,
-       r.id, r.external_id, r.email, r.phone, r.locale, r.timezone, r.data
+_CLAIMED = f"""
+SELECT d.id AS delivery_id, d.channel, d.content, n.event_id, e.actor, e.data, t.key AS type_key,
+       t.templates, t.default_locale, {profile_columns("r", prefix="recipient_")}
 FROM notifications_delivery d
 JOIN notifications_notification n ON n.id = d.notification_id
 JOIN notifications_event e ON e.id = n.event_id
@@ -64,22 +63,23 @@ def deliveries_send(*, delivery_ids: list[int], lease: datetime) -> dict[str, in
     batches: list[tuple[Provider, list[Message]]] = []
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute(_CLAIMED, [delivery_ids, lease])
+            named_rows(cursor).execute(_CLAIMED, [delivery_ids, lease])
             rows = cursor.fetchall()
         contents: dict[int, dict] = {}
         addresses: dict[int, str] = {}
         failed: dict[int, str] = {}
         no_address: list[int] = []
         for row in rows:
-            delivery_id, channel, stored = row[0], row[1], from_db_json(row[2])
-            profile = row[9:]
-            address = profile[ADDRESS_FIELDS[channel]] if channel in ADDRESS_FIELDS else ""
-            if channel in ADDRESS_FIELDS and not address:
+            delivery_id, channel, stored = row.delivery_id, row.channel, from_db_json(row.content)
+            profile = Profile.from_prefixed(row, "recipient_")
+            address_field = CHANNELS[channel].address_field
+            address = getattr(profile, address_field) if address_field else ""
+            if address_field and not address:
                 no_address.append(delivery_id)
                 continue
             addresses[delivery_id] = address
             try:
-                content = stored if stored else _render(row)
+                content = stored if stored else _render(row, profile)
                 require_content(channel, content)  # e.g. an email whose subject rendered empty
                 contents[delivery_id] = content
             except TemplateError as exc:
@@ -93,9 +93,9 @@ def deliveries_send(*, delivery_ids: list[int], lease: datetime) -> dict[str, in
             count("no_address", len(no_address))
         by_channel: dict[str, list[Message]] = {}
         for row in rows:
-            if row[0] in contents:
-                message = Message(row[0], row[1], addresses[row[0]], contents[row[0]])
-                by_channel.setdefault(row[1], []).append(message)
+            if row.delivery_id in contents:
+                message = Message(row.delivery_id, row.channel, addresses[row.delivery_id], contents[row.delivery_id])
+                by_channel.setdefault(row.channel, []).append(message)
         for channel, messages in by_channel.items():
             provider = provider_for(channel)
             if provider is None:
@@ -125,15 +125,16 @@ def deliveries_send(*, delivery_ids: list[int], lease: datetime) -> dict[str, in
     return counts
 
 
-def _render(row: tuple) -> dict:
-    (_, channel, _, event_id, actor, data, type_key, templates, default_locale, *profile) = row
+def _render(row, profile: Profile) -> dict:
+    """The content of a claimed delivery (a row of _CLAIMED) for its recipient."""
     recipient = recipient_context(profile)
     context = build_context(
-        data=from_db_json(data) or {}, actor=actor, event={"id": str(event_id), "type": type_key}, recipient=recipient
+        data=from_db_json(row.data) or {}, actor=row.actor,
+        event={"id": str(row.event_id), "type": row.type_key}, recipient=recipient,
     )
     return render_channel(
-        templates=from_db_json(templates) or {}, channel=channel, locale=recipient["locale"],
-        default_locale=default_locale, context=context,
+        templates=from_db_json(row.templates) or {}, channel=row.channel, locale=recipient["locale"],
+        default_locale=row.default_locale, context=context,
     )
 
 
@@ -168,7 +169,7 @@ def _record(ids: list[int], status: str, reason: str, *, errors: dict[int, str] 
             f" WHERE id = ANY(%s){guard} RETURNING id",
             [status, reason, ids, *([lease] if lease else [])],
         )
-        settled = [row[0] for row in cursor.fetchall()]
+        settled = [delivery_id for (delivery_id,) in cursor.fetchall()]
         if errors:
             logged = [i for i in settled if i in errors]
             if logged:

@@ -7,11 +7,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from notifications.api import serializers as s
-from notifications.api.producer import _int_param
-from notifications.errors import ClarionError
+from notifications.api.parsers import int_param, request_json
+from common.errors import ClarionError
 from notifications.models import Recipient
 from notifications.services import inbox
 from notifications.services.tokens import recipient_token_verify
+from preferences.services import preferences_get, preferences_put
 
 
 class RecipientPrincipal:
@@ -76,7 +77,7 @@ class InboxListView(InboxView):
                 errors={"status": ["Must be unread, read, archived or all."]},
                 status=400,
             )
-        limit = _int_param(request, "limit", default=20, maximum=inbox.MAX_LIMIT)
+        limit = int_param(request, "limit", default=20, maximum=inbox.MAX_LIMIT)
         items, next_cursor = inbox.inbox_page(
             recipient_id=self.recipient_id, status=status, cursor=request.query_params.get("cursor"), limit=limit
         )
@@ -110,13 +111,8 @@ class ReadAllView(InboxView):
 class InboxPreferencesView(InboxView):
     @extend_schema(summary="The recipient's own preference center")
     def get(self, request):
-        from preferences.services import preferences_get
-
         return Response(preferences_get(recipient_id=self.recipient_id))
 
     @extend_schema(request=None, summary="Replace the recipient's own preferences")
     def put(self, request):
-        from notifications.api.producer import _body
-        from preferences.services import preferences_put
-
-        return Response(preferences_put(recipient_id=self.recipient_id, body=_body(request)))
+        return Response(preferences_put(recipient_id=self.recipient_id, body=request_json(request)))

@@ -42,7 +42,7 @@ from notifications.api.auth import (
 )
 from notifications.api.parsers import json_loads_strict
 from notifications.api.problems import PROBLEM_CONTENT_TYPE, problem_body, problem_from_error
-from notifications.errors import ClarionError, Overloaded, TooLarge
+from common.errors import ClarionError, Overloaded, TooLarge
 from notifications.selectors import notification_types_by_key, notification_types_cached
 from notifications.services import backpressure
 from notifications.services.events import (

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import orjson
 from django.conf import settings
+from django.http import QueryDict
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
-from notifications.errors import ClarionError, TooLarge
+from common.errors import ClarionError, TooLarge
 
 
 def _contains_nul(value) -> bool:
@@ -58,3 +59,23 @@ def json_loads_strict(raw: bytes) -> object:
     if b"\\u0000" in raw and _contains_nul(data):
         raise MalformedBody("Strings must not contain the NUL character (\\u0000).")
     return data
+
+
+def request_json(request):
+    """The parsed JSON body; DRF hands an empty body over as an empty QueryDict."""
+    data = request.data
+    if request.stream is None or isinstance(data, QueryDict):
+        raise ParseError("The request body is empty; a JSON document is expected.")
+    return data
+
+
+def int_param(request, name: str, *, default: int, maximum: int) -> int:
+    """A positive integer query parameter, at most `maximum` (400 otherwise)."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise ClarionError(
+            f"{name} must be an integer from 1 to {maximum}.", errors={name: [f"Must be 1 to {maximum}."]}, status=400
+        )
+    return int(raw)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from rest_framework.views import APIView
 
-from notifications.errors import InvalidInput
+from common.errors import InvalidInput
 from notifications.services.recipients import check_external_id
 from notifications.validation import validate_topic_key, validate_type_key
 

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import logging
 
+from django.views import defaults
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from notifications.errors import ClarionError
+from common.errors import ClarionError
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,6 @@ def problem_exception_handler(exc, context):
 
 def django_problem_view(status_code: int):
     """Django's handler404/handler500 etc.: problem+json under /api/, HTML elsewhere."""
-    from django.views import defaults
-
     fallback = {
         400: defaults.bad_request,
         403: defaults.permission_denied,

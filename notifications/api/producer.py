@@ -2,36 +2,36 @@
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from django.http import QueryDict
 from rest_framework import status
-from rest_framework.exceptions import ParseError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from notifications.api import serializers as s
+from notifications.api.parsers import int_param, request_json
 from notifications.api.path_ids import CheckedPathView, check_recipient_id, check_topic_key, check_type_key
 from notifications.api.problems import problem_from_error
-from notifications.errors import ClarionError, InvalidInput, NotFound
+from common.errors import ClarionError, InvalidInput, NotFound
 from notifications.models import NotificationType, Recipient
 from notifications.selectors import event_delivery_counts, event_get
 from notifications.services import backpressure, events, recipients, topics, types
 from notifications.services.tokens import recipient_token_issue
-
-
-def _body(request):
-    """The parsed JSON body; DRF hands an empty body over as an empty QueryDict."""
-    data = request.data
-    if request.stream is None or isinstance(data, QueryDict):
-        raise ParseError("The request body is empty; a JSON document is expected.")
-    return data
+from preferences.services import preferences_get, preferences_put
 
 
 class EventsView(APIView):
+    """`POST /api/v1/events` for WSGI deployments and the OpenAPI schema.
+
+    Under ASGI (production: the Procfile's uvicorn) this view never runs:
+    notifications/api/intake.py answers the request before Django's request
+    cycle, through the same service functions (event_parse, backpressure,
+    events_accept_parsed). A change to what the endpoint does goes there too.
+    """
+
     @extend_schema(request=s.EventRequest, responses={202: s.EventAccepted}, summary="Send an event")
     def post(self, request):
         accepted = events.event_accept(
             api_key_id=request.user.api_key_id,
-            body=_body(request),
+            body=request_json(request),
             header_idempotency_key=request.headers.get("Idempotency-Key"),
             screen=backpressure.events_refusals,
         )
@@ -39,13 +39,15 @@ class EventsView(APIView):
 
 
 class EventsBatchView(APIView):
+    """`POST /api/v1/events/batch`; under ASGI the intake answers it (see EventsView)."""
+
     def rate_cost(self, request) -> int:
         """One token per event of the batch (read by ApiKeyRateThrottle)."""
-        return len(events.batch_bodies(_body(request)))
+        return len(events.batch_bodies(request_json(request)))
 
     @extend_schema(request=s.BatchRequest, responses={207: None}, summary="Send up to 1,000 events")
     def post(self, request):
-        items = events.batch_bodies(_body(request))
+        items = events.batch_bodies(request_json(request))
         results = events.events_accept_batch(
             api_key_id=request.user.api_key_id, bodies=items, screen=backpressure.events_refusals
         )
@@ -78,12 +80,12 @@ class RecipientView(CheckedPathView):
 
     @extend_schema(request=s.ProfileRequest, summary="Create or replace a recipient's profile")
     def put(self, request, external_id: str):
-        recipient, created = recipients.recipient_put(external_id=external_id, body=_body(request))
-        return Response(s.profile_json(recipient), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        recipient, created = recipients.recipient_put(external_id=external_id, body=request_json(request))
+        return Response(recipients.recipient_json(recipient), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
     @extend_schema(summary="A recipient's profile")
     def get(self, request, external_id: str):
-        return Response(s.profile_json(recipients.recipient_get(external_id=external_id)))
+        return Response(recipients.recipient_json(recipients.recipient_get(external_id=external_id)))
 
     @extend_schema(summary="Erase a recipient and its personal data", responses={204: None})
     def delete(self, request, external_id: str):
@@ -124,14 +126,14 @@ class TopicSubscribersView(CheckedPathView):
 
     @extend_schema(request=s.SubscribersRequest, summary="Add and remove subscribers")
     def put(self, request, key: str):
-        return Response(topics.topic_subscribers_update(key=key, body=_body(request)))
+        return Response(topics.topic_subscribers_update(key=key, body=request_json(request)))
 
     @extend_schema(
         parameters=[OpenApiParameter("cursor", str), OpenApiParameter("limit", int)],
         summary="Subscribers, a page at a time",
     )
     def get(self, request, key: str):
-        limit = _int_param(request, "limit", default=100, maximum=1000)
+        limit = int_param(request, "limit", default=100, maximum=1000)
         cursor = request.query_params.get("cursor") or "0"
         if not cursor.isdigit() or len(cursor) > 19:
             raise ClarionError("Invalid cursor.", errors={"cursor": ["Invalid cursor."]}, status=400)
@@ -155,7 +157,7 @@ class NotificationTypeView(CheckedPathView):
 
     @extend_schema(request=s.NotificationTypeRequest, summary="Define a notification type")
     def put(self, request, key: str):
-        notification_type, created = types.notification_type_put(key=key, body=_body(request))
+        notification_type, created = types.notification_type_put(key=key, body=request_json(request))
         return Response(
             s.type_json(notification_type), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
         )
@@ -173,30 +175,15 @@ class NotificationTypeView(CheckedPathView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-def _int_param(request, name: str, *, default: int, maximum: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
-        raise ClarionError(
-            f"{name} must be an integer from 1 to {maximum}.", errors={name: [f"Must be 1 to {maximum}."]}, status=400
-        )
-    return int(raw)
-
-
 class RecipientPreferencesView(CheckedPathView):
     path_checks = {"external_id": check_recipient_id}
 
     @extend_schema(summary="A recipient's preferences")
     def get(self, request, external_id: str):
-        from preferences.services import preferences_get
-
         return Response(preferences_get(recipient_id=recipients.recipient_get(external_id=external_id).id))
 
     @extend_schema(request=None, summary="Replace a recipient's preferences")
     def put(self, request, external_id: str):
-        from preferences.services import preferences_put
-
         recipients.check_external_id(external_id)
         recipient, _ = Recipient.objects.get_or_create(external_id=external_id)
-        return Response(preferences_put(recipient_id=recipient.id, body=_body(request)))
+        return Response(preferences_put(recipient_id=recipient.id, body=request_json(request)))

@@ -4,20 +4,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from notifications.models import Channel, Event, NotificationType, Priority, Recipient
-
-
-def profile_json(recipient: Recipient) -> dict:
-    return {
-        "external_id": recipient.external_id,
-        "email": recipient.email,
-        "phone": recipient.phone,
-        "locale": recipient.locale,
-        "timezone": recipient.timezone,
-        "data": recipient.data,
-        "created_at": recipient.created_at,
-        "updated_at": recipient.updated_at,
-    }
+from common.choices import Channel, Priority
+from notifications.models import Event, NotificationType, Recipient
 
 
 def type_json(notification_type: NotificationType) -> dict:

@@ -39,7 +39,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 from prometheus_client import Counter
 
-from notifications.errors import Overloaded
+from common.errors import Overloaded
 from notifications.selectors import TypeInfo, fanout_backlog_ages, notification_types_by_key
 from notifications.services.events import ParsedEvent
 

@@ -25,13 +25,17 @@ from datetime import datetime, timedelta, timezone as dt_timezone
 from django.db import connection, transaction
 from django.utils import timezone
 
-from notifications.models import Channel, Priority
+from common.choices import Channel, Priority
 from notifications.services import fanout_sql
-from delivery.services.content import deliveries_store_content
+from notifications.services.delivery_content import RenderedContent, deliveries_store_content
 from notifications.services.limits import deliveries_apply_limits, limited_by_event
-from notifications.sqljson import from_db_json
-from realtime.hints import digests_created_on_commit
-from templates_app.engine import TemplateError, render
+from notifications.services.page_insert import page_insert, page_params
+from notifications.services.profiles import Profile, profile_columns, recipient_context
+from common.rows import named_rows
+from common.sqljson import from_db_json
+from notifications.services.push import digests_created_on_commit
+from templates_app.engine import TemplateError
+from templates_app.keys import key_render
 from templates_app.rendering import build_context, render_channel
 
 log = logging.getLogger(__name__)
@@ -45,13 +49,7 @@ def is_digested(*, digest: dict | None, priority: str) -> bool:
 
 
 def digest_key(digest: dict, data: dict, actor: str) -> str:
-    source = digest.get("key") or ""
-    if not source:
-        return ""
-    try:
-        return render(source, build_context(data=data, actor=actor, event={}))[:255]
-    except TemplateError:
-        return ""
+    return key_render(digest.get("key") or "", data=data, actor=actor)
 
 
 def window_closes_at(digest: dict, now: datetime) -> datetime:
@@ -134,7 +132,7 @@ def digests_flush_due(*, now: datetime | None = None, limit: int = 500) -> int:
             """,
             [now, limit],
         )
-        ids = [row[0] for row in cursor.fetchall()]
+        ids = [window_id for (window_id,) in cursor.fetchall()]
         if ids:
             _flush_locked(window_ids=ids, now=now)
     return len(ids)
@@ -142,13 +140,11 @@ def digests_flush_due(*, now: datetime | None = None, limit: int = 500) -> int:
 
 def _flush_locked(*, window_ids: list[int], now: datetime) -> None:
     """Send windows the caller has locked: one notification each, then mark them flushed."""
-    from notifications.services.fanout import LockedEvent, PageWriter
-
     with connection.cursor() as cursor:
-        cursor.execute(
-            """
+        named_rows(cursor).execute(
+            f"""
             SELECT w.id, w.type_id, w.first_event_id, w.item_count,
-                   r.id, r.external_id, r.email, r.phone, r.locale, r.timezone, r.data
+                   {profile_columns("r", prefix="recipient_")}
             FROM notifications_digestwindow w JOIN notifications_recipient r ON r.id = w.recipient_id
             WHERE w.id = ANY(%s) AND w.status = 'open'
             ORDER BY w.id
@@ -165,34 +161,34 @@ def _flush_locked(*, window_ids: list[int], now: datetime) -> None:
             [window_ids],
         )
         items: dict[int, list[tuple[str, dict]]] = {}
-        for window_id, actor, data in cursor.fetchall():
-            items.setdefault(window_id, []).append((actor, from_db_json(data) or {}))
-        type_ids = sorted({row[1] for row in windows})
+        for item in cursor.fetchall():
+            items.setdefault(item.window_id, []).append((item.actor, from_db_json(item.data) or {}))
+        type_ids = sorted({window.type_id for window in windows})
         cursor.execute(
             "SELECT id, key, category, channels, required_channels, templates, default_locale"
             " FROM notifications_notificationtype WHERE id = ANY(%s)",
             [type_ids],
         )
-        types = {row[0]: row for row in cursor.fetchall()}
+        types = {row.id: row for row in cursor.fetchall()}
     for type_id in type_ids:
-        _, key, category, channels, required, templates, default_locale = types[type_id]
-        templates = from_db_json(templates) or {}
-        group = [row for row in windows if row[1] == type_id and row[2] is not None]
+        kind = types[type_id]
+        key, category, channels, default_locale = kind.key, kind.category, kind.channels, kind.default_locale
+        templates = from_db_json(kind.templates) or {}
+        group = [window for window in windows if window.type_id == type_id and window.first_event_id is not None]
         if not group:
             continue
-        anchor = LockedEvent(
-            id=str(group[0][2]), status="processing", page=0, source=0, cursor=0, priority=Priority.NORMAL,
-            recipients={}, actor="", data={}, channels=None, type_key=key, type_channels=list(channels),
-            templates=templates, default_locale=default_locale, category=category,
-            required_channels=list(required),
-        )
-        anchor.channels_in_app = Channel.IN_APP in channels
+        in_app = Channel.IN_APP in channels
         external = [c for c in channels if c != Channel.IN_APP]
-        writer = PageWriter(anchor, external, _NoRender(), now)
+        # A digest is sent at normal priority: critical events are never digested.
+        shared = page_params(
+            event_id=str(group[0].first_event_id), in_app=in_app, channels=external,
+            required_channels=list(kind.required_channels),
+            type_key=key, category=category, priority=Priority.NORMAL, throttled=False, now=now,
+        )
         titles, bodies, urls = [], [], []
-        contents: list[tuple[str, int, str, dict | None, str]] = []
-        for row in group:
-            context, locale = _digest_context(key, row, items.get(row[0], []))
+        contents: list[RenderedContent] = []
+        for window in group:
+            context, locale = _digest_context(key, window, items.get(window.id, []))
             title, body, url = _render_in_app(templates, default_locale, key, context, locale)
             titles.append(title)
             bodies.append(body)
@@ -202,17 +198,20 @@ def _flush_locked(*, window_ids: list[int], now: datetime) -> None:
                 try:
                     content = render_channel(templates=templates, channel=channel, locale=locale,
                                              default_locale=default_locale, context=context)
-                    contents.append((str(row[2]), row[4], channel, content, ""))
+                    contents.append(RenderedContent(str(window.first_event_id), window.recipient_id, channel, content))
                 except TemplateError as exc:
-                    contents.append((str(row[2]), row[4], channel, None, str(exc)))
-        recipient_ids, event_ids = [row[4] for row in group], [str(row[2]) for row in group]
-        write = writer._run(
-            fanout_sql.DIGEST_PAGE,
+                    contents.append(
+                        RenderedContent(str(window.first_event_id), window.recipient_id, channel, None, str(exc))
+                    )
+        recipient_ids = [window.recipient_id for window in group]
+        event_ids = [str(window.first_event_id) for window in group]
+        write = page_insert(
+            fanout_sql.DIGEST_PAGE, shared,
             {"rids": recipient_ids, "titles": titles, "bodies": bodies, "urls": urls, "event_ids": event_ids},
         )
         _apply_caps(key, write.limited)
         deliveries_store_content(contents)
-        if write.notified and anchor.channels_in_app:
+        if write.notified and in_app:
             notified = set(write.notified)
             pairs = [(rid, eid) for rid, eid in zip(recipient_ids, event_ids) if rid in notified]
             digests_created_on_commit(event_ids=[e for _, e in pairs], recipient_ids=[r for r, _ in pairs])
@@ -250,16 +249,15 @@ def digest_context(items: list[tuple[str, dict]], count: int) -> dict:
     }
 
 
-def _digest_context(type_key: str, window: tuple, items: list[tuple[str, dict]]) -> tuple[dict, str]:
+def _digest_context(type_key: str, window, items: list[tuple[str, dict]]) -> tuple[dict, str]:
     """The template context of a window's digest (its first item's data, the
-    recipient, `digest`), and the recipient's locale."""
-    from notifications.services.fanout import recipient_context
-
+    recipient, `digest`), and the recipient's locale; `window` is a named row
+    of _flush_locked's window query."""
     first_actor, first_data = items[0] if items else ("", {})
-    recipient = recipient_context(window[4:])
-    context = build_context(data=first_data, actor=first_actor, event={"id": str(window[2]), "type": type_key},
-                            recipient=recipient)
-    context["digest"] = digest_context(items, window[3])
+    recipient = recipient_context(Profile.from_prefixed(window, "recipient_"))
+    context = build_context(data=first_data, actor=first_actor,
+                            event={"id": str(window.first_event_id), "type": type_key}, recipient=recipient)
+    context["digest"] = digest_context(items, window.item_count)
     return context, recipient["locale"]
 
 

@@ -7,15 +7,16 @@ from contextlib import nullcontext
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 import orjson
 
-from notifications.errors import ClarionError, Conflict, InvalidInput, NotFound
-from notifications.ids import uuid7
-from notifications.models import EventStatus
-from notifications.prepared import prepared_cursor
+from common.errors import ClarionError, Conflict, InvalidInput, NotFound
+from common.ids import uuid7
+from common.choices import EventStatus
+from common.prepared import prepared_cursor
 from notifications.publish import on_commit_fan_out
 from notifications.selectors import TypeInfo, notification_type_cache_clear, notification_types_by_key
 from notifications.validation import EventInput, parse_event
@@ -178,18 +179,18 @@ def _write_events(
             priority = item.priority or info.priority
             scheduled = item.send_at is not None and item.send_at > now
             rows.append(
-                (
-                    event_id,
-                    api_key_id,
-                    info.id,
-                    orjson.dumps(item.recipients_spec).decode(),
-                    item.actor,
-                    item.data_json.decode(),
-                    priority,
-                    item.channels,
-                    item.send_at,
-                    item.idempotency_key,
-                    EventStatus.SCHEDULED if scheduled else EventStatus.ACCEPTED,
+                EventRow(
+                    id=event_id,
+                    api_key_id=api_key_id,
+                    type_id=info.id,
+                    recipients=orjson.dumps(item.recipients_spec).decode(),
+                    actor=item.actor,
+                    data=item.data_json.decode(),
+                    priority=priority,
+                    channels=item.channels,
+                    send_at=item.send_at,
+                    idempotency_key=item.idempotency_key,
+                    status=EventStatus.SCHEDULED if scheduled else EventStatus.ACCEPTED,
                 )
             )
             results[index] = Accepted(event_id)
@@ -274,7 +275,7 @@ def _claim_idempotency_keys(*, api_key_id: int, claims: list[tuple[str, str, str
             """,
             [api_key_id, now, [c[0] for c in claims], [c[1] for c in claims], [c[2] for c in claims]],
         )
-        return {row[0] for row in cursor.fetchall()}
+        return {key for (key,) in cursor.fetchall()}
 
 
 def _existing_keys(*, api_key_id: int, keys: list[str]) -> dict[str, tuple[str, str]]:
@@ -289,26 +290,46 @@ def _existing_keys(*, api_key_id: int, keys: list[str]) -> dict[str, tuple[str, 
         return {key: (stored_hash, event_id) for key, stored_hash, event_id in cursor.fetchall()}
 
 
-def _insert_events(rows: list[tuple], now: datetime) -> None:
-    columns = (
-        "id, api_key_id, type_id, recipients, actor, data, priority, channels, send_at,"
-        " idempotency_key, status"
-    )
+class EventRow(NamedTuple):
+    """The columns an accepted event is written with; the rest start at their
+    defaults (_EVENT_DEFAULTS). Field names are the column names."""
+
+    id: str
+    api_key_id: int | None
+    type_id: int
+    recipients: str  # JSON text
+    actor: str
+    data: str  # JSON text
+    priority: str
+    channels: list[str] | None
+    send_at: datetime | None
+    idempotency_key: str
+    status: str
+
+
+# Columns written as constants, and their values: a new event has not started fan-out.
+_EVENT_DEFAULTS = {
+    "fanout_page": 0, "fanout_source": 0, "fanout_cursor": 0, "recipient_count": 0, "relay_attempts": 0,
+}
+_EVENT_COLUMNS = ", ".join((*EventRow._fields, "created_at", "enqueued_at", *_EVENT_DEFAULTS))
+# The parameters of the one-row INSERT, with the casts server-side binding needs.
+_EVENT_CASTS = {"recipients": "::jsonb", "data": "::jsonb"}
+_INSERT_ONE = (
+    f"INSERT INTO notifications_event ({_EVENT_COLUMNS}) VALUES ("
+    + ", ".join(f"%s{_EVENT_CASTS.get(name, '')}" for name in (*EventRow._fields, "created_at", "enqueued_at"))
+    + ", " + ", ".join(["%s"] * len(_EVENT_DEFAULTS)) + ")"
+)
+
+
+def _insert_events(rows: list[EventRow], now: datetime) -> None:
+    defaults = tuple(_EVENT_DEFAULTS.values())
     with prepared_cursor() as cursor:
         if len(rows) == 1:
-            cursor.execute(
-                f"INSERT INTO notifications_event ({columns}, created_at, enqueued_at, fanout_page,"
-                " fanout_source, fanout_cursor, recipient_count, relay_attempts, error)"
-                " VALUES (%s, %s, %s, %s::jsonb, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, 0, 0, 0, 0, 0, '')",
-                [*rows[0], now, now],
-            )
+            cursor.execute(_INSERT_ONE, [*rows[0], now, now, *defaults])
             return
-        with cursor.copy(
-            f"COPY notifications_event ({columns}, created_at, enqueued_at, fanout_page,"
-            " fanout_source, fanout_cursor, recipient_count, relay_attempts, error) FROM STDIN"
-        ) as copy:
+        with cursor.copy(f"COPY notifications_event ({_EVENT_COLUMNS}) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row((*row, now, now, 0, 0, 0, 0, 0, ""))
+                copy.write_row((*row, now, now, *defaults))
 
 
 def event_cancel(*, event_id: str) -> None:
@@ -322,12 +343,13 @@ def event_cancel(*, event_id: str) -> None:
         if cursor.fetchone():
             return
         cursor.execute("SELECT status FROM notifications_event WHERE id = %s", [event_id])
-        row = cursor.fetchone()
-    if row is None:
+        found = cursor.fetchone()
+    if found is None:
         raise NotFound("No such event.")
-    if row[0] == EventStatus.CANCELLED:
+    (status,) = found
+    if status == EventStatus.CANCELLED:
         return
     raise Conflict(
-        f"The event is {row[0]}; only a scheduled event whose send_at has not come can be cancelled.",
-        errors={"status": [row[0]]},
+        f"The event is {status}; only a scheduled event whose send_at has not come can be cancelled.",
+        errors={"status": [status]},
     )

@@ -24,14 +24,18 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from notifications.models import EXTERNAL_CHANNELS, Channel, EventStatus, Priority
-from notifications.prepared import prepared_cursor
+from common.channels import CHANNELS
+from common.choices import EXTERNAL_CHANNELS, Channel, EventStatus
+from common.prepared import prepared_cursor
+from common.rows import named_rows
 from notifications.services import fanout_sql
 from notifications.services.lanes import event_lane
 from notifications.services.digests import _NoRender, digest_context, digests_collect, is_digested
+from notifications.services.page_insert import PageWrite, page_insert, page_params
+from notifications.services.profiles import Profile, recipient_context, recipients_upsert
 from notifications.services.limits import LimitedDelivery, deliveries_apply_limits
-from notifications.sqljson import from_db_json
-from realtime.hints import notifications_created_on_commit
+from common.sqljson import from_db_json
+from notifications.services.push import notifications_created_on_commit
 from django.utils.html import escape
 
 from templates_app.engine import TemplateError, referenced_names
@@ -41,7 +45,7 @@ log = logging.getLogger(__name__)
 
 MAX_SOURCES_PER_PAGE = 16
 _NO_RENDER = _NoRender()  # digest pages render nothing: the digest is rendered when sent
-IN_APP_FIELDS = ("title", "body", "url")
+IN_APP_FIELDS = CHANNELS[Channel.IN_APP].fields
 
 
 @dataclass
@@ -158,7 +162,8 @@ def _fan_out_page(*, event_id: str, page: int, now: datetime | None) -> PageResu
 
         if limited:
             deliveries_apply_limits(
-                event_id=event.id, type_key=event.type_key, throttle=event.throttle, data=event.data or {}, rows=limited
+                event_id=event.id, type_key=event.type_key, throttle=event.throttle, data=event.data or {},
+                actor=event.actor, rows=limited,
             )
         done = source >= len(sources)
         _record_progress(event, page, source, cursor, len(inserted_ids) + digested, done)
@@ -187,12 +192,12 @@ def lock_events(event_ids: list[str], *, skip_locked: bool = False) -> list[Lock
     and read them with their types; `skip_locked` leaves out rows another
     transaction holds."""
     with prepared_cursor() as cursor:
-        cursor.execute(
+        named_rows(cursor).execute(
             f"""
-            SELECT e.id, e.status, e.fanout_page, e.fanout_source, e.fanout_cursor, e.priority,
-                   e.recipients, e.actor, e.data, e.channels,
-                   t.key, t.channels, t.templates, t.default_locale, t.category, t.required_channels, t.throttle,
-                   t.id, t.digest
+            SELECT e.id, e.status, e.fanout_page AS page, e.fanout_source AS source, e.fanout_cursor AS "cursor",
+                   e.priority, e.recipients, e.actor, e.data, e.channels,
+                   t.key AS type_key, t.channels AS type_channels, t.templates, t.default_locale, t.category,
+                   t.required_channels, t.throttle, t.id AS type_id, t.digest
             FROM notifications_event e JOIN notifications_notificationtype t ON t.id = e.type_id
             WHERE e.id = ANY(%s::uuid[])
             ORDER BY e.id
@@ -203,16 +208,16 @@ def lock_events(event_ids: list[str], *, skip_locked: bool = False) -> list[Lock
         return [_locked_event(row) for row in cursor.fetchall()]
 
 
-def _locked_event(row: tuple) -> LockedEvent:
-    (event_id, status, page, source, cursor_id, priority, recipients, actor, data, channels,
-     type_key, type_channels, templates, default_locale, category, required_channels, throttle,
-     type_id, digest) = row
+def _locked_event(row) -> LockedEvent:
+    """A LockedEvent from a named row of lock_events' query (its columns are the fields)."""
     return LockedEvent(
-        id=str(event_id), status=status, page=page, source=source, cursor=cursor_id, priority=priority,
-        recipients=from_db_json(recipients), actor=actor, data=from_db_json(data), channels=channels,
-        type_key=type_key, type_channels=type_channels, templates=from_db_json(templates),
-        default_locale=default_locale, category=category, required_channels=list(required_channels),
-        throttle=from_db_json(throttle), type_id=type_id, digest=from_db_json(digest),
+        id=str(row.id), status=row.status, page=row.page, source=row.source, cursor=row.cursor,
+        priority=row.priority, recipients=from_db_json(row.recipients), actor=row.actor,
+        data=from_db_json(row.data), channels=row.channels, type_key=row.type_key,
+        type_channels=row.type_channels, templates=from_db_json(row.templates),
+        default_locale=row.default_locale, category=row.category,
+        required_channels=list(row.required_channels), throttle=from_db_json(row.throttle),
+        type_id=row.type_id, digest=from_db_json(row.digest),
     )
 
 
@@ -274,57 +279,6 @@ class InAppRenderer:
         return out.get("title") or self.fallback_title, out.get("body", ""), out.get("url", "")
 
 
-_RECIPIENT_FIELDS = "id, external_id, email, phone, locale, timezone, data"
-
-
-def recipient_context(row: tuple) -> dict:
-    """The `recipient` a template sees, from a profile row (id, external_id, email, phone, locale, timezone, data)."""
-    return {
-        "id": row[1],
-        "external_id": row[1],
-        "email": row[2],
-        "phone": row[3],
-        "locale": row[4],
-        "timezone": row[5],
-        "data": from_db_json(row[6]) or {},
-    }
-
-
-def recipients_upsert(external_ids: list[str]) -> list[tuple]:
-    """Profiles of these recipients, creating the unknown ones.
-
-    A recipient created at the same moment by another transaction is neither
-    returned by our INSERT (it conflicted) nor visible to the same statement's
-    SELECT (its snapshot predates the other commit): those are read again in a
-    second statement, which sees them. Without it the recipient would silently
-    miss this event.
-    """
-    wanted = sorted(set(external_ids))  # a fixed order keeps concurrent upserts from deadlocking
-    with prepared_cursor() as cursor:
-        cursor.execute(fanout_sql.UPSERT_RECIPIENTS, {"ids": wanted})
-        profiles = cursor.fetchall()
-        if len(profiles) < len(wanted):
-            found = {row[1] for row in profiles}
-            cursor.execute(
-                "SELECT id, external_id, email, phone, locale, timezone, data FROM notifications_recipient"
-                " WHERE external_id = ANY(%s)",
-                [[external_id for external_id in wanted if external_id not in found]],
-            )
-            profiles.extend(cursor.fetchall())
-    return profiles
-
-
-@dataclass
-class PageWrite:
-    """What inserting one slice of a page did."""
-
-    taken: int
-    last_id: int | None
-    notified: list[int]
-    limited: list[LimitedDelivery]
-    notified_events: list[str] | None = None  # the event of each notified recipient (pages of several events)
-
-
 class PageWriter:
     """Inserts slices of a page through fanout_sql.page_statement, with the
     parameters every slice of this event shares."""
@@ -335,30 +289,17 @@ class PageWriter:
         self.now = now
         # Digest types gather the event into windows instead of notifying now.
         self.digesting = is_digested(digest=event.digest, priority=event.priority)
-        self.params = {
-            "event_id": event.id,
-            "visible": event.channels_in_app,
-            "channels": channels,
-            "required": event.required_channels,
-            "in_app_required": Channel.IN_APP in event.required_channels,
-            "type_key": event.type_key,
-            "category": event.category,
-            "critical": event.priority == Priority.CRITICAL,
-            "throttled": bool(event.throttle),
-            "several_events": False,
-            "now": now,
-        }
+        self.params = page_params(
+            event_id=event.id, in_app=event.channels_in_app, channels=channels,
+            required_channels=event.required_channels, type_key=event.type_key, category=event.category,
+            priority=event.priority, throttled=bool(event.throttle), now=now,
+        )
         if not renderer.per_recipient:
             title, body, url = renderer.shared
             self.params.update(title=title, body=body, url=url)
 
     def _run(self, page_sql: str, params: dict) -> PageWrite:
-        with prepared_cursor() as cursor:
-            cursor.execute(fanout_sql.page_statement(page_sql), {**self.params, **params})
-            taken, last_id, notified, event_ids, limited = cursor.fetchone()
-        return PageWrite(
-            taken, last_id, list(notified), [LimitedDelivery(*row) for row in from_db_json(limited)], event_ids
-        )
+        return page_insert(page_sql, self.params, params)
 
     def events_rendered(self, rows: list[tuple[int, str, str, str, str]]) -> PageWrite:
         """Rows (recipient id, title, body, url, event id) of several events that
@@ -378,12 +319,12 @@ class PageWriter:
         digests_collect(event=self.event, type_id=self.event.type_id, recipient_ids=recipient_ids, now=self.now)
         return PageWrite(len(recipient_ids), recipient_ids[-1] if recipient_ids else None, [], [])
 
-    def rendered(self, profiles: list[tuple]) -> PageWrite:
-        rendered = [self.renderer.render(recipient_context(row)) for row in profiles]
+    def rendered(self, profiles: list[Profile]) -> PageWrite:
+        rendered = [self.renderer.render(recipient_context(profile)) for profile in profiles]
         return self._run(
             fanout_sql.RENDERED_PAGE,
             {
-                "rids": [row[0] for row in profiles],
+                "rids": [profile.id for profile in profiles],
                 "titles": [r[0] for r in rendered],
                 "bodies": [r[1] for r in rendered],
                 "urls": [r[2] for r in rendered],
@@ -394,10 +335,10 @@ class PageWriter:
         """Create unknown recipients on the fly, then notify all of them."""
         profiles = recipients_upsert(external_ids)
         if self.digesting:
-            return self._collect([row[0] for row in profiles])
+            return self._collect([profile.id for profile in profiles])
         if self.renderer.per_recipient:
             return self.rendered(profiles)
-        return self._run(fanout_sql.IDS_PAGE, {"rids": [row[0] for row in profiles]})
+        return self._run(fanout_sql.IDS_PAGE, {"rids": [profile.id for profile in profiles]})
 
     def topic(self, topic: str, cursor_id: int, limit: int) -> PageWrite:
         """The next `limit` subscribers of a topic after `cursor_id`."""
@@ -405,18 +346,18 @@ class PageWriter:
         if self.digesting:
             with connection.cursor() as cursor:
                 cursor.execute(fanout_sql.TOPIC_IDS, window)
-                ids = [row[0] for row in cursor.fetchall()]
+                ids = [recipient_id for (recipient_id,) in cursor.fetchall()]
             write = self._collect(ids)
             return PageWrite(len(ids), ids[-1] if ids else None, write.notified, [])
         if not self.renderer.per_recipient:
             return self._run(fanout_sql.TOPIC_PAGE, window)
         with connection.cursor() as cursor:
             cursor.execute(fanout_sql.TOPIC_PROFILES, window)
-            profiles = cursor.fetchall()
+            profiles = [Profile(*row) for row in cursor.fetchall()]
         if not profiles:
             return PageWrite(0, None, [], [])
         write = self.rendered(profiles)
-        return PageWrite(len(profiles), profiles[-1][0], write.notified, write.limited)
+        return PageWrite(len(profiles), profiles[-1].id, write.notified, write.limited)
 
 
 def _record_progress(event: LockedEvent, page: int, source: int, cursor_id: int, inserted: int, done: bool) -> None:

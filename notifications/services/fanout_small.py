@@ -30,23 +30,22 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from notifications.models import EventStatus
-from notifications.prepared import prepared_cursor
+from common.choices import EventStatus
+from common.prepared import prepared_cursor
 from notifications.services.digests import is_digested
 from notifications.services.fanout import (
     InAppRenderer,
     LockedEvent,
     PageWriter,
     enabled_channels,
-    recipient_context,
     lock_events,
     pages_started,
-    recipients_upsert,
 )
+from notifications.services.profiles import recipient_context, recipients_upsert
 from notifications.services.limits import LimitedDelivery, deliveries_apply_limits, limited_by_event
 from notifications.services.lanes import priority_lane
 from notifications.wakeups import wake_claim, wake_release
-from realtime.hints import pairs_created_on_commit
+from notifications.services.push import pairs_created_on_commit
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +162,7 @@ def _waiting(*, priority: str, limit: int) -> list[str]:
         # Selected as uuid: `SELECT id::text ... ORDER BY id` sorts by the text
         # column, so PostgreSQL read every waiting event to sort them instead
         # of walking event_waiting_idx in order and stopping at the limit.
-        return [str(row[0]) for row in cursor.fetchall()]
+        return [str(event_id) for (event_id,) in cursor.fetchall()]
 
 
 def _fan_out_in_lane(*, priority: str, event_ids: list[str], now: datetime, outcome: SmallFanOut) -> None:
@@ -174,7 +173,7 @@ def _fan_out_in_lane(*, priority: str, event_ids: list[str], now: datetime, outc
         # writes the whole backlog (the later events' own tasks find them done).
         waiting = _waiting(priority=priority, limit=SWEEP_LIMIT)
         swept = set(waiting)
-        # Locked and written in id order: ids are the order of acceptance (notifications.ids).
+        # Locked and written in id order: ids are the order of acceptance (common.ids).
         locked = lock_events(sorted(own.union(waiting)))
         small: list[LockedEvent] = []
         budget = settings.CLARION["FANOUT_PAGE_SIZE"]
@@ -206,7 +205,7 @@ def _fan_out_in_lane(*, priority: str, event_ids: list[str], now: datetime, outc
 
 def _write_small(small: list[LockedEvent], now: datetime) -> None:
     """Write the first and only page of these small events, in their order."""
-    profiles = {row[1]: row for row in recipients_upsert([rid for e in small for rid in e.recipients["ids"]])}
+    profiles = {profile.external_id: profile for profile in recipients_upsert([rid for e in small for rid in e.recipients["ids"]])}
     groups: dict[tuple, tuple[PageWriter, list[tuple]]] = {}
     for event in small:
         channels = enabled_channels(event)
@@ -220,7 +219,7 @@ def _write_small(small: list[LockedEvent], now: datetime) -> None:
             title, body, url = (
                 renderer.render(recipient_context(profile)) if renderer.per_recipient else renderer.shared
             )
-            rows.append((profile[0], title, body, url, event.id))
+            rows.append((profile.id, title, body, url, event.id))
 
     by_id = {event.id: event for event in small}
     counts = dict.fromkeys(by_id, 0)
@@ -236,7 +235,8 @@ def _write_small(small: list[LockedEvent], now: datetime) -> None:
     for event_id, rows in limited_by_event(limited).items():
         event = by_id[event_id]
         deliveries_apply_limits(
-            event_id=event_id, type_key=event.type_key, throttle=event.throttle, data=event.data or {}, rows=rows
+            event_id=event_id, type_key=event.type_key, throttle=event.throttle, data=event.data or {},
+            actor=event.actor, rows=rows,
         )
     _record_done(counts)
     if pairs:

@@ -20,6 +20,7 @@ ids)`) and hash-joined, never looked up row by row.
 """
 from __future__ import annotations
 
+from notifications.services.profiles import profile_columns
 
 _OFF = "decided.enabled IS FALSE AND NOT ch = ANY(%(required)s::text[])"
 
@@ -148,29 +149,13 @@ TOPIC_IDS = """
 """
 
 # The profiles of a topic page, for per-recipient rendering.
-TOPIC_PROFILES = """
-    SELECT r.id, r.external_id, r.email, r.phone, r.locale, r.timezone, r.data
+TOPIC_PROFILES = f"""
+    SELECT {profile_columns("r")}
     FROM notifications_subscription s JOIN notifications_recipient r ON r.id = s.recipient_id
     WHERE s.topic_id = (SELECT id FROM notifications_topic WHERE key = %(topic)s)
       AND s.recipient_id > %(cursor)s
     ORDER BY s.recipient_id
     LIMIT %(limit)s
-"""
-
-# Explicit recipients by external id, created on the fly; their profiles.
-UPSERT_RECIPIENTS = """
-    WITH wanted AS (SELECT unnest(%(ids)s::text[]) AS external_id),
-    created AS (
-        INSERT INTO notifications_recipient
-            (external_id, email, phone, locale, timezone, data, created_at, updated_at)
-        SELECT external_id, '', '', '', '', '{}', now(), now() FROM wanted
-        ON CONFLICT (external_id) DO NOTHING
-        RETURNING id, external_id, email, phone, locale, timezone, data
-    )
-    SELECT * FROM created
-    UNION ALL
-    SELECT r.id, r.external_id, r.email, r.phone, r.locale, r.timezone, r.data
-    FROM notifications_recipient r JOIN wanted USING (external_id)
 """
 
 DIGEST_PAGE = EVENTS_PAGE

@@ -4,10 +4,11 @@ from __future__ import annotations
 from django.core import signing
 from django.db import connection, transaction
 
-from notifications.errors import ClarionError, NotFound
+from common.errors import ClarionError, NotFound
+from common.rows import named_rows
 from notifications.inbox_items import ITEM_SQL, item_from_row
 from notifications.selectors import unread_count  # noqa: F401  (part of the inbox's API)
-from realtime.hints import unread_changed_on_commit
+from notifications.services.push import unread_changed_on_commit
 
 STATUS_FILTERS = {
     # No status: the live inbox (read and unread, not archived).
@@ -52,7 +53,7 @@ def inbox_page(*, recipient_id: int, status: str | None, cursor: str | None, lim
     condition = STATUS_FILTERS[status]
     before = cursor_decode(recipient_id=recipient_id, cursor=cursor) if cursor else 2**63 - 1
     with connection.cursor() as db:
-        db.execute(
+        named_rows(db).execute(
             f"{ITEM_SQL} WHERE n.recipient_id = %s AND n.visible AND {condition} AND n.id < %s"
             " ORDER BY n.id DESC LIMIT %s",
             [recipient_id, before, limit + 1],
@@ -60,7 +61,7 @@ def inbox_page(*, recipient_id: int, status: str | None, cursor: str | None, lim
         rows = db.fetchall()
     items = [item_from_row(row) for row in rows[:limit]]
     next_cursor = (
-        cursor_encode(recipient_id=recipient_id, notification_id=rows[limit - 1][0]) if len(rows) > limit else None
+        cursor_encode(recipient_id=recipient_id, notification_id=rows[limit - 1].id) if len(rows) > limit else None
     )
     return items, next_cursor
 
@@ -68,7 +69,7 @@ def inbox_page(*, recipient_id: int, status: str | None, cursor: str | None, lim
 def inbox_items_after(*, recipient_id: int, after_id: int, limit: int = 500) -> list[dict]:
     """Visible items newer than `after_id`, oldest first (for resuming a feed)."""
     with connection.cursor() as db:
-        db.execute(
+        named_rows(db).execute(
             f"{ITEM_SQL} WHERE n.recipient_id = %s AND n.visible AND n.id > %s ORDER BY n.id LIMIT %s",
             [recipient_id, after_id, limit],
         )
@@ -98,7 +99,7 @@ def notification_mark(*, recipient_id: int, notification_id: str, action: str) -
         )
         if db.fetchone() is None:
             raise NotFound("No such notification.")
-        db.execute(f"{ITEM_SQL} WHERE n.id = %s", [nid])
+        named_rows(db).execute(f"{ITEM_SQL} WHERE n.id = %s", [nid])
         item = item_from_row(db.fetchone())
         unread_changed_on_commit(recipient_id=recipient_id)
     return item

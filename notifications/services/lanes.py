@@ -39,12 +39,13 @@ def event_lane(event_id: str) -> Iterator[str | None]:
     (a TRUNCATE between tests) PostgreSQL finds a deadlock."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT priority FROM notifications_event WHERE id = %s", [event_id])
-        row = cursor.fetchone()
-    if row is None:
+        found = cursor.fetchone()
+    if found is None:
         yield None
         return
-    with priority_lane(row[0]):
-        yield row[0]
+    (priority,) = found
+    with priority_lane(priority):
+        yield priority
 
 
 @contextmanager

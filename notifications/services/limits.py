@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from django.db import connection
 
 from realtime.presence import sync_client
-from templates_app.simple import render_simple
+from templates_app.keys import key_render
 
 DAY_TTL_SECONDS = 2 * 86400
 
@@ -78,7 +78,8 @@ def _take(member: str, checks: list[tuple[str, int, int]]) -> list[bool]:
 
 
 def deliveries_apply_limits(
-    *, event_id: str, type_key: str, throttle: dict | None, data: dict, rows: list[LimitedDelivery], now: float | None = None
+    *, event_id: str, type_key: str, throttle: dict | None, data: dict, rows: list[LimitedDelivery],
+    actor: str = "", now: float | None = None,
 ) -> dict[str, int]:
     """Skip the deliveries over a throttle or a daily cap; returns counts by reason."""
     if not rows:
@@ -88,7 +89,7 @@ def deliveries_apply_limits(
     throttled: set[int] = set()
     if throttle:
         window = int(throttle["window_seconds"])
-        key_value = render_simple(throttle.get("key", ""), data) if throttle.get("key") else ""
+        key_value = key_render(throttle.get("key") or "", data=data, actor=actor)
         recipients = sorted({row.recipient_id for row in rows})
         checks = [
             (f"clarion:throttle:{type_key}:{rid}:{key_value}:{int(now // window)}", int(throttle["limit"]), window * 2)

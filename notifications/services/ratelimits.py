@@ -42,7 +42,7 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from prometheus_client import Counter
 
-from notifications.errors import RateLimited
+from common.errors import RateLimited
 from notifications.rates import Rate
 
 log = logging.getLogger(__name__)

@@ -8,13 +8,15 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from django.db import connection, transaction
 
-from notifications.errors import InvalidInput, NotFound
+from common.errors import InvalidInput, NotFound
 from notifications.models import Recipient
-from notifications.sqljson import from_db_json
+from common.rows import named_rows
+from common.sqljson import from_db_json
 from preferences.models import DeliverySettings
+from preferences.services import preferences_get
 from notifications.services.tokens import recipient_tokens_revoke_before
 from notifications.validation import validate_external_id
-from realtime.hints import tokens_revoked_on_commit
+from notifications.services.push import tokens_revoked_on_commit
 
 LOCALE_RE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 PHONE_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
@@ -111,10 +113,10 @@ def recipient_erase(*, external_id: str) -> None:
             cursor.execute(
                 "SELECT id FROM notifications_recipient WHERE external_id = %s FOR UPDATE", [external_id]
             )
-            row = cursor.fetchone()
-            if row is None:
+            found = cursor.fetchone()
+            if found is None:
                 raise NotFound(f"No recipient {external_id!r}.")
-            recipient_id = row[0]
+            (recipient_id,) = found
             cursor.execute(
                 """
                 DELETE FROM notifications_deliveryattempt WHERE delivery_id IN (
@@ -138,15 +140,28 @@ def recipient_erase(*, external_id: str) -> None:
         tokens_revoked_on_commit(recipient_id=recipient_id, before_ms=2**62, erased=True)
 
 
+def recipient_json(recipient: Recipient) -> dict:
+    """A recipient's profile as the API shows it."""
+    return {
+        "external_id": recipient.external_id,
+        "email": recipient.email,
+        "phone": recipient.phone,
+        "locale": recipient.locale,
+        "timezone": recipient.timezone,
+        "data": recipient.data,
+        "created_at": recipient.created_at,
+        "updated_at": recipient.updated_at,
+    }
+
+
 def recipient_export(*, external_id: str) -> dict:
     """Everything stored about a recipient (its data-subject export)."""
-    from notifications.api.serializers import profile_json
-
     recipient = recipient_get(external_id=external_id)
     with connection.cursor() as cursor:
-        cursor.execute(
+        named_rows(cursor).execute(
             """
-            SELECT n.id, t.key, n.title, n.body, n.url, n.created_at, n.read_at, n.archived_at, e.actor, e.data
+            SELECT n.id, t.key AS type, n.title, n.body, n.url, n.created_at, n.read_at, n.archived_at,
+                   e.actor, e.data
             FROM notifications_notification n
             JOIN notifications_event e ON e.id = n.event_id
             JOIN notifications_notificationtype t ON t.id = e.type_id
@@ -156,8 +171,9 @@ def recipient_export(*, external_id: str) -> dict:
         )
         notifications = [
             {
-                "id": str(row[0]), "type": row[1], "title": row[2], "body": row[3], "url": row[4],
-                "created_at": row[5], "read_at": row[6], "archived_at": row[7], "actor": row[8], "data": from_db_json(row[9]),
+                "id": str(row.id), "type": row.type, "title": row.title, "body": row.body, "url": row.url,
+                "created_at": row.created_at, "read_at": row.read_at, "archived_at": row.archived_at,
+                "actor": row.actor, "data": from_db_json(row.data),
             }
             for row in cursor.fetchall()
         ]
@@ -171,8 +187,9 @@ def recipient_export(*, external_id: str) -> dict:
         )
         deliveries = [
             {
-                "notification_id": str(row[0]), "channel": row[1], "status": row[2], "reason": row[3],
-                "address": row[4], "content": from_db_json(row[5]), "created_at": row[6], "updated_at": row[7],
+                "notification_id": str(row.notification_id), "channel": row.channel, "status": row.status,
+                "reason": row.reason, "address": row.address, "content": from_db_json(row.content),
+                "created_at": row.created_at, "updated_at": row.updated_at,
             }
             for row in cursor.fetchall()
         ]
@@ -181,11 +198,9 @@ def recipient_export(*, external_id: str) -> dict:
             " WHERE s.recipient_id = %s ORDER BY t.key",
             [recipient.id],
         )
-        topics = [row[0] for row in cursor.fetchall()]
-    from preferences.services import preferences_get
-
+        topics = [row.key for row in cursor.fetchall()]
     return {
-        "recipient": profile_json(recipient),
+        "recipient": recipient_json(recipient),
         "preferences": preferences_get(recipient_id=recipient.id),
         "topics": topics,
         "notifications": notifications,

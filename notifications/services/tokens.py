@@ -4,7 +4,7 @@ A token names the recipient, its expiry and the instant it was issued, and is
 signed with SECRET_KEY. Checking one costs a primary-key lookup: a token
 authenticates only while its recipient exists (erasure ends every token) and
 was issued after the recipient's `tokens_valid_after` (revocation without
-erasure). Open sockets are told at once (realtime.hints.tokens_revoked).
+erasure). Open sockets are told at once (notifications.services.push.tokens_revoked).
 """
 from __future__ import annotations
 
@@ -69,10 +69,10 @@ def recipient_token_verify(token: str) -> TokenClaims | None:
             " FROM notifications_recipient WHERE id = %s",
             [claims.recipient_id],
         )
-        row = cursor.fetchone()
-    if row is None:
+        found = cursor.fetchone()
+    if found is None:
         return None
-    valid_after_ms = row[0]
+    (valid_after_ms,) = found
     if valid_after_ms is not None and claims.issued_ms <= valid_after_ms:
         return None
     return claims

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from django.db import connection, transaction
 
-from notifications.errors import InvalidInput, NotFound
+from common.errors import InvalidInput, NotFound
 from notifications.models import Topic
+from notifications.services.profiles import recipients_upsert
 from notifications.validation import validate_external_id, validate_topic_key
 
 MAX_CHANGES_PER_CALL = 10_000
@@ -44,12 +45,10 @@ def topic_subscribers_update(*, key: str, body: object) -> dict[str, int]:
             " ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key RETURNING id",
             [key],
         )
-        topic_id = cursor.fetchone()[0]
+        (topic_id,) = cursor.fetchone()
         added = removed = 0
         if add:
-            from notifications.services.fanout import recipients_upsert
-
-            recipient_ids = sorted(row[0] for row in recipients_upsert(add))
+            recipient_ids = sorted(profile.id for profile in recipients_upsert(add))
             cursor.execute(
                 """
                 INSERT INTO notifications_subscription (topic_id, recipient_id, created_at)
@@ -69,7 +68,7 @@ def topic_subscribers_update(*, key: str, body: object) -> dict[str, int]:
             )
             removed = cursor.rowcount
         cursor.execute("SELECT count(*) FROM notifications_subscription WHERE topic_id = %s", [topic_id])
-        total = cursor.fetchone()[0]
+        (total,) = cursor.fetchone()
     return {"added": added, "removed": removed, "subscribers": total}
 
 

@@ -7,11 +7,13 @@ from pathlib import Path
 from django.db import transaction
 from django.utils import timezone
 
-from notifications.errors import InvalidInput, NotFound
-from notifications.models import Channel, NotificationType, Priority
+from common.errors import InvalidInput, NotFound
+from common.choices import Channel, Priority
+from notifications.models import NotificationType
 from notifications.selectors import notification_type_cache_clear
 from notifications.validation import validate_type_key
 from templates_app.rendering import template_gaps, template_problems
+from templates_app.keys import key_problem
 from templates_app.services import template_versions_record
 
 TYPE_FIELDS = {
@@ -95,9 +97,18 @@ def _parse_digest(value: object, errors: dict) -> dict | None:
             errors.setdefault(f"digest.{name}", []).append("Must be a whole number of at least 1.")
     if value.get("mode", "lookback") not in ("lookback", "fixed"):
         errors.setdefault("digest.mode", []).append("Must be lookback or fixed.")
-    if "key" in value and not isinstance(value["key"], str):
-        errors.setdefault("digest.key", []).append("Must be a template string.")
+    _check_key(value, "digest.key", errors)
     return value
+
+
+def _check_key(value: dict, field: str, errors: dict) -> None:
+    """A grouping key is a template of the same language as the type's templates."""
+    if "key" not in value:
+        return
+    if not isinstance(value["key"], str):
+        errors.setdefault(field, []).append("Must be a template string.")
+    elif (problem := key_problem(value["key"])) is not None:
+        errors.setdefault(field, []).append(problem)
 
 
 def _parse_throttle(value: object, errors: dict) -> dict | None:
@@ -112,8 +123,7 @@ def _parse_throttle(value: object, errors: dict) -> dict | None:
         number = value.get(name)
         if not isinstance(number, int) or isinstance(number, bool) or number < 1:
             errors.setdefault(f"throttle.{name}", []).append("Must be a whole number of at least 1.")
-    if "key" in value and not isinstance(value["key"], str):
-        errors.setdefault("throttle.key", []).append("Must be a template string.")
+    _check_key(value, "throttle.key", errors)
     return value
 
 
@@ -122,7 +132,7 @@ def notification_type_put(*, key: str, body: object) -> tuple[NotificationType, 
     fields["retired_at"] = None
     with transaction.atomic():
         notification_type, created = NotificationType.objects.update_or_create(key=key, defaults=fields)
-        template_versions_record(notification_type=notification_type, templates=fields["templates"])
+        template_versions_record(type_id=notification_type.id, templates=fields["templates"])
     notification_type_cache_clear()
     return notification_type, created
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from notifications.errors import InvalidInput
+from common.errors import InvalidInput
 from notifications.services.types import notification_types_load
 
 

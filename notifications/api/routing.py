@@ -1,6 +1,6 @@
 from django.urls import path
 
-from realtime.consumers import InboxConsumer
+from notifications.api.socket import InboxConsumer
 
 websocket_urlpatterns = [
     path("ws/inbox/", InboxConsumer.as_asgi()),

@@ -16,13 +16,13 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from notifications.errors import ClarionError
-from notifications.models import Recipient
+from common.errors import ClarionError
+from notifications.models import Notification, Recipient
 from notifications.selectors import unread_count
 from notifications.services import inbox
 from notifications.services.tokens import recipient_token_verify
 from realtime import presence
-from realtime.hints import group_name, json_safe
+from notifications.services.push import group_name, json_safe
 from realtime.layers import dispatch_batch
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,6 @@ def _unread(recipient_id: int) -> int:
 
 @database_sync_to_async
 def _owns(recipient_id: int, notification_id: int) -> bool:
-    from notifications.models import Notification
-
     return Notification.objects.filter(id=notification_id, recipient_id=recipient_id).exists()
 
 

@@ -1,4 +1,4 @@
-"""The home page and the bell demo (routed only while DEBUG is on, see realtime/urls.py)."""
+"""The home page and the bell demo: views and their URLs (the demo only while DEBUG is on)."""
 from __future__ import annotations
 
 import json
@@ -6,10 +6,11 @@ import json
 from django.conf import settings
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.urls import path
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_POST
 
-from notifications.errors import ClarionError
+from common.errors import ClarionError
 from notifications.models import Recipient
 from notifications.services.events import event_accept
 from notifications.services.tokens import recipient_token_issue
@@ -68,3 +69,17 @@ def demo_send(request):
     except ClarionError as error:
         return JsonResponse({"detail": error.detail, "errors": error.errors}, status=error.status)
     return JsonResponse(json.loads(json.dumps(accepted.as_response())), status=202)
+
+
+urlpatterns = [
+    path("", home, name="home"),
+]
+
+# The bell demo issues a recipient token to anyone who asks: it exists only
+# while DEBUG is on, never in a deployment.
+if settings.DEBUG:
+    urlpatterns += [
+        path("demo/", demo, name="demo"),
+        path("demo/token", demo_token, name="demo-token"),
+        path("demo/send", demo_send, name="demo-send"),
+    ]

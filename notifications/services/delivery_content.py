@@ -1,16 +1,28 @@
 """Storing rendered content on deliveries rendered ahead of sending (digests)."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import orjson
 from django.db import connection
 
 
-def deliveries_store_content(rows: list[tuple[str, int, str, dict | None, str]]) -> None:
-    """Rows (event id, recipient id, channel, content, error): the content of each
-    such delivery, or, where its template failed, the delivery failed with
-    reason `template` and the error in its attempt log. Two statements."""
-    rendered = [row for row in rows if row[3] is not None]
-    broken = [row for row in rows if row[3] is None]
+class RenderedContent(NamedTuple):
+    """The content rendered for one delivery, or None and the template's error."""
+
+    event_id: str
+    recipient_id: int
+    channel: str
+    content: dict | None
+    error: str = ""
+
+
+def deliveries_store_content(rows: list[RenderedContent]) -> None:
+    """The content of each such delivery, or, where its template failed, the
+    delivery failed with reason `template` and the error in its attempt log.
+    Two statements."""
+    rendered = [row for row in rows if row.content is not None]
+    broken = [row for row in rows if row.content is None]
     with connection.cursor() as cursor:
         if rendered:
             cursor.execute(
@@ -20,8 +32,8 @@ def deliveries_store_content(rows: list[tuple[str, int, str, dict | None, str]])
                 JOIN notifications_notification n ON n.event_id = v.event_id AND n.recipient_id = v.recipient_id
                 WHERE d.notification_id = n.id AND d.channel = v.channel AND d.status = 'queued'
                 """,
-                [[r[0] for r in rendered], [r[1] for r in rendered], [r[2] for r in rendered],
-                 [orjson.dumps(r[3]).decode() for r in rendered]],
+                [[r.event_id for r in rendered], [r.recipient_id for r in rendered], [r.channel for r in rendered],
+                 [orjson.dumps(r.content).decode() for r in rendered]],
             )
         if broken:
             cursor.execute(
@@ -38,5 +50,6 @@ def deliveries_store_content(rows: list[tuple[str, int, str, dict | None, str]])
                 INSERT INTO notifications_deliveryattempt (delivery_id, created_at, response, error)
                 SELECT id, now(), '', error FROM failed
                 """,
-                [[r[0] for r in broken], [r[1] for r in broken], [r[2] for r in broken], [r[4] for r in broken]],
+                [[r.event_id for r in broken], [r.recipient_id for r in broken], [r.channel for r in broken],
+                 [r.error for r in broken]],
             )

@@ -13,8 +13,9 @@ from channels.layers import get_channel_layer
 from django.db import connection, transaction
 from rest_framework.utils.encoders import JSONEncoder
 
-from notifications.inbox_items import ITEM_SQL, item_from_row
-from notifications.prepared import prepared_cursor
+from common.prepared import prepared_cursor
+from common.rows import named_rows
+from notifications.inbox_items import item_from_row, item_sql
 from notifications.selectors import unread_count
 from realtime import loop, presence
 
@@ -73,7 +74,7 @@ def _push(recipient_ids: list[int], where: str, params_for) -> int:
         if not online:
             return 0
         with prepared_cursor() as cursor:
-            cursor.execute(
+            named_rows(cursor).execute(
                 f"""
                 SELECT sub.*,
                     -- BETWEEN, not `=`: with an equality the planner drops recipient_id
@@ -84,10 +85,10 @@ def _push(recipient_ids: list[int], where: str, params_for) -> int:
                     (SELECT p.id FROM notifications_notification p
                      WHERE p.recipient_id BETWEEN sub.recipient_id AND sub.recipient_id
                        AND p.visible AND p.id < sub.id
-                     ORDER BY p.recipient_id, p.id DESC LIMIT 1),
-                    coalesce(c.count, 0)
+                     ORDER BY p.recipient_id, p.id DESC LIMIT 1) AS previous_id,
+                    coalesce(c.count, 0) AS unread_count
                 FROM (
-                    {ITEM_SQL.replace("SELECT n.id,", "SELECT n.recipient_id, n.id,", 1)}
+                    {item_sql("n.recipient_id")}
                     WHERE {where} AND n.visible
                 ) sub
                 LEFT JOIN notifications_unreadcount c ON c.recipient_id = sub.recipient_id
@@ -98,12 +99,12 @@ def _push(recipient_ids: list[int], where: str, params_for) -> int:
             rows = cursor.fetchall()
         messages = [
             (
-                group_name(row[0]),
+                group_name(row.recipient_id),
                 {
                     "type": "inbox.notification",
-                    "notification": json_safe(item_from_row(row[1:12])),
-                    "previous_id": str(row[12]) if row[12] is not None else None,
-                    "unread_count": row[13],
+                    "notification": json_safe(item_from_row(row)),
+                    "previous_id": str(row.previous_id) if row.previous_id is not None else None,
+                    "unread_count": row.unread_count,
                 },
             )
             for row in rows
