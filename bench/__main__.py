@@ -1,4 +1,5 @@
 """python -m bench [scenario ...] [--quick] [--million] (see bench/README.md)."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,16 +10,31 @@ import subprocess
 import sys
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
+from bench import report
 from bench.common import loadavg, say
 from bench.env import ROOT, prepare
 from bench.procs import REGISTRY
-from bench import report
 
-SCENARIOS = ("ingest", "ingest_ratelimit", "fanout", "inbox", "fanout_million", "realtime_latency", "realtime_fanout",
-             "idle_connections", "fanout_rules", "templates", "template_corpus", "ordering", "sustained",
-             "sustained_batch", "sustained_latency", "sustained_backpressure")
+SCENARIOS = (
+    "ingest",
+    "ingest_ratelimit",
+    "fanout",
+    "inbox",
+    "fanout_million",
+    "realtime_latency",
+    "realtime_fanout",
+    "idle_connections",
+    "fanout_rules",
+    "templates",
+    "template_corpus",
+    "ordering",
+    "sustained",
+    "sustained_batch",
+    "sustained_latency",
+    "sustained_backpressure",
+)
 DEFAULT = ("ingest", "fanout", "inbox")
 
 
@@ -62,9 +78,12 @@ def _runner(name: str):
     if name.startswith("sustained"):
         from bench import sustained
 
-        return {"sustained": sustained.run, "sustained_batch": sustained.run_batch,
-                "sustained_latency": sustained.run_latency,
-                "sustained_backpressure": sustained.run_backpressure}[name]
+        return {
+            "sustained": sustained.run,
+            "sustained_batch": sustained.run_batch,
+            "sustained_latency": sustained.run_latency,
+            "sustained_backpressure": sustained.run_backpressure,
+        }[name]
     if name == "idle_connections":
         from bench import idle
 
@@ -75,11 +94,16 @@ def _runner(name: str):
 def _git() -> dict:
     def git(*args: str) -> str:
         try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+            return subprocess.run(
+                ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
             return ""
 
-    return {"commit": git("rev-parse", "HEAD"), "dirty_files": len(git("status", "--porcelain").splitlines())}
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty_files": len(git("status", "--porcelain").splitlines()),
+    }
 
 
 def _on_sigterm(signum, frame):
@@ -88,41 +112,76 @@ def _on_sigterm(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("scenarios", nargs="*", metavar="scenario",
-                        help=f"any of {', '.join(SCENARIOS)} (default: {' '.join(DEFAULT)})")
-    parser.add_argument("--quick", action="store_true", help="smaller sizes and shorter loads (~1-2 min)")
-    parser.add_argument("--million", action="store_true", help="also run fanout_million (1M-subscriber topic)")
-    parser.add_argument("--generator", choices=["auto", "wrk", "aiohttp"], default="auto",
-                        help="HTTP load generator (auto: wrk when installed)")
-    parser.add_argument("--profile", action="store_true",
-                        help="ingest: py-spy a web worker during an extra single-POST phase")
-    parser.add_argument("--web-command", metavar="CMD",
-                        help="experiment: web server command instead of the Procfile's web line,"
-                             " with {host} and {port}, e.g. 'gunicorn config.wsgi:application -w 8 -b {host}:{port}'")
-    parser.add_argument("--rates", metavar="R1,R2,...",
-                        help="sustained*: the rates to step through (events/s), e.g. 1000,1200,1400")
-    parser.add_argument("--step-seconds", type=float, metavar="S",
-                        help="sustained*: seconds at each rate (default 300; sustained_latency 600)")
-    parser.add_argument("--repeat", type=int, metavar="N",
-                        help="run each scenario N times and report the median of each figure with its"
-                             " spread (default 3; --quick 1; the sustained* scenarios repeat inside: --runs)")
-    parser.add_argument("--runs", type=int, metavar="N",
-                        help="sustained*: repeat the whole measurement N times (default 3; --quick 1)")
+    parser.add_argument(
+        "scenarios",
+        nargs="*",
+        metavar="scenario",
+        help=f"any of {', '.join(SCENARIOS)} (default: {' '.join(DEFAULT)})",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller sizes and shorter loads (~1-2 min)"
+    )
+    parser.add_argument(
+        "--million", action="store_true", help="also run fanout_million (1M-subscriber topic)"
+    )
+    parser.add_argument(
+        "--generator",
+        choices=["auto", "wrk", "aiohttp"],
+        default="auto",
+        help="HTTP load generator (auto: wrk when installed)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="ingest: py-spy a web worker during an extra single-POST phase",
+    )
+    parser.add_argument(
+        "--web-command",
+        metavar="CMD",
+        help="experiment: web server command instead of the Procfile's web line,"
+        " with {host} and {port}, e.g. 'gunicorn config.wsgi:application -w 8 -b {host}:{port}'",
+    )
+    parser.add_argument(
+        "--rates",
+        metavar="R1,R2,...",
+        help="sustained*: the rates to step through (events/s), e.g. 1000,1200,1400",
+    )
+    parser.add_argument(
+        "--step-seconds",
+        type=float,
+        metavar="S",
+        help="sustained*: seconds at each rate (default 300; sustained_latency 600)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        metavar="N",
+        help="run each scenario N times and report the median of each figure with its"
+        " spread (default 3; --quick 1; the sustained* scenarios repeat inside: --runs)",
+    )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        metavar="N",
+        help="sustained*: repeat the whole measurement N times (default 3; --quick 1)",
+    )
     args = parser.parse_args(argv)
     names = list(args.scenarios or DEFAULT)
     if args.million and "fanout_million" not in names:
         names.append("fanout_million")
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
-        parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+        parser.error(
+            f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}"
+        )
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     # Ctrl-C always interrupts (and cleans up), even when started with SIGINT ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     started = time.monotonic()
     run_meta = {
-        "started_at": datetime.now(timezone.utc).isoformat(),
+        "started_at": datetime.now(UTC).isoformat(),
         "stamp": stamp,
         "argv": sys.argv[1:] if argv is None else argv,
         "quick": args.quick,
@@ -143,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             say(f"=== {name} ===")
             t0 = time.monotonic()
-            repeat = 1 if name.startswith("sustained") else (args.repeat or (1 if args.quick else 3))
+            repeat = (
+                1 if name.startswith("sustained") else (args.repeat or (1 if args.quick else 3))
+            )
             runs = []
             for attempt in range(repeat):
                 if repeat > 1:
@@ -154,8 +215,13 @@ def main(argv: list[str] | None = None) -> int:
                     raise
                 except Exception as exc:  # noqa: BLE001 - record it, go on with the next scenario
                     traceback.print_exc()
-                    runs.append({"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
-                                 "metrics": []})
+                    runs.append(
+                        {
+                            "error": f"{type(exc).__name__}: {exc}",
+                            "traceback": traceback.format_exc(),
+                            "metrics": [],
+                        }
+                    )
                     break
                 finally:
                     REGISTRY.stop_all()

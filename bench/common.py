@@ -1,4 +1,5 @@
 """Small shared pieces: progress output, percentiles, metrics with goals."""
+
 from __future__ import annotations
 
 import math
@@ -55,13 +56,15 @@ class Metric:
     value: float | int | str | None
     unit: str = ""
     goal: str | None = None  # human text, e.g. ">= 2000"
-    ok: bool | None = None   # None: informational
+    ok: bool | None = None  # None: informational
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def metric(name: str, value, unit: str = "", *, at_least=None, at_most=None, below=None, goal_text=None) -> Metric:
+def metric(
+    name: str, value, unit: str = "", *, at_least=None, at_most=None, below=None, goal_text=None
+) -> Metric:
     """A metric, optionally with a goal that decides ok/FAIL."""
     goal, ok = goal_text, None
     if value is None or (isinstance(value, float) and math.isnan(value)):

@@ -1,4 +1,5 @@
 """Set-up and clean-up SQL shared by the scenarios (bench database only)."""
+
 from __future__ import annotations
 
 from bench.common import say
@@ -7,11 +8,15 @@ from bench.env import BenchEnv
 
 def type_id(env: BenchEnv, key: str) -> int | None:
     with env.connect() as conn:
-        row = conn.execute("SELECT id FROM notifications_notificationtype WHERE key = %s", (key,)).fetchone()
+        row = conn.execute(
+            "SELECT id FROM notifications_notificationtype WHERE key = %s", (key,)
+        ).fetchone()
     return row[0] if row else None
 
 
-def delete_events_of_type(env: BenchEnv, key: str, *, extra_where: str = "", params: tuple = ()) -> int:
+def delete_events_of_type(
+    env: BenchEnv, key: str, *, extra_where: str = "", params: tuple = ()
+) -> int:
     """Delete the events of a type (and their notifications/deliveries); returns events deleted.
 
     The app's ForeignKeys cascade in Django, not in the database, so children go first.
@@ -22,27 +27,33 @@ def delete_events_of_type(env: BenchEnv, key: str, *, extra_where: str = "", par
     cond = "e.type_id = %s" + (f" AND {extra_where}" if extra_where else "")
     args = (tid, *params)
     with env.connect() as conn:
-        count = conn.execute(f"SELECT count(*) FROM notifications_event e WHERE {cond}", args).fetchone()[0]
+        count = conn.execute(
+            f"SELECT count(*) FROM notifications_event e WHERE {cond}", args
+        ).fetchone()[0]
         if not count:
             return 0
         say(f"cleaning up {count:,} old '{key}' events and their notifications")
         conn.execute(
             "DELETE FROM notifications_deliveryattempt a USING notifications_delivery d,"
             f" notifications_notification n, notifications_event e"
-            f" WHERE a.delivery_id = d.id AND d.notification_id = n.id AND n.event_id = e.id AND {cond}",
+            " WHERE a.delivery_id = d.id AND d.notification_id = n.id"
+            f" AND n.event_id = e.id AND {cond}",
             args,
         )
         conn.execute(
-            "DELETE FROM notifications_delivery d USING notifications_notification n, notifications_event e"
+            "DELETE FROM notifications_delivery d"
+            " USING notifications_notification n, notifications_event e"
             f" WHERE d.notification_id = n.id AND n.event_id = e.id AND {cond}",
             args,
         )
         deleted = conn.execute(
-            f"DELETE FROM notifications_notification n USING notifications_event e WHERE n.event_id = e.id AND {cond}",
+            "DELETE FROM notifications_notification n USING notifications_event e"
+            f" WHERE n.event_id = e.id AND {cond}",
             args,
         ).rowcount
         conn.execute(
-            f"DELETE FROM notifications_idempotencykey k USING notifications_event e WHERE k.event_id = e.id AND {cond}",
+            "DELETE FROM notifications_idempotencykey k USING notifications_event e"
+            f" WHERE k.event_id = e.id AND {cond}",
             args,
         )
         conn.execute(f"DELETE FROM notifications_event e WHERE {cond}", args)

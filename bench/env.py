@@ -5,6 +5,7 @@ REDIS_URL from the environment when both are set, else the private servers of
 ``clarion_dev.services.ensure_services()``. The bench then points at its own
 database (created and migrated here) and Redis database on those servers.
 """
+
 from __future__ import annotations
 
 import os
@@ -140,16 +141,24 @@ def _acquire_run_lock(database_url: str):
     told = 0.0
     while not conn.execute("SELECT pg_try_advisory_lock(%s)", (RUN_LOCK_KEY,)).fetchone()[0]:
         holder = conn.execute(
-            "SELECT a.pid, a.client_addr, a.backend_start FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+            "SELECT a.pid, a.client_addr, a.backend_start"
+            " FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
             " WHERE l.locktype = 'advisory' AND l.objid = %s AND l.granted",
             (RUN_LOCK_KEY,),
         ).fetchone()
         if time.monotonic() > deadline:
             conn.close()
-            raise RuntimeError(f"another bench run holds the bench lock ({holder}); gave up after {RUN_LOCK_WAIT:.0f}s")
+            raise RuntimeError(
+                f"another bench run holds the bench lock ({holder});"
+                f" gave up after {RUN_LOCK_WAIT:.0f}s"
+            )
         if time.monotonic() - told > 30:
             told = time.monotonic()
-            who = f"backend pid {holder[0]} from {holder[1]}, since {holder[2]:%H:%M:%S}" if holder else "?"
+            who = (
+                f"backend pid {holder[0]} from {holder[1]}, since {holder[2]:%H:%M:%S}"
+                if holder
+                else "?"
+            )
             say(f"another bench run is using {BENCH_DATABASE} ({who}); waiting for it to finish")
         time.sleep(2)
     return conn
@@ -172,12 +181,18 @@ def prepare(run_id: str) -> BenchEnv:
     else:
         secret_key_source = "environment"
     created = _ensure_database(server_db, BENCH_DATABASE)
-    say(f"database {BENCH_DATABASE} {'created' if created else 'exists'} on {redact(server_db).rsplit('/', 1)[0]}")
+    server = redact(server_db).rsplit("/", 1)[0]
+    say(f"database {BENCH_DATABASE} {'created' if created else 'exists'} on {server}")
     lock_conn = _acquire_run_lock(database_url)
     log_dir = RESULTS_DIR / "logs" / run_id
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = BenchEnv(database_url=database_url, redis_url=redis_url, server_database_url=server_db,
-                   run_id=run_id, log_dir=log_dir)
+    env = BenchEnv(
+        database_url=database_url,
+        redis_url=redis_url,
+        server_database_url=server_db,
+        run_id=run_id,
+        log_dir=log_dir,
+    )
     env.extra["_lock_conn"] = lock_conn
     say("applying migrations to the bench database (manage.py migrate)")
     env.manage("migrate", "--no-input", "-v", "0")
@@ -194,7 +209,13 @@ def prepare(run_id: str) -> BenchEnv:
         env.extra["postgres_version"] = conn.execute("SHOW server_version").fetchone()[0]
         env.extra["postgres_settings"] = {
             name: conn.execute(f"SHOW {name}").fetchone()[0]
-            for name in ("shared_buffers", "synchronous_commit", "fsync", "max_connections", "work_mem")
+            for name in (
+                "shared_buffers",
+                "synchronous_commit",
+                "fsync",
+                "max_connections",
+                "work_mem",
+            )
         }
     env.extra["fanout_page_size_env"] = os.environ.get("CLARION_FANOUT_PAGE_SIZE")
     env.extra["secret_key"] = secret_key_source
@@ -250,16 +271,22 @@ def checkpoint(env: BenchEnv) -> None:
 
 def autovacuum_running(env: BenchEnv) -> list[str]:
     with env.connect() as conn:
-        return [r[0] for r in conn.execute(
-            "SELECT query FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
-            " AND datname = current_database()").fetchall()]
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT query FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+                " AND datname = current_database()"
+            ).fetchall()
+        ]
 
 
 def vacuum_if_dirty(env: BenchEnv, table: str, min_dead: int = 10_000) -> int:
-    """VACUUM ANALYZE `table` when it has dead tuples, so autovacuum does not start mid-measurement."""
+    """VACUUM ANALYZE `table` when it has dead tuples, so autovacuum does not start
+    mid-measurement."""
     with env.connect() as conn:
         row = conn.execute(
-            "SELECT n_dead_tup, n_mod_since_analyze FROM pg_stat_user_tables WHERE relname = %s", (table,)
+            "SELECT n_dead_tup, n_mod_since_analyze FROM pg_stat_user_tables WHERE relname = %s",
+            (table,),
         ).fetchone()
         if not row or max(row) < min_dead:
             return 0

@@ -12,6 +12,7 @@
 * fanout_million: 1,000,000 subscribers through the worker while the RSS of the
   worker's process tree is sampled every 0.5 s.
 """
+
 from __future__ import annotations
 
 import re
@@ -45,9 +46,13 @@ def ensure_topic(env: BenchEnv, n: int) -> int:
     key = topic_key(n)
     with env.connect() as conn:
         conn.execute(
-            "INSERT INTO notifications_topic (key, created_at) VALUES (%s, now()) ON CONFLICT (key) DO NOTHING", (key,)
+            "INSERT INTO notifications_topic (key, created_at) VALUES (%s, now())"
+            " ON CONFLICT (key) DO NOTHING",
+            (key,),
         )
-        topic_id = conn.execute("SELECT id FROM notifications_topic WHERE key = %s", (key,)).fetchone()[0]
+        topic_id = conn.execute(
+            "SELECT id FROM notifications_topic WHERE key = %s", (key,)
+        ).fetchone()[0]
         have = conn.execute(
             "SELECT count(*) FROM notifications_subscription WHERE topic_id = %s", (topic_id,)
         ).fetchone()[0]
@@ -56,7 +61,10 @@ def ensure_topic(env: BenchEnv, n: int) -> int:
             return topic_id
         if have > n:
             conn.execute("DELETE FROM notifications_subscription WHERE topic_id = %s", (topic_id,))
-        say(f"building topic {key}: {n:,} recipients and subscriptions (set-based, {BUILD_CHUNK:,} per step)")
+        say(
+            f"building topic {key}: {n:,} recipients and subscriptions"
+            f" (set-based, {BUILD_CHUNK:,} per step)"
+        )
         conn.execute("SET synchronous_commit = off")
         t0 = time.perf_counter()
         for start in range(1, n + 1, BUILD_CHUNK):
@@ -65,7 +73,8 @@ def ensure_topic(env: BenchEnv, n: int) -> int:
                 """
                 INSERT INTO notifications_recipient
                     (external_id, email, phone, locale, timezone, data, created_at, updated_at)
-                SELECT %s || g, '', '', '', '', '{}', now(), now() FROM generate_series(%s::int, %s::int) g
+                SELECT %s || g, '', '', '', '', '{}', now(), now()
+                FROM generate_series(%s::int, %s::int) g
                 ON CONFLICT (external_id) DO NOTHING
                 """,
                 (RECIPIENT_PREFIX, start, end),
@@ -96,10 +105,14 @@ def _ensure_type() -> None:
     from notifications.services import types
 
     # A literal title equal to the key: what a type without templates showed.
-    types.notification_type_put(key=TYPE_KEY, body={
-        "channels": ["in_app"], "category": "bench",
-        "templates": {"in_app": {"en": {"title": TYPE_KEY}}},
-    })
+    types.notification_type_put(
+        key=TYPE_KEY,
+        body={
+            "channels": ["in_app"],
+            "category": "bench",
+            "templates": {"in_app": {"en": {"title": TYPE_KEY}}},
+        },
+    )
 
 
 def _api_key_id() -> int:
@@ -115,8 +128,12 @@ def _event_body(n: int, label: str) -> dict:
         "type": TYPE_KEY,
         "recipients": [{"topic": topic_key(n)}],
         "actor": "bench",
-        "data": {"release": "2.4.0", "title": "Version 2.4 is out", "url": "https://example.com/releases/2.4",
-                 "run": label},
+        "data": {
+            "release": "2.4.0",
+            "title": "Version 2.4 is out",
+            "url": "https://example.com/releases/2.4",
+            "run": label,
+        },
     }
 
 
@@ -143,7 +160,11 @@ def _parse_worker_log(text: str, event_id: str, after: float) -> dict:
         ts = _ts(line)
         if ts is None or ts < after - 1.0:
             continue
-        if "clarion.events.fan_out_page[" in line and line.endswith(" received") and first_received is None:
+        if (
+            "clarion.events.fan_out_page[" in line
+            and line.endswith(" received")
+            and first_received is None
+        ):
             first_received = ts
         elif "fan-out page done" in line and f"event_id={event_id}" in line:
             pages += 1
@@ -154,7 +175,12 @@ def _parse_worker_log(text: str, event_id: str, after: float) -> dict:
                 task_seconds.append(float(line.split(" succeeded in ", 1)[1].split("s:", 1)[0]))
             except (IndexError, ValueError):
                 pass
-    return {"first_received": first_received, "last_done": last_done, "pages": pages, "task_seconds": task_seconds}
+    return {
+        "first_received": first_received,
+        "last_done": last_done,
+        "pages": pages,
+        "task_seconds": task_seconds,
+    }
 
 
 # --------------------------------------------------------------------------- #
@@ -178,7 +204,10 @@ def _through_worker(env: BenchEnv, n: int, *, sample_rss: bool, timeout: float) 
         key_id = _api_key_id()
         t_publish = time.time()
         accepted = events.event_accept(api_key_id=key_id, body=_event_body(n, "worker"))
-        say(f"event {accepted.id} published; waiting for fan-out of {n:,} recipients through the worker")
+        say(
+            f"event {accepted.id} published;"
+            f" waiting for fan-out of {n:,} recipients through the worker"
+        )
         status, count, page = _wait_done(env, accepted.id, n, t_publish, timeout)
         t_poll_done = time.time()
         rss_end = sampler.sample() if sampler else None
@@ -191,7 +220,10 @@ def _through_worker(env: BenchEnv, n: int, *, sample_rss: bool, timeout: float) 
         REGISTRY.stop(worker)
     env.redis().flushdb()
     if status != "done":
-        raise RuntimeError(f"fan-out ended with status {status!r} after {count:,} recipients; see {worker.log_path}")
+        raise RuntimeError(
+            f"fan-out ended with status {status!r} after {count:,} recipients;"
+            f" see {worker.log_path}"
+        )
     parsed = _parse_worker_log(worker.log_path.read_text(errors="replace"), accepted.id, t_publish)
     start = parsed["first_received"] or t_publish
     end = parsed["last_done"] or t_poll_done
@@ -202,7 +234,9 @@ def _through_worker(env: BenchEnv, n: int, *, sample_rss: bool, timeout: float) 
         "pages": page,
         "seconds_first_page_to_done": round(seconds, 3),
         "seconds_publish_to_done_polled": round(t_poll_done - t_publish, 3),
-        "start_source": "worker log (task received)" if parsed["first_received"] else "publish time",
+        "start_source": "worker log (task received)"
+        if parsed["first_received"]
+        else "publish time",
         "end_source": "worker log (last page committed)" if parsed["last_done"] else "poll",
         "recipients_per_s": round(count / seconds, 1),
         "page_task_seconds": latency_summary_ms(parsed["task_seconds"]),
@@ -225,13 +259,17 @@ def _through_worker(env: BenchEnv, n: int, *, sample_rss: bool, timeout: float) 
     return result
 
 
-def _wait_done(env: BenchEnv, event_id: str, n: int, t_publish: float, timeout: float) -> tuple[str, int, int]:
+def _wait_done(
+    env: BenchEnv, event_id: str, n: int, t_publish: float, timeout: float
+) -> tuple[str, int, int]:
     deadline = time.monotonic() + timeout
     last_report = time.monotonic()
     with env.connect() as conn:
         while True:
             status, count, page = conn.execute(
-                "SELECT status, recipient_count, fanout_page FROM notifications_event WHERE id = %s", (event_id,)
+                "SELECT status, recipient_count, fanout_page FROM notifications_event"
+                " WHERE id = %s",
+                (event_id,),
             ).fetchone()
             if status in ("done", "failed", "cancelled"):
                 return status, count, page
@@ -239,9 +277,14 @@ def _wait_done(env: BenchEnv, event_id: str, n: int, t_publish: float, timeout: 
             if now - last_report >= 2.0:
                 last_report = now
                 elapsed = time.time() - t_publish
-                say(f"  fan-out {count:,}/{n:,} recipients, page {page}, {count / elapsed:,.0f}/s so far")
+                say(
+                    f"  fan-out {count:,}/{n:,} recipients, page {page},"
+                    f" {count / elapsed:,.0f}/s so far"
+                )
             if now > deadline:
-                raise RuntimeError(f"fan-out not done after {timeout:.0f}s ({count:,}/{n:,}, status {status})")
+                raise RuntimeError(
+                    f"fan-out not done after {timeout:.0f}s ({count:,}/{n:,}, status {status})"
+                )
             time.sleep(0.02)
 
 
@@ -277,7 +320,9 @@ def _in_process(n: int) -> dict:
         "event_id": accepted.id,
         "recipients": inserted,
         "pages": len(page_times),
-        "page_size": max(settings.CLARION["FANOUT_PAGE_SIZE"], settings.CLARION["MAX_EXPLICIT_RECIPIENTS"]),
+        "page_size": max(
+            settings.CLARION["FANOUT_PAGE_SIZE"], settings.CLARION["MAX_EXPLICIT_RECIPIENTS"]
+        ),
         "seconds": round(elapsed, 3),
         "recipients_per_s": round(inserted / elapsed, 1),
         "page_seconds": latency_summary_ms(page_times),
@@ -289,29 +334,47 @@ def _copy_baseline(env: BenchEnv, topic_id: int, event_id: str) -> dict:
     columns = "event_id, recipient_id, title, body, url, visible, created_at"
     with env.connect() as conn:
         conn.execute("DROP TABLE IF EXISTS bench_copy_scratch")
-        conn.execute("CREATE TABLE bench_copy_scratch (LIKE notifications_notification INCLUDING ALL)")
+        conn.execute(
+            "CREATE TABLE bench_copy_scratch (LIKE notifications_notification INCLUDING ALL)"
+        )
         try:
-            indexes = [r[0] for r in conn.execute(
-                "SELECT indexdef FROM pg_indexes WHERE tablename = 'bench_copy_scratch'").fetchall()]
-            rids = [r[0] for r in conn.execute(
-                "SELECT recipient_id FROM notifications_subscription WHERE topic_id = %s ORDER BY recipient_id",
-                (topic_id,),
-            ).fetchall()]
+            indexes = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT indexdef FROM pg_indexes WHERE tablename = 'bench_copy_scratch'"
+                ).fetchall()
+            ]
+            rids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT recipient_id FROM notifications_subscription WHERE topic_id = %s"
+                    " ORDER BY recipient_id",
+                    (topic_id,),
+                ).fetchall()
+            ]
             now = conn.execute("SELECT now()::text").fetchone()[0]
-            buffer = "".join(f"{event_id}\t{rid}\t{TYPE_KEY}\t\t\tt\t{now}\n" for rid in rids).encode()
-            say(f"baseline: COPY of {len(rids):,} same-shaped rows ({len(buffer) / MIB:.1f} MiB) into a scratch table")
+            buffer = "".join(
+                f"{event_id}\t{rid}\t{TYPE_KEY}\t\t\tt\t{now}\n" for rid in rids
+            ).encode()
+            say(
+                f"baseline: COPY of {len(rids):,} same-shaped rows"
+                f" ({len(buffer) / MIB:.1f} MiB) into a scratch table"
+            )
             checkpoint(env)
             with Timer() as copy_timer:
                 with conn.transaction():
-                    with conn.cursor().copy(f"COPY bench_copy_scratch ({columns}) FROM STDIN") as copy:
+                    with conn.cursor().copy(
+                        f"COPY bench_copy_scratch ({columns}) FROM STDIN"
+                    ) as copy:
                         for offset in range(0, len(buffer), 1 << 20):
-                            copy.write(buffer[offset:offset + (1 << 20)])
+                            copy.write(buffer[offset : offset + (1 << 20)])
             conn.execute("TRUNCATE bench_copy_scratch")
             checkpoint(env)
             with Timer() as insert_timer:
                 conn.execute(
                     f"INSERT INTO bench_copy_scratch ({columns})"
-                    " SELECT %s, recipient_id, %s, '', '', true, now() FROM notifications_subscription"
+                    " SELECT %s, recipient_id, %s, '', '', true, now()"
+                    " FROM notifications_subscription"
                     " WHERE topic_id = %s ORDER BY recipient_id",
                     (event_id, TYPE_KEY, topic_id),
                 )
@@ -338,15 +401,26 @@ def run(env: BenchEnv, opts) -> dict:
     activity = db_activity(env)
 
     worker = _through_worker(env, n, sample_rss=False, timeout=600)
-    say(f"worker: {worker['recipients']:,} recipients in {worker['seconds_first_page_to_done']:.2f}s"
-        f" = {worker['recipients_per_s']:,.0f}/s ({worker['pages']} pages)")
+    say(
+        f"worker: {worker['recipients']:,} recipients"
+        f" in {worker['seconds_first_page_to_done']:.2f}s"
+        f" = {worker['recipients_per_s']:,.0f}/s ({worker['pages']} pages)"
+    )
     checkpoint(env)
     inproc = _in_process(n)
-    say(f"in-process: {inproc['recipients']:,} in {inproc['seconds']:.2f}s = {inproc['recipients_per_s']:,.0f}/s")
+    say(
+        f"in-process: {inproc['recipients']:,} in {inproc['seconds']:.2f}s"
+        f" = {inproc['recipients_per_s']:,.0f}/s"
+    )
     copy = _copy_baseline(env, topic_id, worker["event_id"])
-    say(f"COPY: {copy['copy_rows_per_s']:,.0f} rows/s; INSERT...SELECT: {copy['insert_select_rows_per_s']:,.0f} rows/s")
+    say(
+        f"COPY: {copy['copy_rows_per_s']:,.0f} rows/s;"
+        f" INSERT...SELECT: {copy['insert_select_rows_per_s']:,.0f} rows/s"
+    )
     data.delete_events_of_type(env, TYPE_KEY)
-    vacuum_if_dirty(env, "notifications_notification")  # leave no autovacuum work for the next scenario
+    vacuum_if_dirty(
+        env, "notifications_notification"
+    )  # leave no autovacuum work for the next scenario
     vacuum_if_dirty(env, "notifications_unreadcount")  # the deletes updated a counter per recipient
 
     ratio = worker["recipients_per_s"] / copy["copy_rows_per_s"]
@@ -361,8 +435,14 @@ def run(env: BenchEnv, opts) -> dict:
     ]
     return {
         "metrics": metrics,
-        "details": {"subscribers": n, "worker": worker, "in_process": inproc, "copy": copy,
-                    "db_activity_start": activity, "loadavg": loadavg()},
+        "details": {
+            "subscribers": n,
+            "worker": worker,
+            "in_process": inproc,
+            "copy": copy,
+            "db_activity_start": activity,
+            "loadavg": loadavg(),
+        },
     }
 
 
@@ -375,25 +455,45 @@ def run_million(env: BenchEnv, opts) -> dict:
     activity = db_activity(env)
     worker = _through_worker(env, n, sample_rss=True, timeout=3600)
     rss = worker["rss"]
-    say(f"worker: {worker['recipients']:,} recipients in {worker['seconds_first_page_to_done']:.1f}s"
-        f" = {worker['recipients_per_s']:,.0f}/s; RSS start {rss['start_mib']} MiB, max {rss['max_mib']} MiB,"
-        f" end {rss['end_mib']} MiB")
+    say(
+        f"worker: {worker['recipients']:,} recipients"
+        f" in {worker['seconds_first_page_to_done']:.1f}s"
+        f" = {worker['recipients_per_s']:,.0f}/s;"
+        f" RSS start {rss['start_mib']} MiB, max {rss['max_mib']} MiB,"
+        f" end {rss['end_mib']} MiB"
+    )
     data.delete_events_of_type(env, TYPE_KEY)
     vacuum_if_dirty(env, "notifications_notification")
     vacuum_if_dirty(env, "notifications_unreadcount")
     flat_limit = 64.0
     metrics = [
-        metric("1M fan-out completed", worker["recipients"], "rcpt", at_least=n, goal_text="= 1,000,000"),
+        metric(
+            "1M fan-out completed",
+            worker["recipients"],
+            "rcpt",
+            at_least=n,
+            goal_text="= 1,000,000",
+        ),
         metric("1M fan-out via worker", worker["recipients_per_s"], "rcpt/s"),
         metric("1M fan-out duration", worker["seconds_first_page_to_done"], "s"),
         metric("worker tree RSS start", rss["start_mib"], "MiB"),
         metric("worker tree RSS min", rss["min_mib"], "MiB"),
         metric("worker tree RSS max", rss["max_mib"], "MiB"),
         metric("worker tree RSS end", rss["end_mib"], "MiB"),
-        metric("worker tree RSS growth (max - start)", rss["growth_mib"], "MiB", below=flat_limit,
-               goal_text=f"< {flat_limit:.0f} (flat)"),
+        metric(
+            "worker tree RSS growth (max - start)",
+            rss["growth_mib"],
+            "MiB",
+            below=flat_limit,
+            goal_text=f"< {flat_limit:.0f} (flat)",
+        ),
     ]
     return {
         "metrics": metrics,
-        "details": {"subscribers": n, "worker": worker, "db_activity_start": activity, "loadavg": loadavg()},
+        "details": {
+            "subscribers": n,
+            "worker": worker,
+            "db_activity_start": activity,
+            "loadavg": loadavg(),
+        },
     }

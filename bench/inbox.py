@@ -11,18 +11,27 @@ VACUUM ANALYZE. Measured for random recipients:
   tokens, a short load at concurrency 1 and 8;
 * EXPLAIN (ANALYZE, BUFFERS) of the SQL each function runs, for one recipient.
 """
+
 from __future__ import annotations
 
 import random
 import time
 from datetime import timedelta
 
+from bench import data
 from bench.common import Timer, latency_summary_ms, loadavg, metric, say, warn
-from bench.env import (BenchEnv, autovacuum_running, checkpoint, db_activity, django_setup, meta_get, meta_put,
-                       vacuum_if_dirty)
+from bench.env import (
+    BenchEnv,
+    autovacuum_running,
+    checkpoint,
+    db_activity,
+    django_setup,
+    meta_get,
+    meta_put,
+    vacuum_if_dirty,
+)
 from bench.load import pick_generator, run_load
 from bench.procs import REGISTRY, http_json, start_web
-from bench import data
 
 TYPE_KEY = "bench.inbox"
 GOAL_P95_MS = 5.0
@@ -44,7 +53,8 @@ def ensure_dataset(env: BenchEnv, recipients: int, per: int) -> dict:
     if meta:
         with env.connect() as conn:
             have = conn.execute(
-                "SELECT count(*) FROM notifications_notification WHERE event_id = ANY(%s::uuid[])", (meta["event_ids"],)
+                "SELECT count(*) FROM notifications_notification WHERE event_id = ANY(%s::uuid[])",
+                (meta["event_ids"],),
             ).fetchone()[0]
         if have == expected:
             say(f"inbox data set {tag} present ({have:,} notifications); reusing it")
@@ -54,18 +64,27 @@ def ensure_dataset(env: BenchEnv, recipients: int, per: int) -> dict:
 
 
 def _build(env: BenchEnv, recipients: int, per: int, tag: str, meta_key: str) -> dict:
-    from common.ids import uuid7
     from common.choices import EventStatus
+    from common.ids import uuid7
     from notifications.models import Event
     from notifications.services import types
 
     prefix = _prefix(tag)
-    types.notification_type_put(key=TYPE_KEY, body={
-        "channels": ["in_app"], "category": "bench",
-        "templates": {"in_app": {"en": {"title": TYPE_KEY}}},
-    })
-    data.delete_events_of_type(env, TYPE_KEY, extra_where="e.data->>'bench_dataset' = %s", params=(tag,))
-    say(f"building inbox data set {tag}: {recipients:,} recipients x {per} notifications = {recipients * per:,} rows")
+    types.notification_type_put(
+        key=TYPE_KEY,
+        body={
+            "channels": ["in_app"],
+            "category": "bench",
+            "templates": {"in_app": {"en": {"title": TYPE_KEY}}},
+        },
+    )
+    data.delete_events_of_type(
+        env, TYPE_KEY, extra_where="e.data->>'bench_dataset' = %s", params=(tag,)
+    )
+    say(
+        f"building inbox data set {tag}: {recipients:,} recipients x {per} notifications"
+        f" = {recipients * per:,} rows"
+    )
     total_timer = Timer().__enter__()
     with env.connect() as conn:
         conn.execute("SET synchronous_commit = off")
@@ -86,20 +105,34 @@ def _build(env: BenchEnv, recipients: int, per: int, tag: str, meta_key: str) ->
         )
         conn.execute("DROP TABLE IF EXISTS bench_inbox_recipients")
         conn.execute(
-            "CREATE TEMP TABLE bench_inbox_recipients AS SELECT r.id FROM generate_series(1, %s::int) g"
+            "CREATE TEMP TABLE bench_inbox_recipients AS"
+            " SELECT r.id FROM generate_series(1, %s::int) g"
             " JOIN notifications_recipient r ON r.external_id = %s || g",
             (recipients, prefix),
         )
         conn.execute("CREATE INDEX ON bench_inbox_recipients (id)")
-        type_id = conn.execute("SELECT id FROM notifications_notificationtype WHERE key = %s", (TYPE_KEY,)).fetchone()[0]
+        type_id = conn.execute(
+            "SELECT id FROM notifications_notificationtype WHERE key = %s", (TYPE_KEY,)
+        ).fetchone()[0]
 
         # The events, through the ORM (so defaults follow the model), then backdated.
         events = [
-            Event(id=uuid7(), type_id=type_id, recipients={"ids": [], "topics": [f"bench.inbox.{tag}"]},
-                  actor=f"bench-actor-{k % 17}", priority="normal", status=EventStatus.DONE,
-                  recipient_count=recipients,
-                  data={"bench_dataset": tag, "post_id": 1000 + k, "post_title": f"Weekly digest #{k}",
-                        "comment": "A few words about what happened this week.", "url": f"https://example.com/p/{k}"})
+            Event(
+                id=uuid7(),
+                type_id=type_id,
+                recipients={"ids": [], "topics": [f"bench.inbox.{tag}"]},
+                actor=f"bench-actor-{k % 17}",
+                priority="normal",
+                status=EventStatus.DONE,
+                recipient_count=recipients,
+                data={
+                    "bench_dataset": tag,
+                    "post_id": 1000 + k,
+                    "post_title": f"Weekly digest #{k}",
+                    "comment": "A few words about what happened this week.",
+                    "url": f"https://example.com/p/{k}",
+                },
+            )
             for k in range(per)
         ]
         Event.objects.bulk_create(events)
@@ -107,7 +140,8 @@ def _build(env: BenchEnv, recipients: int, per: int, tag: str, meta_key: str) ->
         now_row = conn.execute("SELECT now()").fetchone()[0]
         created = [now_row - timedelta(hours=6 * (per - k)) for k in range(per)]
         conn.execute(
-            "UPDATE notifications_event e SET created_at = t.c, finished_at = t.c, enqueued_at = t.c"
+            "UPDATE notifications_event e"
+            " SET created_at = t.c, finished_at = t.c, enqueued_at = t.c"
             " FROM unnest(%s::uuid[], %s::timestamptz[]) AS t(id, c) WHERE e.id = t.id",
             (event_ids, created),
         )
@@ -117,18 +151,28 @@ def _build(env: BenchEnv, recipients: int, per: int, tag: str, meta_key: str) ->
             conn.execute(
                 """
                 INSERT INTO notifications_notification
-                    (event_id, recipient_id, title, body, url, visible, created_at, read_at, archived_at)
+                    (event_id, recipient_id, title, body, url, visible, created_at, read_at,
+                     archived_at)
                 SELECT %(event)s, r.id, %(title)s, %(body)s, %(url)s, true, %(created)s,
-                       CASE WHEN random() < 0.3 THEN NULL ELSE %(created)s + interval '45 minutes' END, NULL
+                       CASE WHEN random() < 0.3 THEN NULL
+                            ELSE %(created)s + interval '45 minutes' END,
+                       NULL
                 FROM bench_inbox_recipients r ORDER BY r.id
                 """,
-                {"event": event_id, "title": f"Weekly digest #{k}",
-                 "body": "Dana and 3 others commented on your post.",
-                 "url": f"https://example.com/p/{k}", "created": created_at},
+                {
+                    "event": event_id,
+                    "title": f"Weekly digest #{k}",
+                    "body": "Dana and 3 others commented on your post.",
+                    "url": f"https://example.com/p/{k}",
+                    "created": created_at,
+                },
             )
             if k % max(1, per // 10) == 0 or k == per:
                 rows = k * recipients
-                say(f"  {rows:,}/{recipients * per:,} notifications ({rows / (time.perf_counter() - t0):,.0f}/s)")
+                say(
+                    f"  {rows:,}/{recipients * per:,} notifications"
+                    f" ({rows / (time.perf_counter() - t0):,.0f}/s)"
+                )
         conn.execute("RESET session_replication_role")
         if not fk_checks:
             # The replica role skipped the unread-counter triggers too: recount
@@ -136,7 +180,8 @@ def _build(env: BenchEnv, recipients: int, per: int, tag: str, meta_key: str) ->
             conn.execute(
                 """
                 INSERT INTO notifications_unreadcount AS c (recipient_id, count)
-                SELECT r.id, (SELECT count(*) FROM notifications_notification n WHERE n.recipient_id = r.id
+                SELECT r.id, (SELECT count(*) FROM notifications_notification n
+                              WHERE n.recipient_id = r.id
                               AND n.visible AND n.read_at IS NULL AND n.archived_at IS NULL)
                 FROM bench_inbox_recipients r ORDER BY r.id
                 ON CONFLICT (recipient_id) DO UPDATE SET count = EXCLUDED.count
@@ -144,11 +189,21 @@ def _build(env: BenchEnv, recipients: int, per: int, tag: str, meta_key: str) ->
             )
     say("VACUUM ANALYZE of the notification, event and recipient tables")
     with Timer() as vacuum_timer:
-        data.vacuum(env, "notifications_notification", "notifications_event", "notifications_recipient")
+        data.vacuum(
+            env, "notifications_notification", "notifications_event", "notifications_recipient"
+        )
     total_timer.__exit__(None, None, None)
-    meta = {"tag": tag, "recipients": recipients, "per_recipient": per, "rows": recipients * per,
-            "event_ids": event_ids, "prefix": prefix, "fk_checks_during_build": fk_checks,
-            "build_seconds": round(total_timer.elapsed, 1), "vacuum_seconds": round(vacuum_timer.elapsed, 1)}
+    meta = {
+        "tag": tag,
+        "recipients": recipients,
+        "per_recipient": per,
+        "rows": recipients * per,
+        "event_ids": event_ids,
+        "prefix": prefix,
+        "fk_checks_during_build": fk_checks,
+        "build_seconds": round(total_timer.elapsed, 1),
+        "vacuum_seconds": round(vacuum_timer.elapsed, 1),
+    }
     meta_put(env, meta_key, meta)
     say(f"data set built in {total_timer.elapsed:.0f}s (vacuum {vacuum_timer.elapsed:.0f}s)")
     return meta
@@ -157,7 +212,8 @@ def _build(env: BenchEnv, recipients: int, per: int, tag: str, meta_key: str) ->
 def _recipients(env: BenchEnv, prefix: str) -> list[tuple[int, str]]:
     with env.connect() as conn:
         return conn.execute(
-            "SELECT id, external_id FROM notifications_recipient WHERE external_id LIKE %s ORDER BY id",
+            "SELECT id, external_id FROM notifications_recipient WHERE external_id LIKE %s"
+            " ORDER BY id",
             (prefix + "%",),
         ).fetchall()
 
@@ -176,7 +232,9 @@ def _explain(func, **kwargs) -> list[dict]:
             continue
         with connection.cursor() as cursor:
             cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql)
-            plans.append({"sql": " ".join(sql.split()), "plan": [row[0] for row in cursor.fetchall()]})
+            plans.append(
+                {"sql": " ".join(sql.split()), "plan": [row[0] for row in cursor.fetchall()]}
+            )
     return plans
 
 
@@ -205,12 +263,16 @@ def run(env: BenchEnv, opts) -> dict:
         raise RuntimeError(f"expected {recipients:,} data-set recipients, found {len(ids):,}")
     with env.connect() as conn:
         table_rows = conn.execute(
-            "SELECT reltuples::bigint FROM pg_class WHERE relname = 'notifications_notification'").fetchone()[0]
-        sizes = dict(conn.execute(
-            "SELECT c.relname, pg_size_pretty(pg_relation_size(c.oid)) FROM pg_class c"
-            " WHERE c.relname LIKE 'notification%%' AND c.relkind IN ('r', 'i')"
-            " AND (c.relname LIKE 'notifications_notification%%' OR c.relname LIKE 'notification\\_%%')"
-        ).fetchall())
+            "SELECT reltuples::bigint FROM pg_class WHERE relname = 'notifications_notification'"
+        ).fetchone()[0]
+        sizes = dict(
+            conn.execute(
+                "SELECT c.relname, pg_size_pretty(pg_relation_size(c.oid)) FROM pg_class c"
+                " WHERE c.relname LIKE 'notification%%' AND c.relkind IN ('r', 'i')"
+                " AND (c.relname LIKE 'notifications_notification%%'"
+                " OR c.relname LIKE 'notification\\_%%')"
+            ).fetchall()
+        )
     vacuum_if_dirty(env, "notifications_notification")
     vacuum_if_dirty(env, "notifications_event", min_dead=1000)
     checkpoint(env)
@@ -224,11 +286,19 @@ def run(env: BenchEnv, opts) -> dict:
     _time_calls(inbox_page, ids, warm_calls, rng, status=None, cursor=None, limit=20)
     _time_calls(unread_count, ids, warm_calls, rng)
     say(f"in-process: {calls:,} inbox_page calls on random recipients")
-    page_lat = latency_summary_ms(_time_calls(inbox_page, ids, calls, rng, status=None, cursor=None, limit=20))
-    say(f"  inbox_page p50 {page_lat['p50']:.2f} ms, p95 {page_lat['p95']:.2f} ms, p99 {page_lat['p99']:.2f} ms")
+    page_lat = latency_summary_ms(
+        _time_calls(inbox_page, ids, calls, rng, status=None, cursor=None, limit=20)
+    )
+    say(
+        f"  inbox_page p50 {page_lat['p50']:.2f} ms, p95 {page_lat['p95']:.2f} ms,"
+        f" p99 {page_lat['p99']:.2f} ms"
+    )
     say(f"in-process: {calls:,} unread_count calls on random recipients")
     count_lat = latency_summary_ms(_time_calls(unread_count, ids, calls, rng))
-    say(f"  unread_count p50 {count_lat['p50']:.2f} ms, p95 {count_lat['p95']:.2f} ms, p99 {count_lat['p99']:.2f} ms")
+    say(
+        f"  unread_count p50 {count_lat['p50']:.2f} ms, p95 {count_lat['p95']:.2f} ms,"
+        f" p99 {count_lat['p99']:.2f} ms"
+    )
     autovacuum_after = autovacuum_running(env)
     if autovacuum_after:
         warn(f"autovacuum ran during the in-process measurement: {autovacuum_after}")
@@ -241,7 +311,10 @@ def run(env: BenchEnv, opts) -> dict:
     for name in ("inbox_page", "unread_count"):
         for entry in plans[name]:
             timing = [line.strip() for line in entry["plan"] if "Execution Time" in line]
-            say(f"  EXPLAIN {name}: {entry['plan'][0].strip()[:90]} ... {timing[0] if timing else ''}")
+            say(
+                f"  EXPLAIN {name}: {entry['plan'][0].strip()[:90]}"
+                f" ... {timing[0] if timing else ''}"
+            )
 
     http = _http(env, people, rng, quick, opts)
 
@@ -261,9 +334,13 @@ def run(env: BenchEnv, opts) -> dict:
             lat = res["latency_ms"]
             if conc == 8:
                 metrics.append(metric(f"{label} c=8 throughput", res["ok_rps"], "req/s"))
-            metrics.append(metric(f"{label} c={conc} p50 / p99", f"{lat['p50']:.1f} / {lat['p99']:.1f}", "ms"))
+            metrics.append(
+                metric(f"{label} c={conc} p50 / p99", f"{lat['p50']:.1f} / {lat['p99']:.1f}", "ms")
+            )
             if res["error_count"]:
-                metrics.append(metric(f"{label} c={conc} errors", res["error_count"], "", at_most=0))
+                metrics.append(
+                    metric(f"{label} c={conc} errors", res["error_count"], "", at_most=0)
+                )
     return {
         "metrics": metrics,
         "details": {
@@ -281,7 +358,9 @@ def run(env: BenchEnv, opts) -> dict:
     }
 
 
-def _http(env: BenchEnv, people: list[tuple[int, str]], rng: random.Random, quick: bool, opts) -> dict:
+def _http(
+    env: BenchEnv, people: list[tuple[int, str]], rng: random.Random, quick: bool, opts
+) -> dict:
     generator = pick_generator(opts.generator)
     web, base = start_web(env, command=opts.web_command)
     try:
@@ -290,7 +369,9 @@ def _http(env: BenchEnv, people: list[tuple[int, str]], rng: random.Random, quic
         say(f"issuing recipient tokens for {len(chosen)} random recipients")
         tokens = []
         for _, external_id in chosen:
-            _, body = http_json("POST", f"{base}/api/v1/recipients/{external_id}/token", token=f"Bearer {key}")
+            _, body = http_json(
+                "POST", f"{base}/api/v1/recipients/{external_id}/token", token=f"Bearer {key}"
+            )
             tokens.append(f"Recipient {body['token']}")
         _, page = http_json("GET", f"{base}/api/v1/inbox", token=tokens[0])
         if len(page.get("results", [])) != 20:
@@ -299,11 +380,29 @@ def _http(env: BenchEnv, people: list[tuple[int, str]], rng: random.Random, quic
         results: dict[str, dict] = {"generator": generator, "web_command": web.argv}
         long, short = (3, 2) if quick else (8, 4)
         for name, path in (("inbox", "/api/v1/inbox"), ("unread", "/api/v1/inbox/unread-count")):
-            run_load(base_url=base, method="GET", path=path, variants=variants, concurrency=8, duration=1 if quick else 2,
-                     expected_status=200, generator=generator, label="warm-up")
+            run_load(
+                base_url=base,
+                method="GET",
+                path=path,
+                variants=variants,
+                concurrency=8,
+                duration=1 if quick else 2,
+                expected_status=200,
+                generator=generator,
+                label="warm-up",
+            )
             for conc, seconds in ((1, short), (8, long)):
-                res = run_load(base_url=base, method="GET", path=path, variants=variants, concurrency=conc,
-                               duration=seconds, expected_status=200, generator=generator, label=f"{name} c={conc}")
+                res = run_load(
+                    base_url=base,
+                    method="GET",
+                    path=path,
+                    variants=variants,
+                    concurrency=conc,
+                    duration=seconds,
+                    expected_status=200,
+                    generator=generator,
+                    label=f"{name} c={conc}",
+                )
                 results[f"{name}_c{conc}"] = res.as_dict()
         return results
     finally:

@@ -4,6 +4,7 @@ Both take the same input: a list of request variants (Authorization value,
 body) sent round-robin over keep-alive connections at a fixed concurrency for
 a fixed time, and return the same LoadResult.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -57,29 +58,53 @@ class LoadResult:
 
     def as_dict(self) -> dict:
         data = asdict(self)
-        data.update(rps=round(self.rps, 1), ok_rps=round(self.ok_rps, 1),
-                    items_per_s=round(self.items_per_s, 1), error_count=self.error_count)
+        data.update(
+            rps=round(self.rps, 1),
+            ok_rps=round(self.ok_rps, 1),
+            items_per_s=round(self.items_per_s, 1),
+            error_count=self.error_count,
+        )
         return data
 
 
 def pick_generator(requested: str = "auto") -> str:
     if requested == "wrk" or (requested == "auto" and shutil.which("wrk")):
         if not shutil.which("wrk"):
-            raise RuntimeError("--generator wrk requested but wrk is not installed (apt-get install -y wrk)")
+            raise RuntimeError(
+                "--generator wrk requested but wrk is not installed (apt-get install -y wrk)"
+            )
         return "wrk"
     return "aiohttp"
 
 
-def run_load(*, base_url: str, method: str, path: str, variants: list[tuple[str, str]], concurrency: int,
-             duration: float, expected_status: int, mode: str = "status", generator: str = "auto",
-             label: str = "", timeout: float = 30.0) -> LoadResult:
+def run_load(
+    *,
+    base_url: str,
+    method: str,
+    path: str,
+    variants: list[tuple[str, str]],
+    concurrency: int,
+    duration: float,
+    expected_status: int,
+    mode: str = "status",
+    generator: str = "auto",
+    label: str = "",
+    timeout: float = 30.0,
+) -> LoadResult:
     """Send requests for `duration` seconds at `concurrency`; mode 'batch' counts accepted items."""
     kind = pick_generator(generator)
-    say(f"load{(' ' + label) if label else ''}: {method} {path} c={concurrency} for {duration:g}s ({kind})")
+    say(
+        f"load{(' ' + label) if label else ''}: {method} {path} c={concurrency}"
+        f" for {duration:g}s ({kind})"
+    )
     if kind == "wrk":
-        result = _run_wrk(base_url, method, path, variants, concurrency, duration, expected_status, mode, timeout)
+        result = _run_wrk(
+            base_url, method, path, variants, concurrency, duration, expected_status, mode, timeout
+        )
     else:
-        result = _run_aiohttp(base_url, method, path, variants, concurrency, duration, expected_status, mode, timeout)
+        result = _run_aiohttp(
+            base_url, method, path, variants, concurrency, duration, expected_status, mode, timeout
+        )
     lat = result.latency_ms
     say(
         f"  -> {result.requests:,} requests in {result.duration_s:.1f}s = {result.rps:,.0f} req/s, "
@@ -94,21 +119,42 @@ def _write_variants(variants: list[tuple[str, str]]) -> Path:
     with handle:
         for auth, body in variants:
             if "\t" in auth or "\n" in auth or "\n" in body:
-                raise ValueError("variants must not contain tabs/newlines in the header or newlines in the body")
+                raise ValueError(
+                    "variants must not contain tabs/newlines in the header or newlines in the body"
+                )
             handle.write(f"{auth}\t{body}\n")
     return Path(handle.name)
 
 
-def _run_wrk(base_url, method, path, variants, concurrency, duration, expected_status, mode, timeout) -> LoadResult:
+def _run_wrk(
+    base_url, method, path, variants, concurrency, duration, expected_status, mode, timeout
+) -> LoadResult:
     variants_path = _write_variants(variants)
     seconds = max(1, math.ceil(duration))
     threads = max(1, min(2, concurrency))
     argv = [
-        "wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{seconds}s", "--timeout", f"{int(timeout)}s",
-        "-s", str(LUA_SCRIPT), base_url,
-        "--", str(variants_path), method, path, str(expected_status), mode,
+        "wrk",
+        "-t",
+        str(threads),
+        "-c",
+        str(concurrency),
+        "-d",
+        f"{seconds}s",
+        "--timeout",
+        f"{int(timeout)}s",
+        "-s",
+        str(LUA_SCRIPT),
+        base_url,
+        "--",
+        str(variants_path),
+        method,
+        path,
+        str(expected_status),
+        mode,
     ]
-    managed = REGISTRY.start("wrk", argv, env={"PATH": "/usr/bin:/bin"}, log_path=None, stdout=subprocess.PIPE)
+    managed = REGISTRY.start(
+        "wrk", argv, env={"PATH": "/usr/bin:/bin"}, log_path=None, stdout=subprocess.PIPE
+    )
     try:
         out, err = managed.popen.communicate(timeout=seconds + timeout + 30)
     finally:
@@ -117,12 +163,18 @@ def _run_wrk(base_url, method, path, variants, concurrency, duration, expected_s
     text = out.decode(errors="replace")
     match = re.search(r"^BENCHJSON (\{.*\})$", text, re.M)
     if not match:
-        raise RuntimeError(f"wrk gave no result (exit {managed.popen.returncode}):\n{text[-3000:]}\n{err.decode()[-3000:]}")
+        raise RuntimeError(
+            f"wrk gave no result (exit {managed.popen.returncode}):"
+            f"\n{text[-3000:]}\n{err.decode()[-3000:]}"
+        )
     stderr_text = err.decode(errors="replace").strip()
     if stderr_text:
         say(f"  wrk: {stderr_text[:600]}")
     data = json.loads(match.group(1))
-    errors = {k[4:]: data[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout")}
+    errors = {
+        k[4:]: data[k]
+        for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout")
+    }
     return LoadResult(
         generator="wrk",
         method=method,
@@ -135,9 +187,13 @@ def _run_wrk(base_url, method, path, variants, concurrency, duration, expected_s
         items=data["items"],
         errors=errors,
         latency_ms={
-            "p50": data["p50_us"] / 1000, "p90": data["p90_us"] / 1000, "p95": data["p95_us"] / 1000,
-            "p99": data["p99_us"] / 1000, "p999": data["p999_us"] / 1000,
-            "max": data["lat_max_us"] / 1000, "mean": round(data["lat_mean_us"] / 1000, 3),
+            "p50": data["p50_us"] / 1000,
+            "p90": data["p90_us"] / 1000,
+            "p95": data["p95_us"] / 1000,
+            "p99": data["p99_us"] / 1000,
+            "p999": data["p999_us"] / 1000,
+            "max": data["lat_max_us"] / 1000,
+            "mean": round(data["lat_mean_us"] / 1000, 3),
         },
     )
 
@@ -157,8 +213,19 @@ def _aiohttp_proc(args: dict, queue) -> None:
     queue.put(asyncio.run(_aiohttp_main(**args)))
 
 
-async def _aiohttp_main(*, base_url, method, path, variants, concurrency, duration, expected_status, mode,
-                        timeout, offset) -> dict:
+async def _aiohttp_main(
+    *,
+    base_url,
+    method,
+    path,
+    variants,
+    concurrency,
+    duration,
+    expected_status,
+    mode,
+    timeout,
+    offset,
+) -> dict:
     import aiohttp
 
     prepared = []
@@ -187,7 +254,7 @@ async def _aiohttp_main(*, base_url, method, path, variants, concurrency, durati
                 async with session.request(method, url, headers=headers, data=body) as resp:
                     payload = await resp.read()
                     status = resp.status
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 counters["timeout"] += 1
                 continue
             except aiohttp.ClientConnectionError:
@@ -210,16 +277,27 @@ async def _aiohttp_main(*, base_url, method, path, variants, concurrency, durati
     return {"elapsed": time.perf_counter() - start, "latencies": latencies, **counters}
 
 
-def _run_aiohttp(base_url, method, path, variants, concurrency, duration, expected_status, mode, timeout) -> LoadResult:
+def _run_aiohttp(
+    base_url, method, path, variants, concurrency, duration, expected_status, mode, timeout
+) -> LoadResult:
     procs = max(1, min(2, concurrency))
     ctx = multiprocessing.get_context("spawn")  # never fork a process holding DB connections
     queue = ctx.Queue()
     shares = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
     children = []
-    for i, share in enumerate(shares):
-        args = dict(base_url=base_url, method=method, path=path, variants=variants, concurrency=share,
-                    duration=duration, expected_status=expected_status, mode=mode, timeout=timeout,
-                    offset=random.randrange(len(variants)))
+    for share in shares:
+        args = dict(
+            base_url=base_url,
+            method=method,
+            path=path,
+            variants=variants,
+            concurrency=share,
+            duration=duration,
+            expected_status=expected_status,
+            mode=mode,
+            timeout=timeout,
+            offset=random.randrange(len(variants)),
+        )
         child = ctx.Process(target=_aiohttp_proc, args=(args, queue), daemon=True)
         child.start()
         children.append(child)

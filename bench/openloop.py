@@ -20,6 +20,7 @@ per ``window`` seconds (due, sent, answers by status, errors, latency
 percentiles, requests in line), ``{"k": "step", ...}`` at each step's end and
 ``{"k": "done"}``. SIGTERM ends it early.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -53,12 +54,25 @@ class Window:
         self.latencies: list[float] = []
         self.items = 0
 
-    def report(self, step: int, label: str, t0: float, t1: float, in_line: int, open_conns: int) -> dict:
+    def report(
+        self, step: int, label: str, t0: float, t1: float, in_line: int, open_conns: int
+    ) -> dict:
         return {
-            "k": "w", "step": step, "label": label, "t0": t0, "t1": t1, "due": self.due, "sent": self.sent,
-            "status": dict(self.status), "errors": dict(self.errors), "items": self.items,
-            "p50_ms": _pct(self.latencies, 50), "p95_ms": _pct(self.latencies, 95),
-            "p99_ms": _pct(self.latencies, 99), "in_line": in_line, "connections": open_conns,
+            "k": "w",
+            "step": step,
+            "label": label,
+            "t0": t0,
+            "t1": t1,
+            "due": self.due,
+            "sent": self.sent,
+            "status": dict(self.status),
+            "errors": dict(self.errors),
+            "items": self.items,
+            "p50_ms": _pct(self.latencies, 50),
+            "p95_ms": _pct(self.latencies, 95),
+            "p99_ms": _pct(self.latencies, 99),
+            "in_line": in_line,
+            "connections": open_conns,
         }
 
 
@@ -75,7 +89,7 @@ class Connection:
         lowered = head.lower()
         at = lowered.find(b"content-length:")
         if at >= 0:
-            length = int(lowered[at + 15:lowered.find(b"\r\n", at)].strip())
+            length = int(lowered[at + 15 : lowered.find(b"\r\n", at)].strip())
         body = await self.reader.readexactly(length) if length else b""
         if b"connection: close" in lowered:
             self.writer.close()
@@ -112,12 +126,17 @@ class Generator:
 
     def _request(self, path: str, body: bytes) -> bytes:
         return (
-            f"POST {path} HTTP/1.1\r\n{self.headers}Content-Length: {len(body)}\r\n\r\n".encode() + body
+            f"POST {path} HTTP/1.1\r\n{self.headers}Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
         )
 
     def _probe(self, label: str, seq: int) -> bytes:
-        body = {"type": self.spec["probe_type"], "recipients": self.spec["probe_recipients"],
-                "actor": "bench", "data": {"sent_at": time.time(), "round": label, "seq": seq}}
+        body = {
+            "type": self.spec["probe_type"],
+            "recipients": self.spec["probe_recipients"],
+            "actor": "bench",
+            "data": {"sent_at": time.time(), "round": label, "seq": seq},
+        }
         priority = self.spec.get("probe_priority")
         if priority:
             body["priority"] = priority
@@ -149,12 +168,23 @@ class Generator:
                 if conn is not None:
                     break
             conn = await self._connection()
-        request = self._probe(*request_or_probe) if isinstance(request_or_probe, tuple) else request_or_probe
+        request = (
+            self._probe(*request_or_probe)
+            if isinstance(request_or_probe, tuple)
+            else request_or_probe
+        )
         self.window.sent += 1
         try:
-            status, body = await asyncio.wait_for(conn.exchange(request), self.spec.get("timeout", 30))
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError,
-                ValueError) as exc:
+            status, body = await asyncio.wait_for(
+                conn.exchange(request), self.spec.get("timeout", 30)
+            )
+        except (
+            TimeoutError,
+            OSError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ValueError,
+        ) as exc:
             self.window.errors[type(exc).__name__] += 1
             conn.close()
             self.open -= 1
@@ -183,7 +213,9 @@ class Generator:
 
     async def run(self) -> None:
         window_s = self.spec.get("window", 10.0)
-        probe_every = max(1, int(self.spec.get("probe_every", 0) or 0)) if self.spec.get("probe_every") else 0
+        probe_every = (
+            max(1, int(self.spec.get("probe_every", 0) or 0)) if self.spec.get("probe_every") else 0
+        )
         seq = 0
         _out({"k": "ready"})
         for index, step in enumerate(self.spec["steps"]):
@@ -197,7 +229,11 @@ class Generator:
             while not self.stopping:
                 now = time.time()
                 if now >= window_start + window_s or now >= end:
-                    _out(self.window.report(index, label, window_start, now, len(self.line), self.open))
+                    _out(
+                        self.window.report(
+                            index, label, window_start, now, len(self.line), self.open
+                        )
+                    )
                     total.update(self.window.status)
                     self.window = Window()
                     window_start = now

@@ -5,6 +5,7 @@ receipt order, a resume in frame order, the inbox oldest first); the
 acceptance order is 0, 1, 2, ... (each event was posted after the previous
 one's 202).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -13,6 +14,7 @@ from collections import Counter
 
 def inversions(sequence: list[int]) -> int:
     """Pairs (i < j) with sequence[i] > sequence[j], by merge sort (n log n)."""
+
     def sort_count(items: list[int]) -> tuple[list[int], int]:
         if len(items) <= 1:
             return items, 0

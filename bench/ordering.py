@@ -23,6 +23,7 @@ live frame p50/p95, and from the database whether event ids (uuid7) and
 notification ids follow acceptance order. The whole measurement runs 3 times,
 each with a fresh recipient; the table shows median (min-max) of each figure.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -41,8 +42,15 @@ from bench import data
 from bench.common import Metric, fmt, latency_summary_ms, loadavg, percentile, say, warn
 from bench.env import BenchEnv, checkpoint
 from bench.order_stats import inversions, spread, view_figures
-from bench.procs import (REGISTRY, CpuMeter, Managed, http_json, listener_pid, start_web,
-                         start_worker)
+from bench.procs import (
+    REGISTRY,
+    CpuMeter,
+    Managed,
+    http_json,
+    listener_pid,
+    start_web,
+    start_worker,
+)
 from bench.realtime import ClientGroup, api_key, log_problems, tokens_via_api, wait_quiet
 
 TYPE_KEY = "bench.ordering"
@@ -56,9 +64,16 @@ DRAIN_TIMEOUT = 180.0
 
 
 def _ensure_type(base: str, bearer: str) -> None:
-    status, _ = http_json("PUT", f"{base}/api/v1/notification-types/{TYPE_KEY}", token=bearer,
-                          body={"channels": ["in_app"], "category": "bench",
-                                "templates": {"in_app": {"en": {"title": "Event {{ seq }}"}}}})
+    status, _ = http_json(
+        "PUT",
+        f"{base}/api/v1/notification-types/{TYPE_KEY}",
+        token=bearer,
+        body={
+            "channels": ["in_app"],
+            "category": "bench",
+            "templates": {"in_app": {"en": {"title": "Event {{ seq }}"}}},
+        },
+    )
     say(f"notification type {TYPE_KEY} ready (HTTP {status}, channels in_app)")
 
 
@@ -73,8 +88,12 @@ def _post_event(base: str, bearer: str, body: dict) -> tuple[int | str, dict | N
     parts = urlsplit(base)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     try:
-        conn.request("POST", "/api/v1/events", body=json.dumps(body),
-                     headers={"Authorization": bearer, "Content-Type": "application/json"})
+        conn.request(
+            "POST",
+            "/api/v1/events",
+            body=json.dumps(body),
+            headers={"Authorization": bearer, "Content-Type": "application/json"},
+        )
         response = conn.getresponse()
         payload = response.read()
         return response.status, (json.loads(payload) if response.status == 202 else None)
@@ -84,8 +103,9 @@ def _post_event(base: str, bearer: str, body: dict) -> tuple[int | str, dict | N
         conn.close()
 
 
-def _send_sequentially(base: str, bearer: str, recipient: str, label: str,
-                       events: int) -> list[dict]:
+def _send_sequentially(
+    base: str, bearer: str, recipient: str, label: str, events: int
+) -> list[dict]:
     """Event n at t0 + n/RATE, never before event n-1's answer (paced open loop, one at a time)."""
     sends = []
     t0 = time.time() + 0.05
@@ -95,11 +115,23 @@ def _send_sequentially(base: str, bearer: str, recipient: str, label: str,
         if delay > 0:
             time.sleep(delay)
         sent = time.time()
-        status, payload = _post_event(base, bearer, {
-            "type": TYPE_KEY, "recipients": [recipient], "actor": "bench",
-            "data": {"seq": seq, "round": label, "sent_at": sent}})
-        record = {"seq": seq, "sent": sent, "lag": sent - scheduled, "status": status,
-                  "rtt": time.time() - sent}
+        status, payload = _post_event(
+            base,
+            bearer,
+            {
+                "type": TYPE_KEY,
+                "recipients": [recipient],
+                "actor": "bench",
+                "data": {"seq": seq, "round": label, "sent_at": sent},
+            },
+        )
+        record = {
+            "seq": seq,
+            "sent": sent,
+            "lag": sent - scheduled,
+            "status": status,
+            "rtt": time.time() - sent,
+        }
         if payload:
             record["event_id"] = payload.get("id")
         sends.append(record)
@@ -111,7 +143,9 @@ def _not_done(env: BenchEnv, label: str) -> int:
     with env.connect() as conn:
         return conn.execute(
             "SELECT count(*) FROM notifications_event WHERE type_id = %s AND data->>'round' = %s"
-            " AND status <> 'done'", (tid, label)).fetchone()[0]
+            " AND status <> 'done'",
+            (tid, label),
+        ).fetchone()[0]
 
 
 def _drain(env: BenchEnv, label: str) -> dict:
@@ -142,8 +176,13 @@ async def _resume_from_start(base: str, token: str) -> list[dict]:
             frame = await socket.frame(timeout=30)
             if frame["type"] == "notification":
                 item = frame["notification"]
-                frames.append({"seq": (item.get("data") or {}).get("seq"), "id": item["id"],
-                               "prev": frame.get("previous_id")})
+                frames.append(
+                    {
+                        "seq": (item.get("data") or {}).get("seq"),
+                        "id": item["id"],
+                        "prev": frame.get("previous_id"),
+                    }
+                )
             elif frame["type"] == "resumed":
                 return frames
             elif frame["type"] == "error":
@@ -159,11 +198,14 @@ def _inbox_oldest_first(base: str, token: str) -> tuple[list[dict], int]:
     pages = 0
     while True:
         query = {"limit": INBOX_PAGE, "status": "all", **({"cursor": cursor} if cursor else {})}
-        _, page = http_json("GET", f"{base}/api/v1/inbox?{urlencode(query)}",
-                            token=f"Recipient {token}")
+        _, page = http_json(
+            "GET", f"{base}/api/v1/inbox?{urlencode(query)}", token=f"Recipient {token}"
+        )
         pages += 1
-        items.extend({"seq": (item.get("data") or {}).get("seq"), "id": item["id"]}
-                     for item in page["results"])
+        items.extend(
+            {"seq": (item.get("data") or {}).get("seq"), "id": item["id"]}
+            for item in page["results"]
+        )
         cursor = page["next_cursor"]
         if not cursor:
             return items[::-1], pages
@@ -204,8 +246,9 @@ def _rank_inversions(values: list) -> int:
     return inversions([rank[value] for value in values])
 
 
-def _diagnose(swaps: list[tuple[int, int]], db: dict[int, dict],
-              sends: dict[int, dict]) -> list[dict]:
+def _diagnose(
+    swaps: list[tuple[int, int]], db: dict[int, dict], sends: dict[int, dict]
+) -> list[dict]:
     """For adjacent swaps (a came before b, a > b): what the database and the sender saw of both."""
     out = []
     for a, b in swaps[:10]:
@@ -213,8 +256,17 @@ def _diagnose(swaps: list[tuple[int, int]], db: dict[int, dict],
         for seq in (a, b):
             row = db.get(seq, {})
             entry[str(seq)] = {
-                **{key: row.get(key) for key in ("event_id", "notification_id", "priority",
-                                                 "accepted_at", "page_started_at", "finished_at")},
+                **{
+                    key: row.get(key)
+                    for key in (
+                        "event_id",
+                        "notification_id",
+                        "priority",
+                        "accepted_at",
+                        "page_started_at",
+                        "finished_at",
+                    )
+                },
                 "post_sent": sends.get(seq, {}).get("sent"),
             }
         out.append(entry)
@@ -229,6 +281,7 @@ def _diagnose(swaps: list[tuple[int, int]], db: dict[int, dict],
 @dataclass
 class Stack:
     """The running web server and workers, and how to reach them."""
+
     base: str
     bearer: str
     web: Managed
@@ -259,16 +312,25 @@ def _live_phase(env: BenchEnv, stack: Stack, number: int, events: int, label: st
     """One passive socket; the sequential sends; wait for the fan-out and the frames."""
     recipient = f"bench-order-{env.run_id}-{number}"
     token = tokens_via_api(stack.base, stack.bearer, [recipient])[0]
-    clients = ClientGroup(env, label=f"ordering-{number}", mode="latency", base=stack.base,
-                          tokens=[token], processes=1, in_flight=1, extra_spec={"resume": False})
+    clients = ClientGroup(
+        env,
+        label=f"ordering-{number}",
+        mode="latency",
+        base=stack.base,
+        tokens=[token],
+        processes=1,
+        in_flight=1,
+        extra_spec={"resume": False},
+    )
     clients.ready()
     connected = clients.connect(60)
     if connected["ok"] != 1:
         raise RuntimeError(f"websocket client: {connected}")
     quiet = wait_quiet(f"ordering run {number}", max_wait=120)
     say(f"run {number}: {events:,} events one after another at {RATE:g}/s to {recipient}")
-    meter = CpuMeter({**stack.meter_groups, "ws_client": clients.pids(),
-                      "bench (sender)": [os.getpid()]})
+    meter = CpuMeter(
+        {**stack.meter_groups, "ws_client": clients.pids(), "bench (sender)": [os.getpid()]}
+    )
     web_cpu0 = _web_worker_cpu(stack.web)
     meter.start()
     sys0 = psutil.cpu_times()
@@ -291,11 +353,17 @@ def _live_phase(env: BenchEnv, stack: Stack, number: int, events: int, label: st
     clients.wait("closed", 1, 60, what="close")
     clients.stop()
     return {
-        "recipient": recipient, "token": token, "sends": sends, "quiet": quiet,
+        "recipient": recipient,
+        "token": token,
+        "sends": sends,
+        "quiet": quiet,
         "frames": [f for f in clients.snapshot("f") if f.get("round") == label],
-        "cpu": cpu, "backlog": backlog, "drain": drain,
-        "web_worker_cpu_s": {str(pid): round(used - web_cpu0.get(pid, 0.0), 2)
-                             for pid, used in web_cpu1.items()},
+        "cpu": cpu,
+        "backlog": backlog,
+        "drain": drain,
+        "web_worker_cpu_s": {
+            str(pid): round(used - web_cpu0.get(pid, 0.0), 2) for pid, used in web_cpu1.items()
+        },
     }
 
 
@@ -309,7 +377,9 @@ def _send_figures(sends: list[dict]) -> dict:
     lags = sorted(s["lag"] for s in sends)
     statuses = Counter(str(s["status"]) for s in sends)
     return {
-        "sent": len(sends), "accepted": len(accepted), "send_status": dict(statuses),
+        "sent": len(sends),
+        "accepted": len(accepted),
+        "send_status": dict(statuses),
         "send_rate": _rate([s["sent"] for s in accepted]),
         "behind_schedule": sum(1 for lag in lags if lag > 1 / RATE),
         "schedule_lag_ms_max": round(lags[-1] * 1000, 2) if lags else None,
@@ -326,12 +396,17 @@ def _live_figures(live: list[dict], db: dict[int, dict], sends: dict[int, dict])
     gaps = sorted(b["t"] - a["t"] for a, b in zip(live, live[1:]))
     return {
         "post_to_frame_ms": latency_summary_ms(
-            [f["t"] - sends[seq]["sent"] for seq, f in firsts.items()]),
+            [f["t"] - sends[seq]["sent"] for seq, f in firsts.items()]
+        ),
         "stages_ms": _stages(firsts, db, sends),
         # While a backlog lasts, frames leave one lane hold apart (services/lanes.py).
         "live_frame_rate": _rate([f["t"] for f in live]),
-        "live_frame_gap_ms": {"p50": round(percentile(gaps, 50) * 1000, 2),
-                              "p90": round(percentile(gaps, 90) * 1000, 2)} if gaps else {},
+        "live_frame_gap_ms": {
+            "p50": round(percentile(gaps, 50) * 1000, 2),
+            "p90": round(percentile(gaps, 90) * 1000, 2),
+        }
+        if gaps
+        else {},
     }
 
 
@@ -339,8 +414,11 @@ def _stages(firsts: dict[int, dict], db: dict[int, dict], sends: dict[int, dict]
     """Where a live frame's time went: POST -> accept tx, accept tx -> fan-out started
     (queue and lane wait), fan-out started -> frame (page, commit, push). Events written
     by another event's lane hold (its sweep of earlier ones) have no start of their own."""
-    stages: dict[str, list[float]] = {"post_to_accept_tx": [], "accept_to_fanout_start": [],
-                                      "fanout_start_to_frame": []}
+    stages: dict[str, list[float]] = {
+        "post_to_accept_tx": [],
+        "accept_to_fanout_start": [],
+        "fanout_start_to_frame": [],
+    }
     for seq, frame in firsts.items():
         row = db.get(seq)
         if row is None or row["page_started_at"] is None:
@@ -354,8 +432,9 @@ def _stages(firsts: dict[int, dict], db: dict[int, dict], sends: dict[int, dict]
 def _db_figures(db: dict[int, dict], accepted: list[int]) -> dict:
     """Do the event ids (uuid7) and notification ids follow acceptance order?"""
     rows = [db[seq] for seq in accepted if seq in db]
-    notification_ids = [row["notification_id"] for row in rows
-                        if row["notification_id"] is not None]
+    notification_ids = [
+        row["notification_id"] for row in rows if row["notification_id"] is not None
+    ]
     return {
         "event_id_inversions": _rank_inversions([row["event_id"] for row in rows]),
         "notification_id_inversions": _rank_inversions(notification_ids),
@@ -382,12 +461,20 @@ def _one_run(env: BenchEnv, stack: Stack, number: int, events: int) -> dict:
         fig["swap_diagnosis"] = _diagnose(fig["swap_examples"], db, sends)
         figures[name] = fig
     result = {
-        "run": number, "recipient": phase["recipient"], "label": label,
-        **_send_figures(phase["sends"]), **_live_figures(live, db, sends), "views": figures,
-        "inbox_pages": pages, "final_resume_frames": len(phase["frames"]) - len(live),
+        "run": number,
+        "recipient": phase["recipient"],
+        "label": label,
+        **_send_figures(phase["sends"]),
+        **_live_figures(live, db, sends),
+        "views": figures,
+        "inbox_pages": pages,
+        "final_resume_frames": len(phase["frames"]) - len(live),
         **_db_figures(db, accepted),
-        "backlog_at_end": phase["backlog"], "drain": phase["drain"], "cpu_cores": phase["cpu"],
-        "web_worker_cpu_s": phase["web_worker_cpu_s"], "quiet_check": phase["quiet"],
+        "backlog_at_end": phase["backlog"],
+        "drain": phase["drain"],
+        "cpu_cores": phase["cpu"],
+        "web_worker_cpu_s": phase["web_worker_cpu_s"],
+        "quiet_check": phase["quiet"],
     }
     _say_run(result)
     return {"result": result, "frames": phase["frames"], "resumed": resumed, "inbox": inbox}
@@ -395,12 +482,16 @@ def _one_run(env: BenchEnv, stack: Stack, number: int, events: int) -> dict:
 
 def _say_run(result: dict) -> None:
     number, latency = result["run"], result["post_to_frame_ms"]
-    views = "; ".join(f"{name}: {fig['items']:,} items, {fig['inversions']} inversions,"
-                      f" {fig['adjacent_swaps']} swaps, {fig['lost']} lost, {fig['duplicates']} dup"
-                      for name, fig in result["views"].items())
-    say(f"run {number}: accepted {result['accepted']:,}/{result['sent']:,}"
+    views = "; ".join(
+        f"{name}: {fig['items']:,} items, {fig['inversions']} inversions,"
+        f" {fig['adjacent_swaps']} swaps, {fig['lost']} lost, {fig['duplicates']} dup"
+        for name, fig in result["views"].items()
+    )
+    say(
+        f"run {number}: accepted {result['accepted']:,}/{result['sent']:,}"
         f" at {result['send_rate']}/s;"
-        f" {views}; POST->frame p50 {latency.get('p50')} ms, p95 {latency.get('p95')} ms")
+        f" {views}; POST->frame p50 {latency.get('p50')} ms, p95 {latency.get('p95')} ms"
+    )
     for name, fig in result["views"].items():
         if fig["inversions"]:
             warn(f"run {number} {name}: out of order pairs, e.g. {fig['swap_examples'][:5]}")
@@ -457,38 +548,63 @@ def _metrics(results: list[dict], events: int) -> list[Metric]:
             row(f"{titles[view]}: duplicates", "views", view, "duplicates", zero=checked),
         ]
     return metrics + [
-        row("resume from 0: previous_id chain breaks", "views", "resume", "previous_id_breaks",
-            zero=True),
+        row(
+            "resume from 0: previous_id chain breaks",
+            "views",
+            "resume",
+            "previous_id_breaks",
+            zero=True,
+        ),
         row("live frames: previous_id chain breaks", "views", "live", "previous_id_breaks"),
         row("POST -> live frame p50", "post_to_frame_ms", "p50", unit="ms"),
         row("POST -> live frame p95", "post_to_frame_ms", "p95", unit="ms"),
         row("POST /events round trip p50", "post_rtt_ms", "p50", unit="ms"),
         row("event ids (uuid7) out of acceptance order: inversions", "event_id_inversions"),
         row("notification ids out of acceptance order: inversions", "notification_id_inversions"),
-        row("stage p50: accept tx -> fan-out start (queue, lane)",
-            "stages_ms", "accept_to_fanout_start", "p50", unit="ms"),
-        row("stage p50: fan-out start -> frame (page, push)",
-            "stages_ms", "fanout_start_to_frame", "p50", unit="ms"),
+        row(
+            "stage p50: accept tx -> fan-out start (queue, lane)",
+            "stages_ms",
+            "accept_to_fanout_start",
+            "p50",
+            unit="ms",
+        ),
+        row(
+            "stage p50: fan-out start -> frame (page, push)",
+            "stages_ms",
+            "fanout_start_to_frame",
+            "p50",
+            unit="ms",
+        ),
         row("fan-out backlog when sending ended", "backlog_at_end", unit="ev"),
         row("live frames delivered per second (first to last)", "live_frame_rate", unit="/s"),
         row("gap between consecutive live frames p50", "live_frame_gap_ms", "p50", unit="ms"),
-        row("CPU cores busy during sends (whole machine)", "cpu_cores", "system_busy",
-            unit="cores"),
-        row("CPU cores busy during sends: not the stack", "cpu_cores", "other_processes",
-            unit="cores"),
+        row(
+            "CPU cores busy during sends (whole machine)", "cpu_cores", "system_busy", unit="cores"
+        ),
+        row(
+            "CPU cores busy during sends: not the stack",
+            "cpu_cores",
+            "other_processes",
+            unit="cores",
+        ),
     ]
 
 
 def _summary(results: list[dict]) -> dict:
-    figures = {f"{view}.{key}": ("views", view, key)
-               for view in VIEWS for key in ("inversions", "adjacent_swaps", "lost", "duplicates")}
-    figures.update({
-        "post_to_frame_p50_ms": ("post_to_frame_ms", "p50"),
-        "post_to_frame_p95_ms": ("post_to_frame_ms", "p95"),
-        "event_id_inversions": ("event_id_inversions",),
-        "notification_id_inversions": ("notification_id_inversions",),
-        "live_frame_rate": ("live_frame_rate",),
-    })
+    figures = {
+        f"{view}.{key}": ("views", view, key)
+        for view in VIEWS
+        for key in ("inversions", "adjacent_swaps", "lost", "duplicates")
+    }
+    figures.update(
+        {
+            "post_to_frame_p50_ms": ("post_to_frame_ms", "p50"),
+            "post_to_frame_p95_ms": ("post_to_frame_ms", "p95"),
+            "event_id_inversions": ("event_id_inversions",),
+            "notification_id_inversions": ("notification_id_inversions",),
+            "live_frame_rate": ("live_frame_rate",),
+        }
+    )
     return {name: spread(_per_run(results, *path)) for name, path in figures.items()}
 
 
@@ -516,16 +632,27 @@ def run(env: BenchEnv, opts) -> dict:
     _ensure_type(base, bearer)
     pg_pid = listener_pid(urlsplit(env.database_url).port or 5432)
     redis_pid = listener_pid(urlsplit(env.redis_url).port or 6379)
-    stack = Stack(base=base, bearer=bearer, web=web, meter_groups={
-        "web": [web.pid], "workers": [urgent.pid, bulk.pid],
-        "postgres": [pg_pid] if pg_pid else [], "redis": [redis_pid] if redis_pid else []})
+    stack = Stack(
+        base=base,
+        bearer=bearer,
+        web=web,
+        meter_groups={
+            "web": [web.pid],
+            "workers": [urgent.pid, bulk.pid],
+            "postgres": [pg_pid] if pg_pid else [],
+            "redis": [redis_pid] if redis_pid else [],
+        },
+    )
 
     runs = [_one_run(env, stack, number, events) for number in range(1, RUNS + 1)]
     results = [r["result"] for r in runs]
     items_path = env.log_dir / "ordering-items.jsonl"
     _write_items(items_path, runs)
-    problems = {"web": log_problems(web.log_path), "worker_urgent": log_problems(urgent.log_path),
-                "worker_bulk": log_problems(bulk.log_path)}
+    problems = {
+        "web": log_problems(web.log_path),
+        "worker_urgent": log_problems(urgent.log_path),
+        "worker_bulk": log_problems(bulk.log_path),
+    }
     for managed in (web, bulk, urgent):
         REGISTRY.stop(managed)
     data.delete_events_of_type(env, TYPE_KEY)
@@ -533,10 +660,15 @@ def run(env: BenchEnv, opts) -> dict:
     return {
         "metrics": _metrics(results, events),
         "details": {
-            "events_per_run": events, "rate_per_s": RATE, "runs": results,
-            "summary": _summary(results), "items_file": str(items_path), "log_problems": problems,
+            "events_per_run": events,
+            "rate_per_s": RATE,
+            "runs": results,
+            "summary": _summary(results),
+            "items_file": str(items_path),
+            "log_problems": problems,
             "web_command": web.argv,
             "worker_commands": {"worker_urgent": urgent.argv, "worker_bulk": bulk.argv},
-            "quiet_check": quiet, "loadavg": loadavg(),
+            "quiet_check": quiet,
+            "loadavg": loadavg(),
         },
     }

@@ -6,6 +6,7 @@ Every process is started in its own session (process group) and registered;
 also get PR_SET_PDEATHSIG, so they are told to stop even if the bench itself
 is killed with SIGKILL.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -85,12 +86,22 @@ class Registry:
         self.procs: list[Managed] = []
         self.lock = threading.Lock()
 
-    def start(self, name: str, argv: list[str], *, env: dict[str, str], log_path: Path | None,
-              cwd: Path = ROOT, stdout=None) -> Managed:
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        env: dict[str, str],
+        log_path: Path | None,
+        cwd: Path = ROOT,
+        stdout=None,
+    ) -> Managed:
         log = log_path.open("ab") if log_path is not None else subprocess.DEVNULL
         try:
             popen = subprocess.Popen(
-                argv, cwd=cwd, env=env,
+                argv,
+                cwd=cwd,
+                env=env,
                 stdout=stdout if stdout is not None else log,
                 stderr=log if stdout is None else subprocess.PIPE,
                 stdin=subprocess.DEVNULL,
@@ -161,7 +172,8 @@ def procfile_command(name: str, values: dict[str, str]) -> list[str]:
         key, sep, command = line.partition(":")
         if sep and key.strip() == name:
             expanded = _VAR.sub(
-                lambda m: values.get(m.group(1) or m.group(3)) or (m.group(2) or ""), command.strip()
+                lambda m: values.get(m.group(1) or m.group(3)) or (m.group(2) or ""),
+                command.strip(),
             )
             argv = shlex.split(expanded)
             argv[0] = bin_path(argv[0])
@@ -175,8 +187,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_web(env: BenchEnv, *, timeout: float = 90.0, command: str | None = None,
-              extra_env: dict[str, str] | None = None) -> tuple[Managed, str]:
+def start_web(
+    env: BenchEnv,
+    *,
+    timeout: float = 90.0,
+    command: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> tuple[Managed, str]:
     """The ASGI server exactly as the Procfile's web line, on a free port.
 
     `command` (``--web-command``) replaces it for experiments, e.g.
@@ -190,7 +207,10 @@ def start_web(env: BenchEnv, *, timeout: float = 90.0, command: str | None = Non
         argv = procfile_command("web", {"HOST": "127.0.0.1", "PORT": str(port)})
     say(f"starting web: {' '.join(shlex.quote(a) for a in argv[1:])}")
     managed = REGISTRY.start(
-        "web", argv, env=env.child_env(**(extra_env or {})), log_path=env.log_dir / f"web-{port}.log"
+        "web",
+        argv,
+        env=env.child_env(**(extra_env or {})),
+        log_path=env.log_dir / f"web-{port}.log",
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
@@ -228,17 +248,27 @@ def _touch(url: str, times: int) -> None:
         list(pool.map(one, range(times)))
 
 
-def start_worker(env: BenchEnv, procfile_name: str, *, timeout: float = 90.0,
-                 extra_env: dict[str, str] | None = None) -> Managed:
+def start_worker(
+    env: BenchEnv,
+    procfile_name: str,
+    *,
+    timeout: float = 90.0,
+    extra_env: dict[str, str] | None = None,
+) -> Managed:
     """A Celery worker exactly as a Procfile worker line; waits for ' ready.'."""
     argv = procfile_command(procfile_name, {})
     say(f"starting {procfile_name}: celery {' '.join(shlex.quote(a) for a in argv[1:])}")
     log_path = env.log_dir / f"{procfile_name}-{int(time.time() * 1000)}.log"
-    managed = REGISTRY.start(procfile_name, argv, env=env.child_env(**(extra_env or {})), log_path=log_path)
+    managed = REGISTRY.start(
+        procfile_name, argv, env=env.child_env(**(extra_env or {})), log_path=log_path
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if log_path.exists() and b" ready." in log_path.read_bytes():
-            say(f"{procfile_name} ready (pid {managed.pid}, {len(managed.workers())} pool processes)")
+            say(
+                f"{procfile_name} ready"
+                f" (pid {managed.pid}, {len(managed.workers())} pool processes)"
+            )
             return managed
         if not managed.alive():
             raise RuntimeError(f"{procfile_name} exited early:\n{managed.log_tail()}")
@@ -272,7 +302,12 @@ def listener_pid(port: int) -> int | None:
     """The pid listening on a local TCP port (the PostgreSQL postmaster, redis-server)."""
     try:
         for conn in psutil.net_connections(kind="tcp"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+            if (
+                conn.status == psutil.CONN_LISTEN
+                and conn.laddr
+                and conn.laddr.port == port
+                and conn.pid
+            ):
                 return conn.pid
     except psutil.Error:
         return None

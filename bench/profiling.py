@@ -1,4 +1,5 @@
 """Optional py-spy sampling of a running process (``--profile``)."""
+
 from __future__ import annotations
 
 import re
@@ -25,9 +26,25 @@ def start_record(pid: int, seconds: int, out: Path, rate: int = 200):
     if exe is None:
         say("py-spy not installed (pip install py-spy); no profile")
         return None
-    argv = [exe, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", str(rate),
-            "--format", "raw", "--output", str(out), "--nonblocking", "--gil"]
-    return REGISTRY.start("py-spy", argv, env={"PATH": "/usr/bin:/bin"}, log_path=out.with_suffix(".log"))
+    argv = [
+        exe,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(seconds),
+        "--rate",
+        str(rate),
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+        "--nonblocking",
+        "--gil",
+    ]
+    return REGISTRY.start(
+        "py-spy", argv, env={"PATH": "/usr/bin:/bin"}, log_path=out.with_suffix(".log")
+    )
 
 
 def finish_record(managed, timeout: float) -> None:

@@ -14,6 +14,7 @@ Redis round trips (the `clarion:ratelimit` calls counted by Redis).
 No Celery workers run: the web process gets more of the CPU, so the limiter's
 share of each request, and so the measured cost, is at its largest.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -60,8 +61,16 @@ def _client_proc(args: dict, queue) -> None:
     queue.put(asyncio.run(_client_main(**args)))
 
 
-async def _client_main(*, url: str, tokens: dict, bodies: list[str], concurrency: int,
-                       start_at: float, slots: int, offset: int) -> dict:
+async def _client_main(
+    *,
+    url: str,
+    tokens: dict,
+    bodies: list[str],
+    concurrency: int,
+    start_at: float,
+    slots: int,
+    offset: int,
+) -> dict:
     import aiohttp
 
     ok = [0] * slots
@@ -123,8 +132,15 @@ def interleaved_load(base: str, web_pid: int, tokens: dict, bodies: list[str], s
     for index in range(CLIENT_PROCESSES):
         share, rest = divmod(SINGLE_CONCURRENCY, CLIENT_PROCESSES)
         share += 1 if index < rest else 0
-        args = dict(url=f"{base}/api/v1/events", tokens=tokens, bodies=bodies, concurrency=share,
-                    start_at=start_at, slots=slots, offset=random.randrange(len(bodies)))
+        args = dict(
+            url=f"{base}/api/v1/events",
+            tokens=tokens,
+            bodies=bodies,
+            concurrency=share,
+            start_at=start_at,
+            slots=slots,
+            offset=random.randrange(len(bodies)),
+        )
         child = ctx.Process(target=_client_proc, args=(args, queue), daemon=True)
         child.start()
         children.append(child)
@@ -165,20 +181,33 @@ def run(env: BenchEnv, opts) -> dict:
         "off": f"Bearer {_key(env, 'bench-ratelimit-off')}",
         "on": f"Bearer {_key(env, 'bench-ratelimit-on', '--rate-limit', HIGH_LIMIT)}",
     }
-    status, _ = http_json("PUT", f"{base}/api/v1/notification-types/{TYPE_KEY}",
-                          token=tokens["off"], body={"channels": ["in_app"], "category": "bench"})
+    status, _ = http_json(
+        "PUT",
+        f"{base}/api/v1/notification-types/{TYPE_KEY}",
+        token=tokens["off"],
+        body={"channels": ["in_app"], "category": "bench"},
+    )
     say(f"notification type {TYPE_KEY} ready (HTTP {status}); limited key: {HIGH_LIMIT}")
     rng = random.Random(42)
     bodies = [_dumps(event_body(rng, i)) for i in range(2000)]
 
     for mode in MODES:  # warm-up: URLconf, key caches, DB and Redis connections in every worker
-        run_load(base_url=base, generator="aiohttp", label=f"warm-up {mode}", method="POST",
-                 path="/api/v1/events", variants=[(tokens[mode], body) for body in bodies],
-                 concurrency=SINGLE_CONCURRENCY, duration=1 if opts.quick else 3,
-                 expected_status=202)
+        run_load(
+            base_url=base,
+            generator="aiohttp",
+            label=f"warm-up {mode}",
+            method="POST",
+            path="/api/v1/events",
+            variants=[(tokens[mode], body) for body in bodies],
+            concurrency=SINGLE_CONCURRENCY,
+            duration=1 if opts.quick else 3,
+            expected_status=202,
+        )
     data.purge_queues(env)
-    say(f"load: POST /api/v1/events c={SINGLE_CONCURRENCY}, key switched every {SLOT_SECONDS:g}s,"
-        f" {slots} slots ({slots // 2} pairs)")
+    say(
+        f"load: POST /api/v1/events c={SINGLE_CONCURRENCY}, key switched every {SLOT_SECONDS:g}s,"
+        f" {slots} slots ({slots // 2} pairs)"
+    )
     calls_before = _script_calls(env)
     result = interleaved_load(base, web.pid, tokens, bodies, slots)
     result["script_calls"] = _script_calls(env) - calls_before
@@ -195,8 +224,9 @@ def run(env: BenchEnv, opts) -> dict:
     return _report(result, slots, buckets, limiter_metrics, web.argv)
 
 
-def _report(result: dict, slots: int, buckets: list[str], limiter_metrics: list[str],
-            web_argv) -> dict:
+def _report(
+    result: dict, slots: int, buckets: list[str], limiter_metrics: list[str], web_argv
+) -> dict:
     ok, cpu = result["ok"], result["web_cpu_s"]
     pairs = []
     for first in range(0, slots - 1, 2):
@@ -212,25 +242,31 @@ def _report(result: dict, slots: int, buckets: list[str], limiter_metrics: list[
     quartiles = statistics.quantiles(pairs, n=4)
     rate = {mode: total[mode] / (slots / 2 * SLOT_SECONDS) for mode in MODES}
     calls_per_event = result["script_calls"] / max(total["on"], 1)
-    say(f"events/s off {rate['off']:,.0f}, on {rate['on']:,.0f}; pairs on/off:"
+    say(
+        f"events/s off {rate['off']:,.0f}, on {rate['on']:,.0f}; pairs on/off:"
         f" median {median_ratio:.3f}, quartiles {quartiles[0]:.3f}-{quartiles[2]:.3f},"
-        f" range {min(pairs):.3f}-{max(pairs):.3f}; totals on/off {total['on'] / total['off']:.3f}")
-    say(f"web CPU per accepted event: off {cpu_us['off']:.0f} µs, on {cpu_us['on']:.0f} µs;"
-        f" Redis script calls {result['script_calls']:,} ({calls_per_event:.4f} per limited event)")
+        f" range {min(pairs):.3f}-{max(pairs):.3f}; totals on/off {total['on'] / total['off']:.3f}"
+    )
+    say(
+        f"web CPU per accepted event: off {cpu_us['off']:.0f} µs, on {cpu_us['on']:.0f} µs;"
+        f" Redis script calls {result['script_calls']:,} ({calls_per_event:.4f} per limited event)"
+    )
     failed = sum(result["bad"])
     return {
         "metrics": [
             metric("events/s, rate limit off", round(rate["off"], 1), "ev/s"),
             metric("events/s, rate limit on", round(rate["on"], 1), "ev/s"),
-            metric("ratio on/off (median of pairs)", round(median_ratio, 3), "x",
-                   at_least=GOAL_RATIO),
+            metric(
+                "ratio on/off (median of pairs)", round(median_ratio, 3), "x", at_least=GOAL_RATIO
+            ),
             metric("ratio on/off, pairs' quartiles", f"{quartiles[0]:.3f}-{quartiles[2]:.3f}"),
             metric("ratio on/off, pairs' range", f"{min(pairs):.3f}-{max(pairs):.3f}"),
             metric("ratio on/off of the totals", round(total["on"] / total["off"], 3), "x"),
             metric("web CPU per event, off", round(cpu_us["off"], 1), "µs"),
             metric("web CPU per event, on", round(cpu_us["on"], 1), "µs"),
-            metric("Redis script calls (server-wide) per limited event",
-                   round(calls_per_event, 5), ""),
+            metric(
+                "Redis script calls (server-wide) per limited event", round(calls_per_event, 5), ""
+            ),
             metric("errors (429 included)", failed, "", at_most=0),
         ],
         "details": {

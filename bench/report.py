@@ -1,4 +1,5 @@
 """The results table and the JSON files."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,11 @@ def _value(m: Metric) -> str:
     if m.value is None:
         return "-"
     text = fmt(m.value)
-    return f"{text} {m.unit}".strip() if m.unit and m.unit != "x" else (f"{text}x" if m.unit == "x" else text)
+    return (
+        f"{text} {m.unit}".strip()
+        if m.unit and m.unit != "x"
+        else (f"{text}x" if m.unit == "x" else text)
+    )
 
 
 def table(results: dict[str, dict]) -> str:
@@ -26,8 +31,12 @@ def table(results: dict[str, dict]) -> str:
     widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
     lines = []
     for index, row in enumerate(rows):
-        lines.append("  ".join(str(cell).ljust(widths[i]) if i != 2 else str(cell).rjust(widths[i])
-                               for i, cell in enumerate(row)).rstrip())
+        lines.append(
+            "  ".join(
+                str(cell).ljust(widths[i]) if i != 2 else str(cell).rjust(widths[i])
+                for i, cell in enumerate(row)
+            ).rstrip()
+        )
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -44,8 +53,11 @@ def merge_runs(runs: list[dict]) -> dict:
     first = runs[0]
     merged = []
     for index, m in enumerate(first.get("metrics", [])):
-        same = [r["metrics"][index] for r in runs
-                if len(r.get("metrics", [])) > index and r["metrics"][index].name == m.name]
+        same = [
+            r["metrics"][index]
+            for r in runs
+            if len(r.get("metrics", [])) > index and r["metrics"][index].name == m.name
+        ]
         values = [x.value for x in same]
         numeric = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
         if len(numeric) == len(values) and len(values) == len(runs):
@@ -57,11 +69,21 @@ def merge_runs(runs: list[dict]) -> dict:
             ok = m.ok
             if m.ok is not None and goal:
                 ok = _goal_met(goal, median)
-            merged.append(metric(name, median, m.unit, goal_text=goal) if goal is None else
-                          type(m)(name, median, m.unit, goal, ok))
+            merged.append(
+                metric(name, median, m.unit, goal_text=goal)
+                if goal is None
+                else type(m)(name, median, m.unit, goal, ok)
+            )
         else:
-            merged.append(type(m)(f"{m.name} [runs: {' | '.join(fmt(v) for v in values)}]", values[0], m.unit,
-                                  m.goal, None if m.ok is None else all(x.ok for x in same)))
+            merged.append(
+                type(m)(
+                    f"{m.name} [runs: {' | '.join(fmt(v) for v in values)}]",
+                    values[0],
+                    m.unit,
+                    m.goal,
+                    None if m.ok is None else all(x.ok for x in same),
+                )
+            )
     errors = [r["error"] for r in runs if r.get("error")]
     result = {"metrics": merged, "runs": [{k: v for k, v in r.items()} for r in runs]}
     if errors:
@@ -74,11 +96,16 @@ def _goal_met(goal: str, value) -> bool | None:
     for op in (">=", "<=", "<", ">", "="):
         if goal.startswith(op):
             try:
-                bound = float(goal[len(op):].strip().replace(",", "").rstrip("x"))
+                bound = float(goal[len(op) :].strip().replace(",", "").rstrip("x"))
             except ValueError:
                 return None
-            return {">=": value >= bound, "<=": value <= bound, "<": value < bound, ">": value > bound,
-                    "=": value == bound}[op]
+            return {
+                ">=": value >= bound,
+                "<=": value <= bound,
+                "<": value < bound,
+                ">": value > bound,
+                "=": value == bound,
+            }[op]
     return None
 
 

@@ -14,6 +14,7 @@ Goal: rules on >= 80% of the rate with them off (median), same query count per p
 templates: renders per second of a typical email (subject + text + html with
 a loop and filters), in one process (one core), with the sandboxed engine.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -33,12 +34,16 @@ def _ensure_type() -> None:
 
     types.notification_type_put(
         key=TYPE_KEY,
-        body={"channels": ["in_app", "email"], "category": "bench",
-              "templates": {
-                  "in_app": {"en": {"title": "{{ actor }} released {{ release }}"}},
-                  "email": {"en": {"subject": "{{ actor }} released {{ release }}",
-                                   "text": "{{ release }}"}},
-              }},
+        body={
+            "channels": ["in_app", "email"],
+            "category": "bench",
+            "templates": {
+                "in_app": {"en": {"title": "{{ actor }} released {{ release }}"}},
+                "email": {
+                    "en": {"subject": "{{ actor }} released {{ release }}", "text": "{{ release }}"}
+                },
+            },
+        },
     )
 
 
@@ -47,10 +52,13 @@ def _rules_on(env: BenchEnv, n: int) -> None:
     say("adding preference rows, quiet hours and caps for thirds of the recipients")
     with env.connect() as conn:
         conn.execute("SET synchronous_commit = off")
-        ids = f"SELECT id FROM notifications_recipient WHERE external_id LIKE '{RECIPIENT_PREFIX}%%'"
+        ids = (
+            f"SELECT id FROM notifications_recipient WHERE external_id LIKE '{RECIPIENT_PREFIX}%%'"
+        )
         conn.execute(
             f"""
-            INSERT INTO preferences_channelpreference (recipient_id, scope, key, channel, enabled, updated_at)
+            INSERT INTO preferences_channelpreference
+                (recipient_id, scope, key, channel, enabled, updated_at)
             SELECT id, s.scope, s.key, s.channel, s.enabled, now()
             FROM ({ids}) r
             CROSS JOIN (VALUES ('type', %s, 'email', false), ('category', 'bench', 'email', true),
@@ -63,7 +71,8 @@ def _rules_on(env: BenchEnv, n: int) -> None:
         # Quiet hours for a third: half of them (odd ids) inside the window right now.
         conn.execute(
             f"""
-            INSERT INTO preferences_deliverysettings (recipient_id, quiet_start, quiet_end, daily_caps, updated_at)
+            INSERT INTO preferences_deliverysettings
+                (recipient_id, quiet_start, quiet_end, daily_caps, updated_at)
             SELECT id,
                    CASE WHEN id % 2 = 1 THEN (now() AT TIME ZONE 'UTC')::time - interval '1 hour'
                         ELSE (now() AT TIME ZONE 'UTC')::time + interval '1 hour' END,
@@ -87,11 +96,13 @@ def _rules_off(env: BenchEnv) -> None:
     with env.connect() as conn:
         conn.execute(
             f"DELETE FROM preferences_channelpreference WHERE recipient_id IN"
-            f" (SELECT id FROM notifications_recipient WHERE external_id LIKE '{RECIPIENT_PREFIX}%%')"
+            f" (SELECT id FROM notifications_recipient"
+            f" WHERE external_id LIKE '{RECIPIENT_PREFIX}%%')"
         )
         conn.execute(
             f"DELETE FROM preferences_deliverysettings WHERE recipient_id IN"
-            f" (SELECT id FROM notifications_recipient WHERE external_id LIKE '{RECIPIENT_PREFIX}%%')"
+            f" (SELECT id FROM notifications_recipient"
+            f" WHERE external_id LIKE '{RECIPIENT_PREFIX}%%')"
         )
 
 
@@ -104,7 +115,12 @@ def _fan_out(n: int) -> dict:
     from notifications.services.fanout import event_fan_out_page
 
     key_id = api_key_create(name="bench-rules")[0].id
-    body = {"type": TYPE_KEY, "recipients": [{"topic": topic_key(n)}], "actor": "bench", "data": {"release": "2.4"}}
+    body = {
+        "type": TYPE_KEY,
+        "recipients": [{"topic": topic_key(n)}],
+        "actor": "bench",
+        "data": {"release": "2.4"},
+    }
     with mock.patch.object(events, "on_commit_fan_out", lambda items: None):
         event_id = events.event_accept(api_key_id=key_id, body=body).id
     page, inserted, queries_first_page = 0, 0, None
@@ -119,8 +135,12 @@ def _fan_out(n: int) -> dict:
             break
         page = result.next_page
     elapsed = time.perf_counter() - t0
-    return {"recipients_per_s": round(inserted / elapsed, 1), "seconds": round(elapsed, 3),
-            "queries_per_page": queries_first_page, "recipients": inserted}
+    return {
+        "recipients_per_s": round(inserted / elapsed, 1),
+        "seconds": round(elapsed, 3),
+        "queries_per_page": queries_first_page,
+        "recipients": inserted,
+    }
 
 
 def _delete_events(env: BenchEnv) -> None:
@@ -144,21 +164,42 @@ def run(env: BenchEnv, opts) -> dict:
             _rules_off(env)
         result = _fan_out(n)
         runs[mode].append(result)
-        say(f"rules {mode}: {result['recipients_per_s']:,.0f} rcpt/s, {result['queries_per_page']} queries/page")
+        say(
+            f"rules {mode}: {result['recipients_per_s']:,.0f} rcpt/s,"
+            f" {result['queries_per_page']} queries/page"
+        )
         _delete_events(env)
         vacuum_if_dirty(env, "notifications_notification")
         vacuum_if_dirty(env, "notifications_delivery")
     _rules_off(env)
-    median = {mode: statistics.median(r["recipients_per_s"] for r in results) for mode, results in runs.items()}
-    ratios = [on["recipients_per_s"] / off["recipients_per_s"] for off, on in zip(runs["off"], runs["on"])]
+    median = {
+        mode: statistics.median(r["recipients_per_s"] for r in results)
+        for mode, results in runs.items()
+    }
+    ratios = [
+        on["recipients_per_s"] / off["recipients_per_s"] for off, on in zip(runs["off"], runs["on"])
+    ]
     ratio = statistics.median(ratios)
     queries = {mode: runs[mode][0]["queries_per_page"] for mode in runs}
     return {
         "metrics": [
-            metric(f"fan-out in-app+email, rules off ({n:,}), median of 3", round(median["off"]), "rcpt/s"),
-            metric(f"fan-out in-app+email, rules on ({n:,}), median of 3", round(median["on"]), "rcpt/s"),
-            metric(f"ratio rules on / off, median of 3 pairs (min-max {min(ratios):.3f}-{max(ratios):.3f})",
-                   round(ratio, 3), "x", at_least=GOAL_RATIO),
+            metric(
+                f"fan-out in-app+email, rules off ({n:,}), median of 3",
+                round(median["off"]),
+                "rcpt/s",
+            ),
+            metric(
+                f"fan-out in-app+email, rules on ({n:,}), median of 3",
+                round(median["on"]),
+                "rcpt/s",
+            ),
+            metric(
+                "ratio rules on / off, median of 3 pairs"
+                f" (min-max {min(ratios):.3f}-{max(ratios):.3f})",
+                round(ratio, 3),
+                "x",
+                at_least=GOAL_RATIO,
+            ),
             metric("queries per page, rules off", queries["off"], ""),
             metric("queries per page, rules on", queries["on"], "", at_most=queries["off"]),
         ],
@@ -169,10 +210,13 @@ def run(env: BenchEnv, opts) -> dict:
 EMAIL = {
     "subject": "{{ actor }} commented on {{ post_title }}",
     "text": "Hi {{ recipient.name|default('there') }},\n\n{{ actor }} wrote: {{ comment }}\n"
-            "{% for item in items %}- {{ item.title|truncate(40) }}\n{% endfor %}\nOpen: {{ url }}",
-    "html": "<p>Hi {{ recipient.name|default('there') }},</p><p><b>{{ actor }}</b> wrote: {{ comment }}</p>"
-            "<ul>{% for item in items %}<li>{{ item.title|truncate(40) }} ({{ item.count }})</li>{% endfor %}</ul>"
-            "<p><a href=\"{{ url }}\">Open the post</a></p>",
+    "{% for item in items %}- {{ item.title|truncate(40) }}\n{% endfor %}\nOpen: {{ url }}",
+    "html": "<p>Hi {{ recipient.name|default('there') }},</p>"
+    "<p><b>{{ actor }}</b> wrote: {{ comment }}</p>"
+    "<ul>{% for item in items %}"
+    "<li>{{ item.title|truncate(40) }} ({{ item.count }})</li>"
+    "{% endfor %}</ul>"
+    '<p><a href="{{ url }}">Open the post</a></p>',
 }
 
 
@@ -182,9 +226,17 @@ def run_templates(env: BenchEnv, opts) -> dict:
 
     templates = {"email": {"en": EMAIL}}
     context = build_context(
-        data={"post_title": "Release notes", "comment": "Looks <great> & works", "url": "https://example.com/p/1",
-              "items": [{"title": f"Item number {i} with a longer title", "count": i} for i in range(5)]},
-        actor="ana", event={"id": "e"}, recipient={"name": "Bruno", "email": "b@example.com"},
+        data={
+            "post_title": "Release notes",
+            "comment": "Looks <great> & works",
+            "url": "https://example.com/p/1",
+            "items": [
+                {"title": f"Item number {i} with a longer title", "count": i} for i in range(5)
+            ],
+        },
+        actor="ana",
+        event={"id": "e"},
+        recipient={"name": "Bruno", "email": "b@example.com"},
     )
     seconds = 3.0 if opts.quick else 10.0
     say(f"rendering a typical email (subject + text + html) for {seconds:.0f}s in one process")
@@ -192,8 +244,16 @@ def run_templates(env: BenchEnv, opts) -> dict:
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         for _ in range(200):
-            render_channel(templates=templates, channel="email", locale="en", default_locale="en", context=context)
+            render_channel(
+                templates=templates,
+                channel="email",
+                locale="en",
+                default_locale="en",
+                context=context,
+            )
         count += 200
     rate = count / (time.perf_counter() - t0)
-    return {"metrics": [metric("email renders per second, one core", round(rate, 1), "renders/s")],
-            "details": {"renders": count}}
+    return {
+        "metrics": [metric("email renders per second, one core", round(rate, 1), "renders/s")],
+        "details": {"renders": count},
+    }

@@ -4,6 +4,7 @@ in this process, with its outcome, CPU time and peak memory.
 Runs with the other scenarios (`python -m bench template_corpus`), or alone without any
 server (`python -m bench.template_corpus`): the table on stdout, JSON in bench/results/.
 """
+
 from __future__ import annotations
 
 import sys
@@ -28,18 +29,36 @@ def run(env, opts) -> dict:
         "metrics": [
             metric("cases", len(measures), ""),
             metric("refused", sum(m.outcome == "refused" for m in measures), ""),
-            metric("outcome not as expected", sum(m.outcome != m.case.expect for m in measures), "",
-                   at_most=0),
-            metric("most CPU of one render", max(m.cpu_ms for m in measures), "ms",
-                   below=CPU_LIMIT_MS),
-            metric("most memory of one render", max(m.peak_kib for m in measures), "KiB",
-                   below=PEAK_LIMIT_KIB),
+            metric(
+                "outcome not as expected",
+                sum(m.outcome != m.case.expect for m in measures),
+                "",
+                at_most=0,
+            ),
+            metric(
+                "most CPU of one render", max(m.cpu_ms for m in measures), "ms", below=CPU_LIMIT_MS
+            ),
+            metric(
+                "most memory of one render",
+                max(m.peak_kib for m in measures),
+                "KiB",
+                below=PEAK_LIMIT_KIB,
+            ),
         ],
-        "details": {"cases": [
-            {"case": m.case.name, "source": m.case.source[:200], "expect": m.case.expect,
-             "outcome": m.outcome, "cpu_ms": m.cpu_ms, "peak_kib": m.peak_kib, "detail": m.detail}
-            for m in measures
-        ]},
+        "details": {
+            "cases": [
+                {
+                    "case": m.case.name,
+                    "source": m.case.source[:200],
+                    "expect": m.case.expect,
+                    "outcome": m.outcome,
+                    "cpu_ms": m.cpu_ms,
+                    "peak_kib": m.peak_kib,
+                    "detail": m.detail,
+                }
+                for m in measures
+            ]
+        },
     }
 
 

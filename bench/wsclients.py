@@ -22,6 +22,7 @@ it) and talks to them with signals and JSON lines:
 Times are ``time.time()`` (same host as the bench, so comparable across processes).
 Its stderr goes to ``spec["log"]``; stdout carries only the JSON lines.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -56,7 +57,7 @@ class Client:
     def __init__(self, spec: dict):
         self.spec = spec
         self.mode = spec["mode"]
-        self.conns: dict[int, object] = {}   # index -> connection
+        self.conns: dict[int, object] = {}  # index -> connection
         self.sockets: dict[int, object] = {}  # index -> InboxSocket (latency mode)
         self.readers: list[asyncio.Task] = []
         self.closing = False
@@ -97,8 +98,13 @@ class Client:
             async with sem:
                 t0 = time.time()
                 try:
-                    ws = await connect(f"{spec['ws_url']}?token={token}", origin=spec["origin"],
-                                       open_timeout=timeout, close_timeout=30, max_queue=64)
+                    ws = await connect(
+                        f"{spec['ws_url']}?token={token}",
+                        origin=spec["origin"],
+                        open_timeout=timeout,
+                        close_timeout=30,
+                        max_queue=64,
+                    )
                 except Exception as exc:  # noqa: BLE001 - counted
                     errors[_error_name(exc)] += 1
                     return
@@ -113,17 +119,30 @@ class Client:
                     await ws.close()
                     return
                 durations.append(time.time() - t0)
-                self.compression[ws.response.headers.get("Sec-WebSocket-Extensions", "") or "none"] += 1
+                self.compression[
+                    ws.response.headers.get("Sec-WebSocket-Extensions", "") or "none"
+                ] += 1
                 self.conns[index] = ws
                 self.readers.append(asyncio.create_task(self.reader(index, ws)))
                 if self.mode != "idle" and spec.get("ping_seconds", 25):
-                    self.readers.append(asyncio.create_task(self.pinger(ws, float(spec.get("ping_seconds", 25)))))
+                    self.readers.append(
+                        asyncio.create_task(self.pinger(ws, float(spec.get("ping_seconds", 25))))
+                    )
 
         base = spec.get("index_base", 0)
         await asyncio.gather(*(one(base + i, token) for i, token in enumerate(spec["tokens"])))
-        _out({"k": "connected", "ok": len(self.conns), "failed": sum(errors.values()), "errors": dict(errors),
-              "t_start": t_start, "t_end": time.time(), "handshake_s": [round(d, 5) for d in durations],
-              "extensions": dict(self.compression)})
+        _out(
+            {
+                "k": "connected",
+                "ok": len(self.conns),
+                "failed": sum(errors.values()),
+                "errors": dict(errors),
+                "t_start": t_start,
+                "t_end": time.time(),
+                "handshake_s": [round(d, 5) for d in durations],
+                "extensions": dict(self.compression),
+            }
+        )
 
     # --- while connected ----------------------------------------------------
     async def pinger(self, ws, every: float) -> None:
@@ -143,7 +162,9 @@ class Client:
         if self.mode == "latency":
             from tests.wsclient import InboxSocket
 
-            socket = InboxSocket(ws, gap_grace=float(self.spec.get("gap_grace", 0.3)))  # as the bell
+            socket = InboxSocket(
+                ws, gap_grace=float(self.spec.get("gap_grace", 0.3))
+            )  # as the bell
             if not self.spec.get("resume", True):
                 # Passive: never resume while running (InboxSocket only resumes when not
                 # already resuming); one final resume at the end still counts what is missing.
@@ -169,8 +190,16 @@ class Client:
                 if kind == "notification":
                     item = frame["notification"]
                     data = item.get("data") or {}
-                    record = {"k": "f", "c": index, "t": t, "id": item["id"], "prev": frame.get("previous_id"),
-                              "seq": data.get("seq"), "sent": data.get("sent_at"), "round": data.get("round")}
+                    record = {
+                        "k": "f",
+                        "c": index,
+                        "t": t,
+                        "id": item["id"],
+                        "prev": frame.get("previous_id"),
+                        "seq": data.get("seq"),
+                        "sent": data.get("sent_at"),
+                        "round": data.get("round"),
+                    }
                     if socket is not None:
                         # arrived while a resume was outstanding (passive sockets: never)
                         record["rw"] = socket.resuming and self.spec.get("resume", True)
@@ -182,7 +211,14 @@ class Client:
                         self.resumed[index].set()
         except ConnectionClosed as exc:
             if not self.closing:
-                _out({"k": "dropped", "c": index, "t": time.time(), "code": getattr(exc.rcvd, "code", None)})
+                _out(
+                    {
+                        "k": "dropped",
+                        "c": index,
+                        "t": time.time(),
+                        "code": getattr(exc.rcvd, "code", None),
+                    }
+                )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -206,23 +242,40 @@ class Client:
         if waiting:
             try:
                 await asyncio.wait_for(asyncio.gather(*waiting), 30)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
-        _out({"k": "final_resume", "seconds": round(time.time() - t0, 3),
-              "sockets": {str(i): {"gaps": s.gaps, "last_id": s.last_id, "unread": s.unread}
-                          for i, s in self.sockets.items()}})
+        _out(
+            {
+                "k": "final_resume",
+                "seconds": round(time.time() - t0, 3),
+                "sockets": {
+                    str(i): {"gaps": s.gaps, "last_id": s.last_id, "unread": s.unread}
+                    for i, s in self.sockets.items()
+                },
+            }
+        )
 
     # --- close --------------------------------------------------------------
     async def close_all(self) -> None:
         self.closing = True
         t_start = time.time()
-        results = await asyncio.gather(*(ws.close() for ws in self.conns.values()), return_exceptions=True)
+        results = await asyncio.gather(
+            *(ws.close() for ws in self.conns.values()), return_exceptions=True
+        )
         t_end = time.time()
         errors = Counter(_error_name(r) for r in results if isinstance(r, BaseException))
         for task in self.readers:
             task.cancel()
         await asyncio.gather(*self.readers, return_exceptions=True)
-        _out({"k": "closed", "n": len(results), "errors": dict(errors), "t_start": t_start, "t_end": t_end})
+        _out(
+            {
+                "k": "closed",
+                "n": len(results),
+                "errors": dict(errors),
+                "t_start": t_start,
+                "t_end": t_end,
+            }
+        )
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ Rendering (templates_app/rendering.py), fan-out and delivery read these
 specs; the provider that sends a channel is chosen in delivery/providers.py.
 A new channel is a `Channel` choice and a spec here.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,12 +54,14 @@ CHANNELS: dict[str, ChannelSpec] = {
     spec.name: spec
     for spec in (
         ChannelSpec(
-            Channel.IN_APP.value, ("title", "body", "url"),
+            Channel.IN_APP.value,
+            ("title", "body", "url"),
             (Required(("title",), "An in-app notification needs a title."),),
             escaped=frozenset({"title", "body"}),
         ),
         ChannelSpec(
-            Channel.EMAIL.value, ("subject", "text", "html"),
+            Channel.EMAIL.value,
+            ("subject", "text", "html"),
             (
                 Required(("subject",), "An email needs a subject."),
                 Required(("text", "html"), "An email needs a text or an html body."),
@@ -67,19 +70,24 @@ CHANNELS: dict[str, ChannelSpec] = {
             address_field="email",
         ),
         ChannelSpec(
-            Channel.SMS.value, ("text",), (Required(("text",), "An SMS needs a text."),),
+            Channel.SMS.value,
+            ("text",),
+            (Required(("text",), "An SMS needs a text."),),
             address_field="phone",
         ),
         ChannelSpec(
-            Channel.PUSH.value, ("title", "body"),
+            Channel.PUSH.value,
+            ("title", "body"),
             (Required(("title", "body"), "A push notification needs a title or a body."),),
         ),
         ChannelSpec(
-            Channel.WEB_PUSH.value, ("title", "body", "url"),
+            Channel.WEB_PUSH.value,
+            ("title", "body", "url"),
             (Required(("title", "body"), "A web push notification needs a title or a body."),),
         ),
         ChannelSpec(
-            Channel.WEBHOOK.value, ("payload",),
+            Channel.WEBHOOK.value,
+            ("payload",),
             (Required(("payload",), "A webhook template needs a payload."),),
             default_content=_context_as_payload,
         ),

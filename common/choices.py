@@ -3,6 +3,7 @@
 They are stored as text in the database; the apps above compare against these
 values, never against string literals of their own.
 """
+
 from __future__ import annotations
 
 from django.db import models

@@ -1,4 +1,5 @@
 """Domain errors that the API turns into problem+json responses."""
+
 from __future__ import annotations
 
 
@@ -8,7 +9,9 @@ class ClarionError(Exception):
     status = 400
     title = "Bad request"
 
-    def __init__(self, detail: str, *, errors: dict[str, list[str]] | None = None, status: int | None = None):
+    def __init__(
+        self, detail: str, *, errors: dict[str, list[str]] | None = None, status: int | None = None
+    ):
         super().__init__(detail)
         self.detail = detail
         self.errors = errors or {}
@@ -72,8 +75,12 @@ class Overloaded(ClarionError):
             f"Fan-out is {backlog_seconds:.1f} s behind, past the {bound_seconds:g} s bound for"
             f" {priority!r} events; retry in {retry_after} s. 'high' and 'critical' events"
             " are accepted.",
-            errors={"priority": [f"{priority!r} events are refused while the fan-out backlog passes"
-                                 f" {bound_seconds:g} s."]},
+            errors={
+                "priority": [
+                    f"{priority!r} events are refused while the fan-out backlog passes"
+                    f" {bound_seconds:g} s."
+                ]
+            },
         )
         self.priority = priority
         self.backlog_seconds = backlog_seconds

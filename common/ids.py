@@ -10,6 +10,7 @@ by one process never repeat or go back (a batch keeps its order even within
 one step, and so does a process whose clock steps back). Two requests one
 after the other, in any processes of this host, get ids in that order.
 """
+
 from __future__ import annotations
 
 import os

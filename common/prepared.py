@@ -15,6 +15,7 @@ Only cursors made here prepare; every other query keeps Django's client-side
 binding. `DB_PREPARED_STATEMENTS=false` turns it off (a transaction-pooling
 PgBouncer older than 1.21 cannot follow prepared statements).
 """
+
 from __future__ import annotations
 
 import psycopg

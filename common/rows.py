@@ -4,6 +4,7 @@ A raw query's rows are read by column name, never by position: either into
 a row type of its own (a NamedTuple or dataclass next to the query, built
 with `Row(*row)` or psycopg's `class_row`), or as named tuples.
 """
+
 from __future__ import annotations
 
 from django.db.backends.utils import CursorWrapper

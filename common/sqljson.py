@@ -1,5 +1,6 @@
 """Django's PostgreSQL backend hands jsonb columns of raw queries back as text
 (so JSONField can decode them itself); raw-SQL code decodes through here."""
+
 from __future__ import annotations
 
 import json

@@ -9,6 +9,7 @@ every request on one shared thread. Measured here, same server and load:
 WsgiToAsgi; POST /events 230/s through WsgiToAsgi (serialised on one
 thread, with errors under load) — see README.md, "Choice of server".
 """
+
 import os
 
 from a2wsgi import WSGIMiddleware
@@ -33,6 +34,8 @@ application = ProtocolTypeRouter(
     {
         # Event intake answers POST /api/v1/events(/batch) itself (group commit).
         "http": EventIntake(http_application),
-        "websocket": OriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)), allowed_origins),
+        "websocket": OriginValidator(
+            AuthMiddlewareStack(URLRouter(websocket_urlpatterns)), allowed_origins
+        ),
     }
 )

@@ -1,4 +1,5 @@
 """The Celery app, `celery -A config ...`; configured from Django settings (CELERY_*)."""
+
 import os
 
 from celery import Celery

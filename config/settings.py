@@ -1,4 +1,5 @@
 """Clarion settings. Every knob is read from the environment; see docs/deployment.md."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -108,7 +109,9 @@ else:
 _plan_cache_mode = env_str("DB_PLAN_CACHE_MODE", "force_generic_plan")
 if env_bool("DB_PREPARED_STATEMENTS", True) and _plan_cache_mode != "auto":
     _options = DATABASES["default"].setdefault("OPTIONS", {})
-    _options["options"] = f"{_options.get('options', '')} -c plan_cache_mode={_plan_cache_mode}".strip()
+    _options["options"] = (
+        f"{_options.get('options', '')} -c plan_cache_mode={_plan_cache_mode}".strip()
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -219,7 +222,9 @@ CLARION = {
     # those whose quiet hours ended) to the send workers, how many per claim,
     # and how long a claim holds a delivery before a sweep may claim it again
     # (a worker that died mid-send). Above CELERY_TASK_TIME_LIMIT.
-    "DELIVERY_DISPATCH_INTERVAL_SECONDS": env_float("CLARION_DELIVERY_DISPATCH_INTERVAL_SECONDS", 2.0),
+    "DELIVERY_DISPATCH_INTERVAL_SECONDS": env_float(
+        "CLARION_DELIVERY_DISPATCH_INTERVAL_SECONDS", 2.0
+    ),
     "DELIVERY_CLAIM_BATCH": env_int("CLARION_DELIVERY_CLAIM_BATCH", 1000),
     "DELIVERY_LEASE_SECONDS": env_int("CLARION_DELIVERY_LEASE_SECONDS", 600),
     # Channel -> dotted path of its provider class (delivery/providers.py), from

@@ -1,4 +1,5 @@
 """Deliveries in the admin: their attempts, and the operator's actions on them."""
+
 from django.contrib import admin
 
 from delivery.services.operations import deliveries_requeue, deliveries_send_now
@@ -14,7 +15,16 @@ class AttemptInline(admin.TabularInline):
 
 @admin.register(Delivery)
 class DeliveryAdmin(LargeTableAdmin):
-    list_display = ("id", "notification_id", "channel", "status", "reason", "attempts", "next_attempt_at", "updated_at")
+    list_display = (
+        "id",
+        "notification_id",
+        "channel",
+        "status",
+        "reason",
+        "attempts",
+        "next_attempt_at",
+        "updated_at",
+    )
     list_filter = ("channel", "status", "reason")
     raw_id_fields = ("notification",)
     inlines = [AttemptInline]
@@ -23,12 +33,16 @@ class DeliveryAdmin(LargeTableAdmin):
     @admin.action(description="Send now (release a quiet-hours hold)")
     def send_now(self, request, queryset):
         released = deliveries_send_now(delivery_ids=list(queryset.values_list("id", flat=True)))
-        self.message_user(request, f"{released} held deliveries released; the dispatch sweep sends them next.")
+        self.message_user(
+            request, f"{released} held deliveries released; the dispatch sweep sends them next."
+        )
 
     @admin.action(description="Queue again (failed or without provider)")
     def requeue(self, request, queryset):
         queued = deliveries_requeue(delivery_ids=list(queryset.values_list("id", flat=True)))
-        self.message_user(request, f"{queued} deliveries queued again; others were left as they are.")
+        self.message_user(
+            request, f"{queued} deliveries queued again; others were left as they are."
+        )
 
 
 @admin.register(DeliveryAttempt)

@@ -1,5 +1,6 @@
 """A provider that writes each message to the log instead of sending it: for
 development (`make run`) and for seeing exactly what would go out."""
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,9 @@ class ConsoleProvider:
         for message in messages:
             log.info(
                 "%s to %s (delivery %s): %s",
-                message.channel, message.address or "-", message.delivery_id,
+                message.channel,
+                message.address or "-",
+                message.delivery_id,
                 json.dumps(message.content, ensure_ascii=False),
             )
         return [Outcome(message.delivery_id, "sent") for message in messages]

@@ -12,6 +12,7 @@ message but before the outcome was recorded leaves the delivery claimed, and
 it is sent again when the claim's lease ends. A provider should pass
 `Message.idempotency_key` to services that deduplicate with one.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """Celery tasks of the delivery app: thin wrappers over delivery.services."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -9,7 +10,12 @@ from django.db import OperationalError
 from delivery.services.dispatch import deliveries_dispatch_due
 from delivery.services.send import deliveries_send
 
-DB_RETRY = {"autoretry_for": (OperationalError,), "retry_backoff": 1, "retry_backoff_max": 30, "max_retries": 8}
+DB_RETRY = {
+    "autoretry_for": (OperationalError,),
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "max_retries": 8,
+}
 
 
 @shared_task(name="clarion.delivery.dispatch_due", **DB_RETRY)

@@ -7,9 +7,18 @@ from django.shortcuts import render
 from django.urls import path
 from django.utils import timezone
 
-from notifications.api.auth import api_key_create
-from notifications.models import ApiKey, Event, IdempotencyKey, Notification, NotificationType, Recipient, Subscription, Topic
 from common.errors import ClarionError, InvalidInput
+from notifications.api.auth import api_key_create
+from notifications.models import (
+    ApiKey,
+    Event,
+    IdempotencyKey,
+    Notification,
+    NotificationType,
+    Recipient,
+    Subscription,
+    Topic,
+)
 from notifications.publish import publish_fan_out_page
 from notifications.selectors import notification_type_cache_clear
 from notifications.services.events import event_accept
@@ -37,7 +46,12 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if change:
             return super().save_model(request, obj, form, change)
         key, raw = api_key_create(name=obj.name, rate_limit=obj.rate_limit)
-        obj.pk, obj.prefix, obj.key_hash, obj.created_at = key.pk, key.prefix, key.key_hash, key.created_at
+        obj.pk, obj.prefix, obj.key_hash, obj.created_at = (
+            key.pk,
+            key.prefix,
+            key.key_hash,
+            key.created_at,
+        )
         obj.rate_limit = key.rate_limit
         messages.warning(request, f"New API key for {obj.name} (shown once, copy it now): {raw}")
 
@@ -84,7 +98,10 @@ class NotificationTypeForm(forms.ModelForm):
 
     class Meta:
         model = NotificationType
-        fields = "__all__"
+        fields = (
+            "key", "category", "priority", "channels", "required_channels", "default_locale",
+            "templates", "sample_data", "digest", "throttle", "retired_at",
+        )
 
     def clean(self) -> dict:
         cleaned = super().clean()
@@ -97,8 +114,10 @@ class NotificationTypeForm(forms.ModelForm):
             for path, problems in error.errors.items():
                 field = path.split(".", 1)[0]
                 for problem in problems:
-                    self.add_error(field if field in self.fields else None,
-                                   problem if path == field else f"{path}: {problem}")
+                    self.add_error(
+                        field if field in self.fields else None,
+                        problem if path == field else f"{path}: {problem}",
+                    )
         return cleaned
 
 
@@ -119,8 +138,9 @@ class NotificationTypeAdmin(admin.ModelAdmin):
             sample = obj.sample_data if isinstance(obj.sample_data, dict) else {}
             missing = template_names_missing(obj.templates, sample)
         context["templates_missing"] = missing
-        return super().render_change_form(request, context, add=add, change=change,
-                                          form_url=form_url, obj=obj)
+        return super().render_change_form(
+            request, context, add=add, change=change, form_url=form_url, obj=obj
+        )
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
@@ -129,7 +149,11 @@ class NotificationTypeAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         return [
-            path("preview/", self.admin_site.admin_view(self.preview_view), name="notifications_notificationtype_preview"),
+            path(
+                "preview/",
+                self.admin_site.admin_view(self.preview_view),
+                name="notifications_notificationtype_preview",
+            ),
             *super().get_urls(),
         ]
 
@@ -143,10 +167,14 @@ class NotificationTypeAdmin(admin.ModelAdmin):
         except ValueError as exc:
             return JsonResponse({"errors": {"json": [str(exc)]}}, status=400)
         if not isinstance(templates, dict) or not isinstance(sample, dict):
-            return JsonResponse({"errors": {"json": ["templates and sample_data must be objects"]}}, status=400)
+            return JsonResponse(
+                {"errors": {"json": ["templates and sample_data must be objects"]}}, status=400
+            )
         return JsonResponse(
             template_preview(
-                templates=templates, sample_data=sample, locale=request.POST.get("locale") or "",
+                templates=templates,
+                sample_data=sample,
+                locale=request.POST.get("locale") or "",
                 default_locale=request.POST.get("default_locale") or "en",
             )
         )
@@ -158,25 +186,48 @@ class NotificationTypeAdmin(admin.ModelAdmin):
             return render(
                 request,
                 "admin/notifications/notificationtype/send_test.html",
-                {**self.admin_site.each_context(request), "types": queryset, "opts": self.model._meta,
-                 "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME},
+                {
+                    **self.admin_site.each_context(request),
+                    "types": queryset,
+                    "opts": self.model._meta,
+                    "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                },
             )
         sent = []
         for notification_type in queryset:
-            body = {"type": notification_type.key, "recipients": [external_id], "actor": request.user.get_username(),
-                    "data": notification_type.sample_data or {}}
+            body = {
+                "type": notification_type.key,
+                "recipients": [external_id],
+                "actor": request.user.get_username(),
+                "data": notification_type.sample_data or {},
+            }
             try:
                 sent.append(event_accept(api_key_id=None, body=body).id)
             except ClarionError as error:
-                self.message_user(request, f"{notification_type.key}: {error.detail} {error.errors}", messages.ERROR)
+                self.message_user(
+                    request,
+                    f"{notification_type.key}: {error.detail} {error.errors}",
+                    messages.ERROR,
+                )
         if sent:
-            self.message_user(request, f"Sent {len(sent)} test event(s) to {external_id}: {', '.join(sent)}")
+            self.message_user(
+                request, f"Sent {len(sent)} test event(s) to {external_id}: {', '.join(sent)}"
+            )
         return None
 
 
 @admin.register(Event)
 class EventAdmin(LargeTableAdmin):
-    list_display = ("id", "type", "status", "priority", "recipient_count", "created_at", "send_at", "finished_at")
+    list_display = (
+        "id",
+        "type",
+        "status",
+        "priority",
+        "recipient_count",
+        "created_at",
+        "send_at",
+        "finished_at",
+    )
     list_filter = ("status", "priority")
     list_select_related = ("type",)
     search_fields = ("=id", "=idempotency_key")
@@ -187,7 +238,9 @@ class EventAdmin(LargeTableAdmin):
     def republish(self, request, queryset):
         count = 0
         for event in queryset.filter(status__in=["accepted", "processing"]):
-            publish_fan_out_page(event_id=str(event.id), page=event.fanout_page, priority=event.priority)
+            publish_fan_out_page(
+                event_id=str(event.id), page=event.fanout_page, priority=event.priority
+            )
             count += 1
         self.message_user(request, f"Re-published {count} event(s).")
 

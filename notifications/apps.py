@@ -9,8 +9,10 @@ class NotificationsConfig(AppConfig):
     verbose_name = "Notifications"
 
     def ready(self) -> None:
-        from notifications import signals  # noqa: F401  (post_migrate: beat schedules)
-        from notifications import metrics
+        from notifications import (
+            metrics,
+            signals,  # noqa: F401  (post_migrate: beat schedules)
+        )
 
         metrics.register_collectors()
         _check_default_rate()

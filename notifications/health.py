@@ -1,4 +1,5 @@
 """/healthz and /readyz."""
+
 from __future__ import annotations
 
 import redis

@@ -2,6 +2,7 @@
 
 Rows are read by name: run the query on a cursor given `common.rows.named_rows`.
 """
+
 from __future__ import annotations
 
 from common.sqljson import from_db_json

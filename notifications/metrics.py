@@ -1,5 +1,6 @@
 """Prometheus gauges read at scrape time, so they are true across all
 processes (web, workers, beat) without multiprocess bookkeeping."""
+
 from __future__ import annotations
 
 import logging
@@ -22,10 +23,16 @@ class PipelineCollector:
         return []
 
     def collect(self):
-        queues = GaugeMetricFamily("clarion_queue_depth", "Messages waiting in a Celery queue", labels=["queue"])
-        events = GaugeMetricFamily("clarion_events_pending", "Events not yet fanned out, by status", labels=["status"])
+        queues = GaugeMetricFamily(
+            "clarion_queue_depth", "Messages waiting in a Celery queue", labels=["queue"]
+        )
+        events = GaugeMetricFamily(
+            "clarion_events_pending", "Events not yet fanned out, by status", labels=["status"]
+        )
         try:
-            client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+            client = redis.Redis.from_url(
+                settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1
+            )
             try:
                 pipe = client.pipeline()
                 for queue in settings.PRIORITIES:
@@ -41,7 +48,8 @@ class PipelineCollector:
                 cursor.execute(
                     "SELECT status, count(*) FROM notifications_event"
                     " WHERE status IN ('accepted', 'processing') GROUP BY status"
-                    " UNION ALL SELECT 'scheduled', count(*) FROM notifications_event WHERE status = 'scheduled'"
+                    " UNION ALL SELECT 'scheduled', count(*) FROM notifications_event"
+                    " WHERE status = 'scheduled'"
                 )
                 counts = dict(cursor.fetchall())
             for status in ("accepted", "processing", "scheduled"):
@@ -50,7 +58,8 @@ class PipelineCollector:
             log.warning("pending events unavailable", exc_info=True)
         backlog = GaugeMetricFamily(
             "clarion_fanout_backlog_seconds",
-            "Age of the oldest event of a priority waiting for its next fan-out page (0: none waiting)",
+            "Age of the oldest event of a priority waiting for its next fan-out page"
+            " (0: none waiting)",
             labels=["priority"],
         )
         try:

@@ -3,6 +3,7 @@ result of fan-out (notifications, deliveries, attempts).
 
 Indexes are declared next to the query that needs them; see the comments.
 """
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -19,7 +20,9 @@ class ApiKey(models.Model):
     """A producer credential. Only the SHA-256 of the key is stored."""
 
     name = models.CharField(max_length=100)
-    prefix = models.CharField(max_length=16, help_text="First characters of the key, to recognise it.")
+    prefix = models.CharField(
+        max_length=16, help_text="First characters of the key, to recognise it."
+    )
     key_hash = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
@@ -73,8 +76,13 @@ class Subscription(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["topic", "recipient"], name="subscription_topic_recipient_uniq")
+            models.UniqueConstraint(
+                fields=["topic", "recipient"], name="subscription_topic_recipient_uniq"
+            )
         ]
+
+    def __str__(self) -> str:
+        return f"{self.topic_id} <- {self.recipient_id}"
 
 
 class NotificationType(models.Model):
@@ -103,7 +111,9 @@ class Event(models.Model):
     """The outbox: one accepted producer request, durable from the 202 on."""
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
-    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, db_index=False)
+    api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, db_index=False
+    )
     type = models.ForeignKey(NotificationType, on_delete=models.PROTECT, db_index=False)
     # [["u1", "u2"], {"topic": "k"}, ...] normalised: explicit ids first, then topics.
     recipients = models.JSONField()
@@ -112,8 +122,11 @@ class Event(models.Model):
     priority = models.CharField(max_length=8, choices=Priority.choices)
     channels = ArrayField(models.CharField(max_length=16), null=True, blank=True)
     send_at = models.DateTimeField(null=True, blank=True)
-    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
-    status = models.CharField(max_length=12, choices=EventStatus.choices, default=EventStatus.ACCEPTED)
+    # NULL when the producer sent no key: "" would read as a key.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    status = models.CharField(
+        max_length=12, choices=EventStatus.choices, default=EventStatus.ACCEPTED
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     # Fan-out progress: the page task expected next, the recipient source it is
     # in and the last recipient id done in that source. A page task whose page
@@ -141,7 +154,9 @@ class Event(models.Model):
                 condition=Q(status__in=["accepted", "processing"]),
             ),
             # Priority lanes: the waiting events of a priority in acceptance order.
-            models.Index(fields=["priority", "id"], name="event_waiting_idx", condition=Q(status="accepted")),
+            models.Index(
+                fields=["priority", "id"], name="event_waiting_idx", condition=Q(status="accepted")
+            ),
             # Backlog age (services/backpressure.py, /metrics): the oldest publish of
             # the events mid-fan-out, per priority; few rows, so a small index.
             models.Index(
@@ -150,7 +165,9 @@ class Event(models.Model):
                 condition=Q(status="processing"),
             ),
             # Relay: scheduled events coming due.
-            models.Index(fields=["send_at"], name="event_scheduled_idx", condition=Q(status="scheduled")),
+            models.Index(
+                fields=["send_at"], name="event_scheduled_idx", condition=Q(status="scheduled")
+            ),
             # Admin and operators: recent events of a type.
             models.Index(fields=["type", "-created_at"], name="event_type_created_idx"),
         ]
@@ -165,11 +182,18 @@ class IdempotencyKey(models.Model):
     api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, db_index=False)
     key = models.CharField(max_length=255)
     request_hash = models.CharField(max_length=64)
-    event = models.ForeignKey(Event, null=True, on_delete=models.SET_NULL, db_constraint=False, db_index=False)
+    event = models.ForeignKey(
+        Event, null=True, on_delete=models.SET_NULL, db_constraint=False, db_index=False
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["api_key", "key"], name="idempotency_key_uniq")]
+        constraints = [
+            models.UniqueConstraint(fields=["api_key", "key"], name="idempotency_key_uniq")
+        ]
+
+    def __str__(self) -> str:
+        return self.key
 
 
 class Notification(models.Model):
@@ -181,7 +205,9 @@ class Notification(models.Model):
     # which takes both ids from rows it has just locked or read, and removed
     # by the set-based erasure in services.recipients.
     event = models.ForeignKey(Event, on_delete=models.CASCADE, db_index=False, db_constraint=False)
-    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, db_index=False, db_constraint=False)
+    recipient = models.ForeignKey(
+        Recipient, on_delete=models.CASCADE, db_index=False, db_constraint=False
+    )
     title = models.TextField(blank=True, default="")
     body = models.TextField(blank=True, default="")
     url = models.TextField(blank=True, default="")
@@ -195,11 +221,17 @@ class Notification(models.Model):
     class Meta:
         constraints = [
             # Exactly once per (event, recipient): fan-out inserts ON CONFLICT DO NOTHING.
-            models.UniqueConstraint(fields=["event", "recipient"], name="notification_event_recipient_uniq")
+            models.UniqueConstraint(
+                fields=["event", "recipient"], name="notification_event_recipient_uniq"
+            )
         ]
         indexes = [
             # Inbox pages, newest first (keyset on id).
-            models.Index(fields=["recipient", "-id"], name="notification_inbox_idx", condition=Q(visible=True)),
+            models.Index(
+                fields=["recipient", "-id"],
+                name="notification_inbox_idx",
+                condition=Q(visible=True),
+            ),
             # Unread count and the unread filter: only unread rows are in it.
             models.Index(
                 fields=["recipient", "-id"],
@@ -207,6 +239,9 @@ class Notification(models.Model):
                 condition=Q(read_at__isnull=True, archived_at__isnull=True, visible=True),
             ),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.id}: {self.title}"
 
 
 class UnreadCount(models.Model):
@@ -227,13 +262,20 @@ class UnreadCount(models.Model):
     )
     count = models.BigIntegerField(default=0)
 
+    def __str__(self) -> str:
+        return f"{self.recipient_id}: {self.count} unread"
+
 
 class Delivery(models.Model):
     """One notification on one external channel, with its status lifecycle."""
 
-    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, db_index=False, db_constraint=False)
+    notification = models.ForeignKey(
+        Notification, on_delete=models.CASCADE, db_index=False, db_constraint=False
+    )
     channel = models.CharField(max_length=16, choices=Channel.choices)
-    status = models.CharField(max_length=12, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED)
+    status = models.CharField(
+        max_length=12, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED
+    )
     reason = models.CharField(max_length=64, blank=True, default="")
     address = models.TextField(blank=True, default="")
     content = models.JSONField(null=True, blank=True)
@@ -245,7 +287,9 @@ class Delivery(models.Model):
     class Meta:
         verbose_name_plural = "deliveries"
         constraints = [
-            models.UniqueConstraint(fields=["notification", "channel"], name="delivery_notification_channel_uniq")
+            models.UniqueConstraint(
+                fields=["notification", "channel"], name="delivery_notification_channel_uniq"
+            )
         ]
         indexes = [
             # Dispatch sweep: deliveries waiting to be sent or retried.
@@ -256,6 +300,9 @@ class Delivery(models.Model):
             ),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.id} {self.channel} ({self.status})"
+
 
 class DeliveryAttempt(models.Model):
     delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_log")
@@ -265,12 +312,17 @@ class DeliveryAttempt(models.Model):
     duration_ms = models.IntegerField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
 
+    def __str__(self) -> str:
+        return f"{self.delivery_id} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
 
 class DigestWindow(models.Model):
     """Events of one type for one recipient (and digest key) gathered over a
     window, delivered as one notification when it closes."""
 
-    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, db_index=False, db_constraint=False)
+    recipient = models.ForeignKey(
+        Recipient, on_delete=models.CASCADE, db_index=False, db_constraint=False
+    )
     type = models.ForeignKey(NotificationType, on_delete=models.CASCADE, db_index=False)
     key = models.CharField(max_length=255, blank=True, default="")
     opened_at = models.DateTimeField()
@@ -278,19 +330,26 @@ class DigestWindow(models.Model):
     status = models.CharField(max_length=8, default="open")  # open | flushed
     item_count = models.IntegerField(default=0)
     flushed_at = models.DateTimeField(null=True, blank=True)
-    first_event = models.ForeignKey(Event, null=True, on_delete=models.SET_NULL, db_constraint=False, db_index=False)
+    first_event = models.ForeignKey(
+        Event, null=True, on_delete=models.SET_NULL, db_constraint=False, db_index=False
+    )
 
     class Meta:
         constraints = [
             # At most one open window per (recipient, type, key): the heart of "exactly one digest".
             models.UniqueConstraint(
-                fields=["recipient", "type", "key"], condition=Q(status="open"), name="digest_one_open_window"
+                fields=["recipient", "type", "key"],
+                condition=Q(status="open"),
+                name="digest_one_open_window",
             )
         ]
         indexes = [
             # The flush sweep: open windows whose time has come.
             models.Index(fields=["closes_at"], name="digest_due_idx", condition=Q(status="open")),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.recipient_id} {self.key or '-'} ({self.status})"
 
 
 class DigestItem(models.Model):
@@ -300,3 +359,6 @@ class DigestItem(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["window", "event"], name="digest_item_uniq")]
+
+    def __str__(self) -> str:
+        return f"{self.window_id}: {self.event_id}"

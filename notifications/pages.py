@@ -1,4 +1,5 @@
 """The home page and the bell demo: views and their URLs (the demo only while DEBUG is on)."""
+
 from __future__ import annotations
 
 import json

@@ -10,6 +10,7 @@ more, so batches grow and the per-message cost of publishing is shared.
 A failed publish is logged, never raised: the event row is already
 committed and the relay re-publishes it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,10 +20,10 @@ import threading
 import time
 from collections.abc import Iterable
 
+from celery import current_app as app
 from django.conf import settings
 from django.db import transaction
 
-from celery import current_app as app
 from notifications.wakeups import wake_claim, wake_release
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,9 @@ def publish_fan_out_page(*, event_id: str, page: int, priority: str) -> None:
             retry_policy=PUBLISH_RETRY,
         )
     except Exception:  # noqa: BLE001 - the relay recovers anything not published
-        log.exception("publish failed event_id=%s page=%s; the relay will re-publish it", event_id, page)
+        log.exception(
+            "publish failed event_id=%s page=%s; the relay will re-publish it", event_id, page
+        )
 
 
 def publish_first_pages(*, event_ids: list[str], priority: str, sweep: bool = False) -> bool:
@@ -60,7 +63,9 @@ def publish_first_pages(*, event_ids: list[str], priority: str, sweep: bool = Fa
             retry_policy=PUBLISH_RETRY,
         )
     except Exception:  # noqa: BLE001
-        log.exception("publish failed for %d events; the relay will re-publish them", len(event_ids))
+        log.exception(
+            "publish failed for %d events; the relay will re-publish them", len(event_ids)
+        )
         return False
     return True
 
@@ -112,7 +117,9 @@ class BatchingPublisher:
                 if self._pid != os.getpid():  # forked: the parent's queue and thread are not ours
                     self._queue = queue.Queue()
                 self._pid = os.getpid()
-                self._thread = threading.Thread(target=self._run, name="clarion-publisher", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="clarion-publisher", daemon=True
+                )
                 self._thread.start()
 
     def _run(self) -> None:
@@ -133,7 +140,9 @@ class BatchingPublisher:
                 remaining = deadline - time.monotonic()
                 try:
                     submissions.append(
-                        self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                        self._queue.get(timeout=remaining)
+                        if remaining > 0
+                        else self._queue.get_nowait()
                     )
                 except queue.Empty:
                     break
@@ -141,9 +150,11 @@ class BatchingPublisher:
             events = [event for submission in submissions for event in submission]
             try:
                 for start in range(0, len(events), MAX_BATCH):
-                    publish_grouped(events[start:start + MAX_BATCH])
+                    publish_grouped(events[start : start + MAX_BATCH])
             except Exception:  # noqa: BLE001 - never let the thread die
-                log.exception("publisher failed for %d events; the relay will re-publish them", len(events))
+                log.exception(
+                    "publisher failed for %d events; the relay will re-publish them", len(events)
+                )
             finally:
                 for _ in submissions:
                     self._queue.task_done()

@@ -5,6 +5,7 @@ period: a producer may burst N requests at once, then goes on at the rate.
 An empty rate on a key means the default, `CLARION_API_RATE_LIMIT`; an empty
 default means unlimited.
 """
+
 from __future__ import annotations
 
 import re

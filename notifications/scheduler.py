@@ -18,6 +18,7 @@ it could not write is dropped), so a locked table cannot hold the exit either. S
 forgets the latest `last_run_at` of a few entries; the schedules here run every
 few seconds and their tasks are idempotent.
 """
+
 from __future__ import annotations
 
 from django.db import DatabaseError, InterfaceError, connection
@@ -45,7 +46,9 @@ def statement_timeout_limit(milliseconds: int) -> None:
     try:
         with connection.cursor() as cursor:
             # set_config, not SET: it takes a bound parameter.
-            cursor.execute("SELECT set_config('statement_timeout', %s, false)", [f"{milliseconds}ms"])
+            cursor.execute(
+                "SELECT set_config('statement_timeout', %s, false)", [f"{milliseconds}ms"]
+            )
     except (DatabaseError, InterfaceError):
         pass  # the sync that follows reports the database's state itself
 

@@ -3,13 +3,14 @@
 Operators may pause a row in the admin (enabled stays as they set it); its
 interval, task and queue always come from here.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django.conf import settings
 from django.db import transaction
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 PREFIX = "clarion: "
 
@@ -25,12 +26,24 @@ class Schedule:
 def schedules() -> list[Schedule]:
     config = settings.CLARION
     return [
-        Schedule("event relay", "clarion.events.relay", config["RELAY_INTERVAL_SECONDS"], "critical"),
-        Schedule("digest flush", "clarion.digests.flush_due", config["DIGEST_FLUSH_INTERVAL_SECONDS"], "high"),
         Schedule(
-            "delivery dispatch", "clarion.delivery.dispatch_due", config["DELIVERY_DISPATCH_INTERVAL_SECONDS"], "high"
+            "event relay", "clarion.events.relay", config["RELAY_INTERVAL_SECONDS"], "critical"
         ),
-        Schedule("purge idempotency keys", "clarion.maintenance.purge_idempotency_keys", 3600, "low"),
+        Schedule(
+            "digest flush",
+            "clarion.digests.flush_due",
+            config["DIGEST_FLUSH_INTERVAL_SECONDS"],
+            "high",
+        ),
+        Schedule(
+            "delivery dispatch",
+            "clarion.delivery.dispatch_due",
+            config["DELIVERY_DISPATCH_INTERVAL_SECONDS"],
+            "high",
+        ),
+        Schedule(
+            "purge idempotency keys", "clarion.maintenance.purge_idempotency_keys", 3600, "low"
+        ),
         Schedule("realtime presence sweep", "clarion.realtime.presence_sweep", 60, "low"),
     ]
 
@@ -56,7 +69,10 @@ def schedules_sync() -> list[str]:
                 defaults={"task": schedule.task, "interval": interval, "queue": schedule.queue},
             )
             changed = (task.task, task.interval_id, task.queue, task.expire_seconds) != (
-                schedule.task, interval.id, schedule.queue, max(int(every), 1)
+                schedule.task,
+                interval.id,
+                schedule.queue,
+                max(int(every), 1),
             )
             if changed or created:
                 task.task = schedule.task

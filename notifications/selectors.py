@@ -1,4 +1,5 @@
 """Reads of the notification domain."""
+
 from __future__ import annotations
 
 import time
@@ -42,12 +43,19 @@ def notification_types_by_key(keys: set[str]) -> dict[str, TypeInfo]:
         else:
             missing.append(key)
     if missing:
-        rows = NotificationType.objects.filter(key__in=missing, retired_at__isnull=True).values_list(
+        rows = NotificationType.objects.filter(
+            key__in=missing, retired_at__isnull=True
+        ).values_list(
             "id", "key", "category", "priority", "channels", "required_channels", named=True
         )
         for row in rows:
             info = TypeInfo(
-                row.id, row.key, row.category, row.priority, tuple(row.channels), tuple(row.required_channels)
+                row.id,
+                row.key,
+                row.category,
+                row.priority,
+                tuple(row.channels),
+                tuple(row.required_channels),
             )
             _type_cache[info.key] = (now + TYPE_CACHE_SECONDS, info)
             found[info.key] = info
@@ -103,7 +111,9 @@ def event_get(*, event_id: str) -> Event | None:
     return Event.objects.select_related("type").filter(id=event_id).first()
 
 
-def event_delivery_counts(*, event_id: str) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+def event_delivery_counts(
+    *, event_id: str
+) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
     """Counts by channel and status, and of skipped deliveries by channel and
     reason; in-app from the notifications themselves."""
     counts: dict[str, dict[str, int]] = {}
@@ -111,7 +121,8 @@ def event_delivery_counts(*, event_id: str) -> tuple[dict[str, dict[str, int]], 
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT count(*) FILTER (WHERE read_at IS NULL), count(*) FILTER (WHERE read_at IS NOT NULL)
+            SELECT count(*) FILTER (WHERE read_at IS NULL),
+                   count(*) FILTER (WHERE read_at IS NOT NULL)
             FROM notifications_notification WHERE event_id = %s AND visible
             """,
             [event_id],

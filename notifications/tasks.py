@@ -1,4 +1,5 @@
 """Celery tasks: thin wrappers over the services; they take ids and are idempotent."""
+
 from __future__ import annotations
 
 import logging
@@ -10,13 +11,14 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError, connection
 
 from notifications.publish import publish_fan_out_page, publish_first_pages
+from notifications.services.digests import digests_flush_due
 from notifications.services.fanout import event_fan_out_page
 from notifications.services.fanout_small import events_fan_out_small
-from notifications.services.digests import digests_flush_due
 from notifications.services.relay import events_relay, idempotency_keys_purge
 from notifications.wakeups import wake_release
 
 log = logging.getLogger(__name__)
+
 
 @contextmanager
 def _reconnect_on_retry() -> Iterator[None]:
@@ -30,7 +32,12 @@ def _reconnect_on_retry() -> Iterator[None]:
         raise
 
 
-DB_RETRY = {"autoretry_for": (OperationalError,), "retry_backoff": 1, "retry_backoff_max": 30, "max_retries": 8}
+DB_RETRY = {
+    "autoretry_for": (OperationalError,),
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "max_retries": 8,
+}
 
 
 def _run_page(event_id: str, page: int) -> None:
@@ -38,7 +45,10 @@ def _run_page(event_id: str, page: int) -> None:
     if result.ran:
         log.info(
             "fan-out page done event_id=%s page=%s inserted=%s done=%s",
-            event_id, page, result.inserted, result.done,
+            event_id,
+            page,
+            result.inserted,
+            result.done,
         )
     if result.next_page is not None:
         # The page committed; publish the next one. If this publish is lost the

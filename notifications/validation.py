@@ -3,6 +3,7 @@
 A batch holds up to 1,000 events, so this is written for speed (no serializer
 per item) and returns every problem at once, keyed by field.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -13,15 +14,24 @@ import orjson
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
-from common.errors import InvalidInput, TooLarge
 from common.choices import Channel, Priority
+from common.errors import InvalidInput, TooLarge
 
 EXTERNAL_ID_RE = re.compile(r"^[^\s\x00-\x1f]{1,128}$")
 TOPIC_KEY_RE = re.compile(r"^[A-Za-z0-9_.:\-/@]{1,255}$")
 TYPE_KEY_MAX = 150
-TYPE_KEY_RE = re.compile(r"^[^\s\x00-\x1f\x7f]{1,%d}$" % TYPE_KEY_MAX)
+TYPE_KEY_RE = re.compile(rf"^[^\s\x00-\x1f\x7f]{{1,{TYPE_KEY_MAX}}}$")
 IDEMPOTENCY_KEY_MAX = 255
-EVENT_FIELDS = {"type", "recipients", "actor", "data", "priority", "send_at", "channels", "idempotency_key"}
+EVENT_FIELDS = {
+    "type",
+    "recipients",
+    "actor",
+    "data",
+    "priority",
+    "send_at",
+    "channels",
+    "idempotency_key",
+}
 PRIORITIES = {p.value for p in Priority}
 CHANNELS = {c.value for c in Channel}
 
@@ -74,7 +84,9 @@ def validate_type_key(value: object) -> str | None:
 def parse_event(body: object, *, header_idempotency_key: str | None = None) -> EventInput:
     """Check one event body; raise InvalidInput/TooLarge naming every bad field."""
     if not isinstance(body, dict):
-        raise InvalidInput("The event must be a JSON object.", errors={"non_field_errors": ["Expected an object."]})
+        raise InvalidInput(
+            "The event must be a JSON object.", errors={"non_field_errors": ["Expected an object."]}
+        )
     errors: dict[str, list[str]] = {}
     limits = settings.CLARION
 
@@ -86,7 +98,9 @@ def parse_event(body: object, *, header_idempotency_key: str | None = None) -> E
     if type_key is None:
         errors.setdefault("type", []).append("This field is required.")
     elif not isinstance(type_key, str) or not type_key or len(type_key) > 150:
-        errors.setdefault("type", []).append("Must be a notification type key (a non-empty string).")
+        errors.setdefault("type", []).append(
+            "Must be a notification type key (a non-empty string)."
+        )
 
     explicit: list[str] = []
     topics: list[str] = []
@@ -95,13 +109,17 @@ def parse_event(body: object, *, header_idempotency_key: str | None = None) -> E
     if recipients is None:
         errors.setdefault("recipients", []).append("This field is required.")
     elif not isinstance(recipients, list) or not recipients:
-        errors.setdefault("recipients", []).append("Must be a non-empty list of ids and {\"topic\": key} objects.")
+        errors.setdefault("recipients", []).append(
+            'Must be a non-empty list of ids and {"topic": key} objects.'
+        )
     else:
         seen: set[str] = set()
         for index, item in enumerate(recipients):
             if isinstance(item, dict):
                 key = item.get("topic")
-                problem = validate_topic_key(key) if set(item) == {"topic"} else "must be {\"topic\": key}"
+                problem = (
+                    validate_topic_key(key) if set(item) == {"topic"} else 'must be {"topic": key}'
+                )
                 if problem:
                     errors.setdefault(f"recipients[{index}]", []).append(f"Topic {problem}.")
                 elif key not in topics:
@@ -116,7 +134,8 @@ def parse_event(body: object, *, header_idempotency_key: str | None = None) -> E
         if len(explicit) > limits["MAX_EXPLICIT_RECIPIENTS"]:
             too_many = True
             errors.setdefault("recipients", []).append(
-                f"At most {limits['MAX_EXPLICIT_RECIPIENTS']} explicit recipients per event; use a topic for more."
+                f"At most {limits['MAX_EXPLICIT_RECIPIENTS']} explicit recipients per event;"
+                " use a topic for more."
             )
 
     actor = body.get("actor", "")
@@ -153,13 +172,19 @@ def parse_event(body: object, *, header_idempotency_key: str | None = None) -> E
         except ValueError:  # well-formed but impossible, e.g. minute 60
             parsed = None
         if parsed is None or parsed.tzinfo is None:
-            errors.setdefault("send_at", []).append("Must be an ISO 8601 date-time with a time zone.")
+            errors.setdefault("send_at", []).append(
+                "Must be an ISO 8601 date-time with a time zone."
+            )
         else:
             send_at = parsed
 
     channels = body.get("channels")
     if channels is not None:
-        if not isinstance(channels, list) or not channels or not all(isinstance(c, str) for c in channels):
+        if (
+            not isinstance(channels, list)
+            or not channels
+            or not all(isinstance(c, str) for c in channels)
+        ):
             errors.setdefault("channels", []).append("Must be a non-empty list of channel names.")
             channels = None
         else:
@@ -172,7 +197,9 @@ def parse_event(body: object, *, header_idempotency_key: str | None = None) -> E
 
     key = body.get("idempotency_key", header_idempotency_key)
     if key is not None and (not isinstance(key, str) or not key or len(key) > IDEMPOTENCY_KEY_MAX):
-        errors.setdefault("idempotency_key", []).append("Must be a non-empty string of at most 255 characters.")
+        errors.setdefault("idempotency_key", []).append(
+            "Must be a non-empty string of at most 255 characters."
+        )
 
     if errors:
         if data_too_large:

@@ -28,6 +28,7 @@ expires after WAKE_TTL_SECONDS whatever happens. Every failure here is a
 delay, never a lost or doubled notification; a Redis error counts as "no
 message pending" and publishes.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,7 +54,9 @@ def _client_for(broker_url: str | None) -> redis.Redis:
     url = broker_url or settings.CELERY_BROKER_URL
     client = _clients.get(url)
     if client is None:
-        client = _clients[url] = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        client = _clients[url] = redis.Redis.from_url(
+            url, socket_timeout=2, socket_connect_timeout=2
+        )
     return client
 
 

@@ -2,12 +2,12 @@
 
 A missing row has a defined meaning: see docs/preferences.md.
 """
+
 from __future__ import annotations
 
 from django.db import models
 
 from common.choices import Channel
-
 
 # Recipients live in `notifications`, the layer above: the foreign keys name the
 # model by its label, so this layer never imports that one.
@@ -25,7 +25,9 @@ class ChannelPreference(models.Model):
 
     recipient = models.ForeignKey(RECIPIENT, on_delete=models.CASCADE, db_index=False)
     scope = models.CharField(max_length=8, choices=Scope.choices)
-    key = models.CharField(max_length=150, blank=True, default="", help_text="Category or type key; empty for global.")
+    key = models.CharField(
+        max_length=150, blank=True, default="", help_text="Category or type key; empty for global."
+    )
     channel = models.CharField(max_length=16, choices=Channel.choices)
     enabled = models.BooleanField()
     updated_at = models.DateTimeField(auto_now=True)
@@ -58,3 +60,6 @@ class DeliverySettings(models.Model):
 
     class Meta:
         verbose_name_plural = "delivery settings"
+
+    def __str__(self) -> str:
+        return f"settings of {self.recipient_id}"

@@ -1,11 +1,12 @@
 """Reading and replacing a recipient's preferences, as one JSON document:
 
-    {"channels": {"sms": false},                       # global, per channel
-     "categories": {"social": {"email": false}},       # per category
-     "types": {"comment.created": {"email": true}},    # per notification type
-     "quiet_hours": {"start": "22:00", "end": "07:00"} | null,
-     "daily_caps": {"email": 5}}
+{"channels": {"sms": false},                       # global, per channel
+ "categories": {"social": {"email": false}},       # per category
+ "types": {"comment.created": {"email": true}},    # per notification type
+ "quiet_hours": {"start": "22:00", "end": "07:00"} | null,
+ "daily_caps": {"email": 5}}
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -30,7 +31,9 @@ def _channel_map(value: object, field: str, errors: dict) -> dict[str, bool]:
     out = {}
     for channel, enabled in value.items():
         if channel not in CHANNELS:
-            errors.setdefault(f"{field}.{channel}", []).append(f"Unknown channel; known: {', '.join(sorted(CHANNELS))}.")
+            errors.setdefault(f"{field}.{channel}", []).append(
+                f"Unknown channel; known: {', '.join(sorted(CHANNELS))}."
+            )
         elif not isinstance(enabled, bool):
             errors.setdefault(f"{field}.{channel}", []).append("Must be true or false.")
         else:
@@ -49,16 +52,26 @@ def _time(value: object, field: str, errors: dict) -> dt.time | None:
 def parse_preferences(body: object) -> dict:
     """A validated preferences document; InvalidInput naming every bad field."""
     if not isinstance(body, dict):
-        raise InvalidInput("Expected a JSON object.", errors={"non_field_errors": ["Expected an object."]})
+        raise InvalidInput(
+            "Expected a JSON object.", errors={"non_field_errors": ["Expected an object."]}
+        )
     errors: dict[str, list[str]] = {}
     for name in sorted(set(body) - DOCUMENT_FIELDS):
         errors[name] = ["Unknown field."]
-    document: dict = {"channels": {}, "categories": {}, "types": {}, "quiet_hours": None, "daily_caps": {}}
+    document: dict = {
+        "channels": {},
+        "categories": {},
+        "types": {},
+        "quiet_hours": None,
+        "daily_caps": {},
+    }
     document["channels"] = _channel_map(body.get("channels", {}), "channels", errors)
     for scope in ("categories", "types"):
         value = body.get(scope, {})
         if not isinstance(value, dict) or len(value) > MAX_SCOPED_KEYS:
-            errors.setdefault(scope, []).append(f"Must map at most {MAX_SCOPED_KEYS} keys to channel maps.")
+            errors.setdefault(scope, []).append(
+                f"Must map at most {MAX_SCOPED_KEYS} keys to channel maps."
+            )
             continue
         for key, channels in value.items():
             if not key or len(key) > 150:
@@ -68,9 +81,14 @@ def parse_preferences(body: object) -> dict:
     quiet = body.get("quiet_hours")
     if quiet is not None:
         if not isinstance(quiet, dict) or set(quiet) != {"start", "end"}:
-            errors.setdefault("quiet_hours", []).append('Must be {"start": "HH:MM", "end": "HH:MM"} or null.')
+            errors.setdefault("quiet_hours", []).append(
+                'Must be {"start": "HH:MM", "end": "HH:MM"} or null.'
+            )
         else:
-            start, end = _time(quiet["start"], "quiet_hours.start", errors), _time(quiet["end"], "quiet_hours.end", errors)
+            start, end = (
+                _time(quiet["start"], "quiet_hours.start", errors),
+                _time(quiet["end"], "quiet_hours.end", errors),
+            )
             if start is not None and end is not None:
                 if start == end:
                     errors.setdefault("quiet_hours", []).append("start and end must differ.")
@@ -83,7 +101,9 @@ def parse_preferences(body: object) -> dict:
             if channel not in CHANNELS:
                 errors.setdefault(f"daily_caps.{channel}", []).append("Unknown channel.")
             elif not isinstance(cap, int) or isinstance(cap, bool) or not 0 <= cap <= 100_000:
-                errors.setdefault(f"daily_caps.{channel}", []).append("Must be a whole number from 0 to 100000.")
+                errors.setdefault(f"daily_caps.{channel}", []).append(
+                    "Must be a whole number from 0 to 100000."
+                )
             else:
                 document["daily_caps"][channel] = cap
     if errors:
@@ -92,8 +112,16 @@ def parse_preferences(body: object) -> dict:
 
 
 def preferences_get(*, recipient_id: int) -> dict:
-    document: dict = {"channels": {}, "categories": {}, "types": {}, "quiet_hours": None, "daily_caps": {}}
-    rows = ChannelPreference.objects.filter(recipient_id=recipient_id).values_list("scope", "key", "channel", "enabled")
+    document: dict = {
+        "channels": {},
+        "categories": {},
+        "types": {},
+        "quiet_hours": None,
+        "daily_caps": {},
+    }
+    rows = ChannelPreference.objects.filter(recipient_id=recipient_id).values_list(
+        "scope", "key", "channel", "enabled"
+    )
     for scope, key, channel, enabled in rows:
         if scope == Scope.GLOBAL:
             document["channels"][channel] = enabled
@@ -115,13 +143,21 @@ def preferences_put(*, recipient_id: int, body: object) -> dict:
     """Replace the recipient's preferences with the document given."""
     document = parse_preferences(body)
     rows = [
-        ChannelPreference(recipient_id=recipient_id, scope=Scope.GLOBAL, key="", channel=channel, enabled=enabled)
+        ChannelPreference(
+            recipient_id=recipient_id, scope=Scope.GLOBAL, key="", channel=channel, enabled=enabled
+        )
         for channel, enabled in document["channels"].items()
     ]
     for bucket, scope in (("categories", Scope.CATEGORY), ("types", Scope.TYPE)):
         for key, channels in document[bucket].items():
             rows.extend(
-                ChannelPreference(recipient_id=recipient_id, scope=scope, key=key, channel=channel, enabled=enabled)
+                ChannelPreference(
+                    recipient_id=recipient_id,
+                    scope=scope,
+                    key=key,
+                    channel=channel,
+                    enabled=enabled,
+                )
                 for channel, enabled in channels.items()
             )
     quiet = document["quiet_hours"]

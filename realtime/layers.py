@@ -17,6 +17,7 @@ It relies on channels-redis internals (`_group_key`, `non_local_name`,
 channels-redis to the 4.x line it was written against, and tests run it
 against the stock receiver.
 """
+
 from __future__ import annotations
 
 import logging
@@ -71,7 +72,9 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         by_host: dict[int, list[tuple[str, bytes, int]]] = defaultdict(list)
         for key, (index, per_channel) in batches.items():
             channels = list(per_channel)
-            payload = self.serialize({"type": BATCH_TYPE, "messages": per_channel, "__asgi_channel__": channels})
+            payload = self.serialize(
+                {"type": BATCH_TYPE, "messages": per_channel, "__asgi_channel__": channels}
+            )
             by_host[index].append((key, payload, self.get_capacity(channels[0])))
         dropped = 0
         for index, rows in by_host.items():
@@ -82,11 +85,20 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
                 pipe.zremrangebyscore(key, min=0, max=cutoff)
             await pipe.execute()
             dropped += await connection.eval(
-                _APPEND, len(rows), *(key for key, _, _ in rows), *(payload for _, payload, _ in rows),
-                *(capacity for _, _, capacity in rows), time.time(), self.expiry,
+                _APPEND,
+                len(rows),
+                *(key for key, _, _ in rows),
+                *(payload for _, payload, _ in rows),
+                *(capacity for _, _, capacity in rows),
+                time.time(),
+                self.expiry,
             )
         if dropped:
-            log.warning("%d layer messages over capacity in a batch of %d group sends", dropped, len(messages))
+            log.warning(
+                "%d layer messages over capacity in a batch of %d group sends",
+                dropped,
+                len(messages),
+            )
         return dropped
 
     async def _members(self, groups: list[str]) -> dict[str, list[str]]:

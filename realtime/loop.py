@@ -6,6 +6,7 @@ channels-redis keeps its Redis connections per loop: every push paid for a
 new connection (and redis-py's version lookup). Here the loop, and so the
 connections, live as long as the process.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -26,7 +27,9 @@ def _background_loop() -> asyncio.AbstractEventLoop:
     with _lock:
         if _loop is None or _pid != os.getpid():  # first use, or a forked child
             loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="clarion-realtime-loop", daemon=True).start()
+            threading.Thread(
+                target=loop.run_forever, name="clarion-realtime-loop", daemon=True
+            ).start()
             _loop, _pid = loop, os.getpid()
     return _loop
 

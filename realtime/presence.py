@@ -9,11 +9,12 @@ A server that dies without disconnecting leaves ids in the online set; the
 presence sweep removes those whose connection set has expired. A stale id
 costs one wasted group send, never a missed one.
 """
+
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
-import asyncio
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
@@ -44,7 +45,9 @@ _async_clients: dict[int, aioredis.Redis] = {}
 def sync_client() -> redis.Redis:
     global _sync_client
     if _sync_client is None:
-        _sync_client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
+        _sync_client = redis.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=5
+        )
     return _sync_client
 
 
@@ -66,7 +69,13 @@ def conns_key(recipient_id: int) -> str:
 
 async def connection_opened(*, recipient_id: int, channel_name: str) -> None:
     await async_client().eval(
-        _CONNECT, 2, conns_key(recipient_id), ONLINE_KEY, channel_name, recipient_id, CONNECTION_TTL_SECONDS
+        _CONNECT,
+        2,
+        conns_key(recipient_id),
+        ONLINE_KEY,
+        channel_name,
+        recipient_id,
+        CONNECTION_TTL_SECONDS,
     )
 
 
@@ -75,7 +84,9 @@ async def connection_refreshed(*, recipient_id: int, channel_name: str) -> None:
 
 
 async def connection_closed(*, recipient_id: int, channel_name: str) -> None:
-    await async_client().eval(_DISCONNECT, 2, conns_key(recipient_id), ONLINE_KEY, channel_name, recipient_id)
+    await async_client().eval(
+        _DISCONNECT, 2, conns_key(recipient_id), ONLINE_KEY, channel_name, recipient_id
+    )
 
 
 def online_among(recipient_ids: Iterable[int]) -> list[int]:
@@ -97,7 +108,7 @@ def online_among(recipient_ids: Iterable[int]) -> list[int]:
         return [rid for rid in ids if rid in members]
     online: list[int] = []
     for start in range(0, len(ids), CHUNK):
-        chunk = ids[start:start + CHUNK]
+        chunk = ids[start : start + CHUNK]
         flags = client.smismember(ONLINE_KEY, chunk)
         online.extend(rid for rid, flag in zip(chunk, flags) if flag)
     return online

@@ -4,6 +4,7 @@ Each function raises TemplateError when the operation would exceed a limit, so
 the work is refused before it is done: `9**64**64` is not computed, `'x'.ljust(10**9)`
 is not allocated. Builtin methods reachable from a template are a closed list.
 """
+
 from __future__ import annotations
 
 import re
@@ -45,17 +46,26 @@ def _number_size(value: Any, precision: int | None) -> int:
 
 # -- operators ---------------------------------------------------------------------------
 
+
 def check_binop(operator: str, left: Any, right: Any) -> None:
     """`**`, `*`, `+` and `%` on the template's values, before Python computes them."""
     if operator == "**":
-        if (isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1
-                and left.bit_length() * right > MAX_INT_BITS):
+        if (
+            isinstance(left, int)
+            and isinstance(right, int)
+            and right > 0
+            and abs(left) > 1
+            and left.bit_length() * right > MAX_INT_BITS
+        ):
             refuse(f"A power in the template would be larger than {MAX_INT_BITS} bits.")
     elif operator == "*":
         _check_repeat(left, right)
     elif operator == "+":
-        if (isinstance(left, str) and isinstance(right, str)
-                and len(left) + len(right) > MAX_OUTPUT_CHARS):
+        if (
+            isinstance(left, str)
+            and isinstance(right, str)
+            and len(left) + len(right) > MAX_OUTPUT_CHARS
+        ):
             refuse(f"A text in the template would be longer than {MAX_OUTPUT_CHARS} characters.")
     elif operator == "%" and isinstance(left, str):
         check_percent_format(left, right)
@@ -186,13 +196,44 @@ def check_str_format(template: str, args: tuple, kwargs: dict) -> None:
 
 # -- builtin methods ----------------------------------------------------------------------
 
-_STR_METHODS = frozenset({
-    "capitalize", "casefold", "lower", "upper", "title", "swapcase", "strip", "lstrip", "rstrip",
-    "removeprefix", "removesuffix", "startswith", "endswith", "count", "find", "rfind", "index",
-    "rindex", "isalnum", "isalpha", "isascii", "isdecimal", "isdigit", "isidentifier", "islower",
-    "isnumeric", "isprintable", "isspace", "istitle", "isupper", "partition", "rpartition",
-    "unescape", "striptags",  # Markup's own
-})
+_STR_METHODS = frozenset(
+    {
+        "capitalize",
+        "casefold",
+        "lower",
+        "upper",
+        "title",
+        "swapcase",
+        "strip",
+        "lstrip",
+        "rstrip",
+        "removeprefix",
+        "removesuffix",
+        "startswith",
+        "endswith",
+        "count",
+        "find",
+        "rfind",
+        "index",
+        "rindex",
+        "isalnum",
+        "isalpha",
+        "isascii",
+        "isdecimal",
+        "isdigit",
+        "isidentifier",
+        "islower",
+        "isnumeric",
+        "isprintable",
+        "isspace",
+        "istitle",
+        "isupper",
+        "partition",
+        "rpartition",
+        "unescape",
+        "striptags",  # Markup's own
+    }
+)
 _STR_PADDING = frozenset({"center", "ljust", "rjust", "zfill"})
 _STR_SPLITS = frozenset({"split", "rsplit", "splitlines"})
 _LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"

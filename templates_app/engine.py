@@ -8,6 +8,7 @@ time and memory (limits.py), checked before each piece of work is done.
 A template that breaks a rule raises TemplateError; callers fail that one
 delivery with the message, never the fan-out.
 """
+
 from __future__ import annotations
 
 import time
@@ -77,8 +78,13 @@ def check_syntax(source: str) -> str | None:
     return None
 
 
-def render(source: str, context: dict[str, Any], *, autoescape: bool = False,
-           timeout: float = DEFAULT_TIMEOUT_SECONDS) -> str:
+def render(
+    source: str,
+    context: dict[str, Any],
+    *,
+    autoescape: bool = False,
+    timeout: float = DEFAULT_TIMEOUT_SECONDS,
+) -> str:
     """Render one template string against plain data, within `timeout` seconds of this
     thread's CPU time and the limits of limits.py."""
     if not source:
@@ -97,7 +103,8 @@ def render(source: str, context: dict[str, Any], *, autoescape: bool = False,
             size += len(chunk)
             if size > MAX_OUTPUT_CHARS:
                 raise TemplateError(
-                    f"The rendered text is longer than {MAX_OUTPUT_CHARS} characters.")
+                    f"The rendered text is longer than {MAX_OUTPUT_CHARS} characters."
+                )
             parts.append(chunk)
         return "".join(parts)
     except TemplateError:

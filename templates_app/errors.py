@@ -1,4 +1,5 @@
 """The one error a template can raise to its callers."""
+
 from __future__ import annotations
 
 

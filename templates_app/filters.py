@@ -7,6 +7,7 @@ checked, and the result is counted against the render's budget. The wrappers
 take the context, which also keeps Jinja from running them while compiling
 (constant folding happens outside any budget).
 """
+
 from __future__ import annotations
 
 import re
@@ -36,31 +37,96 @@ from templates_app.limits import (
 )
 
 # The filters a notification template needs; anything else is not available.
-ALLOWED_FILTERS = frozenset({
-    "abs", "capitalize", "count", "default", "d", "e", "escape", "first", "float", "int", "join",
-    "last", "length", "list", "lower", "map", "max", "min", "replace", "reverse", "round", "safe",
-    "select", "reject", "sort", "string", "striptags", "sum", "title", "trim", "truncate", "unique",
-    "upper", "urlencode", "wordcount", "selectattr", "rejectattr", "batch", "slice", "dictsort",
-    "items",
-})
+ALLOWED_FILTERS = frozenset(
+    {
+        "abs",
+        "capitalize",
+        "count",
+        "default",
+        "d",
+        "e",
+        "escape",
+        "first",
+        "float",
+        "int",
+        "join",
+        "last",
+        "length",
+        "list",
+        "lower",
+        "map",
+        "max",
+        "min",
+        "replace",
+        "reverse",
+        "round",
+        "safe",
+        "select",
+        "reject",
+        "sort",
+        "string",
+        "striptags",
+        "sum",
+        "title",
+        "trim",
+        "truncate",
+        "unique",
+        "upper",
+        "urlencode",
+        "wordcount",
+        "selectattr",
+        "rejectattr",
+        "batch",
+        "slice",
+        "dictsort",
+        "items",
+    }
+)
 
 # How much text a filter that works on text may be given. Most of them make about as much
 # as they get; a few shrink it (data may be longer than any output); wordcount steps through
 # every word; striptags and title make one object per piece of their input; urlencode spells
 # a character in up to 12.
 _TEXT_INPUT = {
-    "capitalize": MAX_OUTPUT_CHARS, "lower": MAX_OUTPUT_CHARS, "upper": MAX_OUTPUT_CHARS,
-    "e": MAX_OUTPUT_CHARS, "escape": MAX_OUTPUT_CHARS, "safe": MAX_OUTPUT_CHARS,
+    "capitalize": MAX_OUTPUT_CHARS,
+    "lower": MAX_OUTPUT_CHARS,
+    "upper": MAX_OUTPUT_CHARS,
+    "e": MAX_OUTPUT_CHARS,
+    "escape": MAX_OUTPUT_CHARS,
+    "safe": MAX_OUTPUT_CHARS,
     "string": MAX_OUTPUT_CHARS,
-    "truncate": MAX_INPUT_CHARS, "trim": MAX_INPUT_CHARS, "wordcount": MAX_OUTPUT_CHARS,
-    "replace": MAX_INPUT_CHARS, "striptags": MAX_SPLIT_CHARS, "title": MAX_SPLIT_CHARS,
+    "truncate": MAX_INPUT_CHARS,
+    "trim": MAX_INPUT_CHARS,
+    "wordcount": MAX_OUTPUT_CHARS,
+    "replace": MAX_INPUT_CHARS,
+    "striptags": MAX_SPLIT_CHARS,
+    "title": MAX_SPLIT_CHARS,
     "urlencode": MAX_OUTPUT_CHARS // 12,
 }
 # Filters that go through their input: iterators are paid for item by item, and a text is
 # taken character by character, MAX_PIECES of them at most.
-_ITERATING = frozenset({"map", "select", "reject", "selectattr", "rejectattr", "max", "min",
-                        "batch", "items", "sum", "urlencode", "list", "sort", "unique", "reverse",
-                        "slice", "join", "dictsort"})
+_ITERATING = frozenset(
+    {
+        "map",
+        "select",
+        "reject",
+        "selectattr",
+        "rejectattr",
+        "max",
+        "min",
+        "batch",
+        "items",
+        "sum",
+        "urlencode",
+        "list",
+        "sort",
+        "unique",
+        "reverse",
+        "slice",
+        "join",
+        "dictsort",
+    }
+)
 _SIZED = (list, tuple, dict, set, frozenset, type({}.keys()), type({}.values()), type({}.items()))
 _PASS = {  # what a test takes first
     _PassArg.context: lambda context: context,
@@ -120,7 +186,7 @@ _OWN = {"sum": pass_environment(_sum), "wordcount": _wordcount}
 
 
 def _check_replace(context: Context, value: Any, args: tuple, kwargs: dict) -> tuple:
-    named = [kwargs.pop(key, None) for key in ("old", "new", "count")[len(args):]]
+    named = [kwargs.pop(key, None) for key in ("old", "new", "count")[len(args) :]]
     old, new, count = (*args, *named)[:3]
     old, new = (str(x) if isinstance(x, (int, float)) else x for x in (old, new))
     text = value if isinstance(value, str) else str(value)
@@ -166,8 +232,13 @@ def _join_arguments(context: Context, value: Any, args: tuple, kwargs: dict) -> 
     return items, (separator,)
 
 
-_ARGUMENT_CHECKS = {"replace": _check_replace, "round": _check_round, "batch": _check_batch,
-                    "slice": _check_slice, "join": _join_arguments}
+_ARGUMENT_CHECKS = {
+    "replace": _check_replace,
+    "round": _check_round,
+    "batch": _check_batch,
+    "slice": _check_slice,
+    "join": _join_arguments,
+}
 
 
 def _bounded_filter(name: str, func: Callable) -> Callable:
@@ -227,9 +298,12 @@ _PLAIN = frozenset({"default", "d", "first", "last", "length", "count"})
 
 def bounded_filters() -> dict[str, Callable]:
     """The allowed filters, each wrapped in its checks."""
-    return {name: FILTERS[name] if name in _PLAIN
-            else _bounded_filter(name, _OWN.get(name, FILTERS[name]))
-            for name in sorted(ALLOWED_FILTERS)}
+    return {
+        name: FILTERS[name]
+        if name in _PLAIN
+        else _bounded_filter(name, _OWN.get(name, FILTERS[name]))
+        for name in sorted(ALLOWED_FILTERS)
+    }
 
 
 def bounded_tests() -> dict[str, Callable]:

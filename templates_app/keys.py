@@ -6,6 +6,7 @@ A key groups events (the same key, the same digest window or throttle
 counter), so a key that fails to render is the empty key: the event is
 grouped with the others whose key is empty, never dropped.
 """
+
 from __future__ import annotations
 
 import logging

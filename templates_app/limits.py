@@ -5,6 +5,7 @@ memory (the sizes of the values it makes). Operations are checked before they
 run, from their operands' sizes, so no single step can run away between two
 checks; the budget bounds the sum of the steps.
 """
+
 from __future__ import annotations
 
 import math
@@ -211,7 +212,8 @@ def made(value: Any) -> Any:
     if isinstance(value, str):
         if len(value) > MAX_OUTPUT_CHARS:
             raise TemplateError(
-                f"A text in the template grew beyond {MAX_OUTPUT_CHARS} characters.")
+                f"A text in the template grew beyond {MAX_OUTPUT_CHARS} characters."
+            )
         charge(getsizeof(value))  # bytes: up to 4 a character
     elif isinstance(value, (list, tuple, dict)):
         if len(value) > MAX_ITEMS:

@@ -1,4 +1,5 @@
 """Locale fallback: `pt-BR` → `pt` → the type's default locale → any."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping

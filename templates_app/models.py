@@ -1,11 +1,11 @@
 """Template versions: every change of a type's template for one channel and
 locale is kept, so what was sent can always be traced to the text used."""
+
 from __future__ import annotations
 
 from django.db import models
 
 from common.choices import Channel
-
 
 # Notification types live in `notifications`, the layer above: the foreign key
 # names the model by its label, so this layer never imports that one.
@@ -13,7 +13,9 @@ NOTIFICATION_TYPE = "notifications.NotificationType"
 
 
 class TemplateVersion(models.Model):
-    type = models.ForeignKey(NOTIFICATION_TYPE, on_delete=models.CASCADE, related_name="template_versions")
+    type = models.ForeignKey(
+        NOTIFICATION_TYPE, on_delete=models.CASCADE, related_name="template_versions"
+    )
     channel = models.CharField(max_length=16, choices=Channel.choices)
     locale = models.CharField(max_length=35)
     version = models.PositiveIntegerField()
@@ -22,7 +24,9 @@ class TemplateVersion(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["type", "channel", "locale", "version"], name="template_version_uniq")
+            models.UniqueConstraint(
+                fields=["type", "channel", "locale", "version"], name="template_version_uniq"
+            )
         ]
         ordering = ["type", "channel", "locale", "-version"]
 

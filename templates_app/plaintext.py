@@ -6,13 +6,15 @@ for `<![<![`), and the markup here is whatever a template rendered. Markup that
 is cut off (a tag, comment or declaration without its end) is kept as text
 from there on, as html.parser does at the end of its input.
 """
+
 from __future__ import annotations
 
 import re
 from html import unescape
 
-_BLOCKS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table",
-                     "ul", "ol"})
+_BLOCKS = frozenset(
+    {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol"}
+)
 _SKIPPED = frozenset({"script", "style", "head"})  # their text is not shown
 _RAW_TEXT = frozenset({"script", "style"})  # their content is not markup
 # A start or end tag up to its `>`, quoted attribute values included; possessive, so a tag
@@ -100,7 +102,7 @@ def _walk(markup: str, text: _Text) -> None:
             if end < 0:
                 break
             end += 3
-        elif kind in "!?" or kind == "/" and not markup[start + 2:start + 3].isalpha():
+        elif kind in "!?" or kind == "/" and not markup[start + 2 : start + 3].isalpha():
             # a declaration, a processing instruction or a bogus comment
             end = markup.find(">", start + 2)
             if end < 0:

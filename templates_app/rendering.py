@@ -3,6 +3,7 @@
 data → context → template (per channel, per locale with fallback) → channel
 output. Sending is elsewhere (render apart from send).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -17,7 +18,9 @@ from templates_app.locales import locale_chain, pick_locale
 CONTEXT_NAMES = frozenset({"actor", "event", "recipient", "digest"})
 
 
-def build_context(*, data: dict, actor: str, event: dict, recipient: dict | None = None) -> dict[str, Any]:
+def build_context(
+    *, data: dict, actor: str, event: dict, recipient: dict | None = None
+) -> dict[str, Any]:
     """The variables a template sees: the event's data at the top level, plus
     `actor`, `event` and `recipient` (plain data only)."""
     context = dict(data or {})
@@ -28,8 +31,9 @@ def build_context(*, data: dict, actor: str, event: dict, recipient: dict | None
     return context
 
 
-def render_channel(*, templates: dict, channel: str, locale: str, default_locale: str,
-                   context: dict[str, Any]) -> dict[str, str]:
+def render_channel(
+    *, templates: dict, channel: str, locale: str, default_locale: str, context: dict[str, Any]
+) -> dict[str, str]:
     """The rendered fields of `channel`; TemplateError if there is no template
     for it or one of its fields fails."""
     spec = CHANNELS[channel]
@@ -78,6 +82,7 @@ def template_problems(templates: dict) -> dict[str, list[str]]:
 def missing_fields(channel: str, fields: Mapping[str, object]) -> list[tuple[str, str]]:
     """(field, message) for each field group `channel` requires that `fields`
     leaves empty; the field named is the group's first."""
+
     def filled(name: str) -> bool:
         value = fields.get(name)
         return isinstance(value, str) and bool(value.strip())
@@ -99,8 +104,9 @@ def require_content(channel: str, content: Mapping[str, object]) -> None:
         )
 
 
-def template_gaps(*, templates: dict, channels: Iterable[str],
-                  default_locale: str) -> dict[str, list[str]]:
+def template_gaps(
+    *, templates: dict, channels: Iterable[str], default_locale: str
+) -> dict[str, list[str]]:
     """What keeps a type's messages from being complete, keyed by field path:
     an enabled channel without a template for the default locale, a template
     (of any channel, enabled or not) without a field its channel requires."""

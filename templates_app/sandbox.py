@@ -17,6 +17,7 @@ goes through a check made before the work (see checks.py and filters.py):
 - a template of more than MAX_TOKENS tokens is refused before Jinja parses it
   (compiling is the first render's cost too).
 """
+
 from __future__ import annotations
 
 from sys import getsizeof
@@ -33,8 +34,10 @@ from markupsafe import Markup, escape
 try:
     from markupsafe import _escape_inner  # markupsafe >= 2.1: the C escaping of a str
 except ImportError:  # pragma: no cover - older markupsafe
+
     def _escape_inner(text: str) -> str:
         return str(escape(text))
+
 
 from templates_app.checks import (
     check_binop,
@@ -85,8 +88,9 @@ def _checked(node: nodes.Expr, check: str) -> nodes.Call:
     # Jinja allows no new node types: a call of an environment attribute marks the check,
     # and the code generator writes it as a direct call.
     attribute = nodes.EnvironmentAttribute(check, lineno=node.lineno, environment=node.environment)
-    return nodes.Call(attribute, [node], [], None, None, lineno=node.lineno,
-                      environment=node.environment)
+    return nodes.Call(
+        attribute, [node], [], None, None, lineno=node.lineno, environment=node.environment
+    )
 
 
 def _constant(items: list) -> bool:
@@ -167,8 +171,10 @@ class _CodeGenerator(CodeGenerator):
     # instead of str() / escape() (Jinja's finalize would add a call per value).
     def _output_child_pre(self, node: nodes.Expr, frame: Frame, finalize: Any) -> None:
         if frame.eval_ctx.volatile:
-            self.write("(environment.print_escaped if context.eval_ctx.autoescape"
-                       " else environment.print_text)(")
+            self.write(
+                "(environment.print_escaped if context.eval_ctx.autoescape"
+                " else environment.print_text)("
+            )
         elif frame.eval_ctx.autoescape:
             self.write("environment.print_escaped(")
         else:
@@ -258,8 +264,13 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "+", "%"})
 
     def __init__(self, *, autoescape: bool):
-        super().__init__(autoescape=autoescape, undefined=_LenientUndefined, auto_reload=False,
-                         cache_size=0, optimized=False)
+        super().__init__(
+            autoescape=autoescape,
+            undefined=_LenientUndefined,
+            auto_reload=False,
+            cache_size=0,
+            optimized=False,
+        )
         self.filters = bounded_filters()
         self.tests = bounded_tests()
         self.globals = {"range": self._range}
@@ -270,8 +281,11 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             if token != "whitespace":
                 count += 1
                 if count > MAX_TOKENS:
-                    raise TemplateSyntaxError(f"The template has more than {MAX_TOKENS} tokens"
-                                              " (names, operators, literals, texts).", lineno)
+                    raise TemplateSyntaxError(
+                        f"The template has more than {MAX_TOKENS} tokens"
+                        " (names, operators, literals, texts).",
+                        lineno,
+                    )
         return super()._parse(source, name, filename)
 
     # -- what the generated code calls (see _Harden) --------------------------------------
@@ -341,7 +355,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
         # The sandbox would hand back an Undefined that renders as ""; refuse loudly instead.
         raise SecurityError(
-            f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe.")
+            f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe."
+        )
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         budget = THREAD.budget  # budget.spend() inline: lookups are the most frequent step
@@ -415,8 +430,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         result = super().call(__context, __obj, *args, **kwargs)
         return result if result is owner else made(result)
 
-    def _call_template_code(self, context, obj: Macro | LoopContext, args: tuple,
-                            kwargs: dict) -> Any:
+    def _call_template_code(
+        self, context, obj: Macro | LoopContext, args: tuple, kwargs: dict
+    ) -> Any:
         """A macro, `caller()` or the `loop()` of a recursive loop: nesting is limited, a
         recursive loop's items are paid for, and what a macro gathers into its `varargs`
         and `kwargs` is measured like a list written in the template."""
@@ -424,9 +440,10 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             if args:
                 args = (self.loop_items(args[0]), *args[1:])
         else:
-            extra = args[len(obj.arguments):]
-            named = {k: v for k, v in kwargs.items()
-                     if k not in obj.arguments and k not in _CALL_KWARGS}
+            extra = args[len(obj.arguments) :]
+            named = {
+                k: v for k, v in kwargs.items() if k not in obj.arguments and k not in _CALL_KWARGS
+            }
             if extra or named:
                 self.literal((extra, named))
         budget = current()

@@ -21,7 +21,11 @@ COMMENT_TYPE = {
     "channels": ["in_app", "email"],
     "templates": {
         "in_app": {
-            "en": {"title": "{{ actor }} commented", "body": "{{ comment }}", "url": "/posts/{{ post_id }}"}
+            "en": {
+                "title": "{{ actor }} commented",
+                "body": "{{ comment }}",
+                "url": "/posts/{{ post_id }}",
+            }
         },
         "email": {"en": {"subject": "{{ actor }} commented", "text": "{{ comment }}"}},
     },
@@ -118,7 +122,9 @@ def asgi_server(django_db_setup, django_db_blocker):
 
     from tests.servers import AsgiServer
 
-    server = AsgiServer(database_url=database_url_for(connection.settings_dict), redis_url=settings.REDIS_URL)
+    server = AsgiServer(
+        database_url=database_url_for(connection.settings_dict), redis_url=settings.REDIS_URL
+    )
     server.start()
     yield server
     server.stop()
@@ -132,7 +138,9 @@ def demo_server(django_db_setup, django_db_blocker):
     from tests.servers import AsgiServer
 
     server = AsgiServer(
-        database_url=database_url_for(connection.settings_dict), redis_url=settings.REDIS_URL, debug=True
+        database_url=database_url_for(connection.settings_dict),
+        redis_url=settings.REDIS_URL,
+        debug=True,
     )
     server.start()
     yield server

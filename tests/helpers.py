@@ -1,4 +1,5 @@
 """Shared test helpers: polling with a deadline, SQL shortcuts."""
+
 from __future__ import annotations
 
 import time
@@ -10,7 +11,13 @@ from django.db import connection
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], *, timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> T:
+def wait_for(
+    predicate: Callable[[], T],
+    *,
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
     """Poll until predicate() is truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -31,7 +38,8 @@ def scalar(sql: str, params: list | tuple | None = None):
 def event_row(event_id: str) -> dict:
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT status, fanout_page, recipient_count FROM notifications_event WHERE id = %s", [event_id]
+            "SELECT status, fanout_page, recipient_count FROM notifications_event WHERE id = %s",
+            [event_id],
         )
         status, page, count = cursor.fetchone()
     return {"status": status, "page": page, "recipient_count": count}
@@ -41,7 +49,8 @@ def subscribe_many(topic_key: str, count: int, prefix: str = "bulk") -> None:
     """Create `count` recipients subscribed to a topic, set-based."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "INSERT INTO notifications_topic (key, created_at) VALUES (%s, now()) ON CONFLICT (key) DO NOTHING",
+            "INSERT INTO notifications_topic (key, created_at) VALUES (%s, now())"
+            " ON CONFLICT (key) DO NOTHING",
             [topic_key],
         )
         cursor.execute(

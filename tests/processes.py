@@ -1,5 +1,6 @@
 """Subprocesses of the tests (servers, workers): started in their own process
 group, waited for, stopped gracefully or killed as a crash would."""
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,11 @@ class ManagedProcess:
 
     def launch(self, command: list[str], env: dict[str, str]) -> None:
         self.process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT,
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: kill() takes the children too
         )
 

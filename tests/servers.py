@@ -1,4 +1,6 @@
-"""A real ASGI server subprocess (the Procfile's uvicorn command) for websocket and browser tests."""
+"""A real ASGI server subprocess (the Procfile's uvicorn command) for websocket and
+browser tests."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +15,15 @@ from tests.redis_server import free_port
 class AsgiServer(ManagedProcess):
     name = "asgi"
 
-    def __init__(self, *, database_url: str, redis_url: str, extra_env: dict[str, str] | None = None, workers: int = 1,
-                 debug: bool = False):
+    def __init__(
+        self,
+        *,
+        database_url: str,
+        redis_url: str,
+        extra_env: dict[str, str] | None = None,
+        workers: int = 1,
+        debug: bool = False,
+    ):
         super().__init__()
         # The port is kept across kill()/start(), so clients reconnect to the same address.
         self.port = free_port()
@@ -47,9 +56,27 @@ class AsgiServer(ManagedProcess):
     def start(self, timeout: float = 60.0) -> None:
         self.launch(
             [
-                sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
-                "--port", str(self.port), "--workers", str(self.workers), "--http", "httptools",
-                "--ws", "websockets-sansio", "--ws-per-message-deflate", "false", "--timeout-graceful-shutdown", "10", "--lifespan", "off", "--no-access-log",
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "config.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+                "--http",
+                "httptools",
+                "--ws",
+                "websockets-sansio",
+                "--ws-per-message-deflate",
+                "false",
+                "--timeout-graceful-shutdown",
+                "10",
+                "--lifespan",
+                "off",
+                "--no-access-log",
             ],
             self.env,
         )

@@ -1,6 +1,7 @@
 """A TCP proxy whose far side can be cut: an outage of PostgreSQL or Redis as
 clients see it (connections reset, new ones refused), without stopping a
 server other tests share."""
+
 from __future__ import annotations
 
 import asyncio
@@ -27,13 +28,16 @@ class TcpProxy:
 
     def up(self) -> None:
         """Accept and forward connections again."""
+
         async def start() -> None:
             if self._server is None:
                 self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
         self._call(start())
 
     def down(self) -> None:
         """Reset every open connection and refuse new ones, as a stopped server does."""
+
         async def stop() -> None:
             if self._server is not None:
                 self._server.close()
@@ -41,6 +45,7 @@ class TcpProxy:
             for writer in list(self._writers):
                 writer.transport.abort()
             self._writers.clear()
+
         self._call(stop())
 
     def hang(self) -> None:
@@ -56,7 +61,9 @@ class TcpProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 
-    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
+    ) -> None:
         self._writers.add(client_writer)
         await self._flowing.wait()
         try:

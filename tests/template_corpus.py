@@ -6,6 +6,7 @@ render must stay within ~100 ms of CPU and 16 MiB. Each case runs in-process:
 once cold (compiling included) for its CPU time, once more, compiled afresh,
 under tracemalloc for its peak memory.
 """
+
 from __future__ import annotations
 
 import time
@@ -27,13 +28,20 @@ PEAK_LIMIT_KIB = 16 * 1024
 BIG = "x" * MAX_OUTPUT_CHARS  # the largest text a template may make
 CONTEXT = build_context(
     data={
-        "comment": "<b>hi</b> & bye", "items": [1, 2], "one": 1, "minus": -1_000_000_000,
-        "big": BIG, "big2": "x" * (MAX_OUTPUT_CHARS - 1) + "y", "wide": "\u0101" * 65_536,
+        "comment": "<b>hi</b> & bye",
+        "items": [1, 2],
+        "one": 1,
+        "minus": -1_000_000_000,
+        "big": BIG,
+        "big2": "x" * (MAX_OUTPUT_CHARS - 1) + "y",
+        "wide": "\u0101" * 65_536,
         "huge": "y" * (1024 * 1024),
         "rows": [{"name": f"n{i}", "tags": ["a", "b"]} for i in range(200)],
         "data": {"keys": 3},
     },
-    actor="ana", event={"id": "e1"}, recipient={"external_id": "r1", "email": "r1@example.com"},
+    actor="ana",
+    event={"id": "e1"},
+    recipient={"external_id": "r1", "email": "r1@example.com"},
 )
 
 
@@ -55,23 +63,34 @@ class Measure:
 
     @property
     def ok(self) -> bool:
-        return (self.outcome == self.case.expect and self.cpu_ms < CPU_LIMIT_MS
-                and self.peak_kib < PEAK_LIMIT_KIB)
+        return (
+            self.outcome == self.case.expect
+            and self.cpu_ms < CPU_LIMIT_MS
+            and self.peak_kib < PEAK_LIMIT_KIB
+        )
 
 
 L = "A" * 2000  # literal template text
 CASES = [
     # The issue's own examples.
     Case("power tower", "{{ ((((9**64)**64)**64)**64) > 0 }}"),
-    Case("~ chain", "{% set a = 'x' * 200000 %}{% set b = a~a~a~a~a %}{% set c = b~b~b~b~b %}"
-                    "{% set d = c~c~c~c~c %}{{ d|length }}"),
+    Case(
+        "~ chain",
+        "{% set a = 'x' * 200000 %}{% set b = a~a~a~a~a %}{% set c = b~b~b~b~b %}"
+        "{% set d = c~c~c~c~c %}{{ d|length }}",
+    ),
     Case("ljust 10**9", "{{ 'x'.ljust(10**9) }}"),
     Case("% width 900000000", "{{ '%900000000s' % 'a' }}"),
     # Powers, products and sums of numbers.
     Case("power of a context number", "{{ one * 10 ** 100000 }}"),
-    Case("int product chain", "{% set a = 10 ** 300 %}{{ a * a * a * a * a * a * a * a * a * a * a * a * a * a }}"),
+    Case(
+        "int product chain",
+        "{% set a = 10 ** 300 %}{{ a * a * a * a * a * a * a * a * a * a * a * a * a * a }}",
+    ),
     Case("int from 4000 digits", "{{ ('9' * 4000)|int }}"),
-    Case("int from 5000 digits", "{{ ('9' * 5000)|int }}", expect="rendered"),  # Python refuses: the default
+    Case(
+        "int from 5000 digits", "{{ ('9' * 5000)|int }}", expect="rendered"
+    ),  # Python refuses: the default
     Case("pow with huge negative exponent", "{{ 3 ** -(10 ** 300) }}", expect="rendered"),
     # Repetition and joining.
     Case("string * 10**9", "{{ 'a' * 1000000000 }}"),
@@ -86,14 +105,29 @@ CASES = [
     Case("join with a big separator", "{{ range(1000)|join(big) }}"),
     Case("str.join of a generator", "{{ ''.join(big|map('upper')) }}"),
     Case("print a list that prints huge", "{{ [big] * 8 }}"),
-    Case("print a nested literal", "{% set a = [big, big, big, big] %}{% set b = [a, a, a, a] %}{{ b }}"),
-    Case("dict literal of big texts", "{% set d = {'a': big, 'b': big, 'c': big, 'd': big, 'e': big, 'f': big,"
-                                      " 'g': big, 'h': big, 'i': big} %}{{ d|length }}"),
-    Case("compare nested literals", "{% set a = [big, big, big, big] %}{% set b = [a, a, a, a] %}"
-                                    "{% set c = [b, b, b, b] %}{{ c == [b, b, b, b] }}"),
-    Case("macro varargs of big texts", "{% macro m() %}{{ varargs|length }}{% endmacro %}"
-                                       "{{ m(big, big, big, big, big, big, big, big, big, big) }}"),
-    Case("loop.changed of big lists", "{% for i in range(100000) %}{{ loop.changed([big, big2] * 4) }}{% endfor %}"),
+    Case(
+        "print a nested literal",
+        "{% set a = [big, big, big, big] %}{% set b = [a, a, a, a] %}{{ b }}",
+    ),
+    Case(
+        "dict literal of big texts",
+        "{% set d = {'a': big, 'b': big, 'c': big, 'd': big, 'e': big, 'f': big,"
+        " 'g': big, 'h': big, 'i': big} %}{{ d|length }}",
+    ),
+    Case(
+        "compare nested literals",
+        "{% set a = [big, big, big, big] %}{% set b = [a, a, a, a] %}"
+        "{% set c = [b, b, b, b] %}{{ c == [b, b, b, b] }}",
+    ),
+    Case(
+        "macro varargs of big texts",
+        "{% macro m() %}{{ varargs|length }}{% endmacro %}"
+        "{{ m(big, big, big, big, big, big, big, big, big, big) }}",
+    ),
+    Case(
+        "loop.changed of big lists",
+        "{% for i in range(100000) %}{{ loop.changed([big, big2] * 4) }}{% endfor %}",
+    ),
     # Formatting widths and precisions.
     Case("% precision 900000000", "{{ '%.900000000f' % 1.0 }}"),
     Case("% star width", "{{ '%*s' % (900000000, 'a') }}"),
@@ -128,7 +162,9 @@ CASES = [
     Case("slice 10**9", "{{ items|slice(1000000000)|list }}"),
     Case("sum of lists", "{{ rows|map(attribute='tags')|sum(start=[]) }}"),
     Case("striptags of comment openers", "{{ ('<!--' * 60000)|striptags }}"),
-    Case("striptags of many tags", "{{ ('\u0101 <a>' * 12000)|striptags|length }}", expect="rendered"),
+    Case(
+        "striptags of many tags", "{{ ('\u0101 <a>' * 12000)|striptags|length }}", expect="rendered"
+    ),
     Case("title of a wide text", "{{ wide|title|length }}", expect="rendered"),
     Case("title of a big text", "{{ big|title }}"),
     Case("wordcount of a huge text", "{{ (huge ~ '')|wordcount }}"),
@@ -142,43 +178,98 @@ CASES = [
     Case("unique of a wide text", "{{ (wide ~ wide)|unique|list|length }}"),
     Case("sort of a big text", "{{ big|sort|length }}"),
     Case("list of a range", "{{ range(100000)|list|length }}"),
-    Case("map default to a big text", "{{ range(30000)|map(attribute='x', default=big)|list|length }}"),
-    Case("autoescape block folded at compile", "{% autoescape 'x'|batch(1000000000, 'y')|list %}x{% endautoescape %}"),
+    Case(
+        "map default to a big text",
+        "{{ range(30000)|map(attribute='x', default=big)|list|length }}",
+    ),
+    Case(
+        "autoescape block folded at compile",
+        "{% autoescape 'x'|batch(1000000000, 'y')|list %}x{% endautoescape %}",
+    ),
     # Captured buffers.
-    Case("{% set %} of a loop", "{% set x %}{% for i in range(100000) %}{{ big }}{% endfor %}{% endset %}"),
-    Case("{% filter %} of a loop", "{% filter upper %}{% for i in range(100000) %}{{ big }}{% endfor %}{% endfilter %}"),
-    Case("macro body of a loop", "{% macro m() %}{% for i in range(100000) %}{{ big }}{% endfor %}{% endmacro %}"
-                                 "{{ m()|length }}"),
-    Case("caller() of a loop", "{% macro m() %}{{ caller()|length }}{% endmacro %}"
-                               "{% call m() %}{% for i in range(100000) %}{{ big }}{% endfor %}{% endcall %}"),
-    Case("{% set %} of literal text", "{% set x %}{% for i in range(100000) %}" + L + "{% endfor %}{% endset %}"),
+    Case(
+        "{% set %} of a loop",
+        "{% set x %}{% for i in range(100000) %}{{ big }}{% endfor %}{% endset %}",
+    ),
+    Case(
+        "{% filter %} of a loop",
+        "{% filter upper %}{% for i in range(100000) %}{{ big }}{% endfor %}{% endfilter %}",
+    ),
+    Case(
+        "macro body of a loop",
+        "{% macro m() %}{% for i in range(100000) %}{{ big }}{% endfor %}{% endmacro %}"
+        "{{ m()|length }}",
+    ),
+    Case(
+        "caller() of a loop",
+        "{% macro m() %}{{ caller()|length }}{% endmacro %}"
+        "{% call m() %}{% for i in range(100000) %}{{ big }}{% endfor %}{% endcall %}",
+    ),
+    Case(
+        "{% set %} of literal text",
+        "{% set x %}{% for i in range(100000) %}" + L + "{% endfor %}{% endset %}",
+    ),
     Case("output of literal text", "{% for i in range(100000) %}" + L + "{% endfor %}"),
-    Case("escaped quotes kept in a block", "{% set q = '\"' * 262144 %}{% set x %}" + "{{ q }}" * 40
-                                           + "{% endset %}{{ x|length }}", field="html"),
-    Case("wide texts kept in variables", "{% set e = '\U0001F600' * 200000 %}"
-                                         + "".join(f"{{% set v{i} = e ~ '{i}' %}}" for i in range(40)) + "{{ v1|length }}"),
-    Case("many set variables", "".join(f"{{% set v{i} = big[:200000] ~ '{i}' %}}" for i in range(60))
-                               + "{{ v1|length }}"),
-    Case("escaped copies in a recursion", "{% macro m(n) %}" + "{{ big|e }}" * 20 + "{% if n %}{{ m(n - 1) }}"
-                                          "{% endif %}{% endmacro %}{{ m(40)|length }}"),
-    Case("slices kept in a recursion", "{% macro m(s, n) %}{% if n %}{{ m(s[1:], n - 1) }}{% endif %}{% endmacro %}"
-                                       "{{ m(big, 45) }}"),
+    Case(
+        "escaped quotes kept in a block",
+        "{% set q = '\"' * 262144 %}{% set x %}" + "{{ q }}" * 40 + "{% endset %}{{ x|length }}",
+        field="html",
+    ),
+    Case(
+        "wide texts kept in variables",
+        "{% set e = '\U0001f600' * 200000 %}"
+        + "".join(f"{{% set v{i} = e ~ '{i}' %}}" for i in range(40))
+        + "{{ v1|length }}",
+    ),
+    Case(
+        "many set variables",
+        "".join(f"{{% set v{i} = big[:200000] ~ '{i}' %}}" for i in range(60)) + "{{ v1|length }}",
+    ),
+    Case(
+        "escaped copies in a recursion",
+        "{% macro m(n) %}" + "{{ big|e }}" * 20 + "{% if n %}{{ m(n - 1) }}"
+        "{% endif %}{% endmacro %}{{ m(40)|length }}",
+    ),
+    Case(
+        "slices kept in a recursion",
+        "{% macro m(s, n) %}{% if n %}{{ m(s[1:], n - 1) }}{% endif %}{% endmacro %}"
+        "{{ m(big, 45) }}",
+    ),
     # Loops and time.
-    Case("empty nested loops over a text", "{% for a in big %}{% for b in big %}{% endfor %}{% endfor %}"),
-    Case("nested ranges", "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"),
-    Case("nested ranges with output", "{% for i in range(100000) %}{% for j in range(100000) %}{{ j }}"
-                                      "{% endfor %}{% endfor %}"),
+    Case(
+        "empty nested loops over a text",
+        "{% for a in big %}{% for b in big %}{% endfor %}{% endfor %}",
+    ),
+    Case(
+        "nested ranges",
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+    ),
+    Case(
+        "nested ranges with output",
+        "{% for i in range(100000) %}{% for j in range(100000) %}{{ j }}{% endfor %}{% endfor %}",
+    ),
     Case("recursive loop", "{% for r in rows recursive %}{{ loop(rows) }}{% endfor %}"),
-    Case("comparisons of big texts", "{% for i in range(100000) %}{% if big == big2 %}{% endif %}"
-                                     "{% if 'zz' in big %}{% endif %}{% endfor %}"),
+    Case(
+        "comparisons of big texts",
+        "{% for i in range(100000) %}{% if big == big2 %}{% endif %}"
+        "{% if 'zz' in big %}{% endif %}{% endfor %}",
+    ),
     Case("in over a mapped text", "{{ 'z' in huge|map('upper') }}"),
     Case("is in over a mapped text", "{{ 'z' is in (huge|map('upper')) }}"),
     Case("urlencode of pairs made on the fly", "{{ range(100000)|batch(2)|urlencode }}"),
-    Case("tests on big texts", "{% for i in range(100000) %}{% if big is lower %}{% endif %}{% endfor %}"),
-    Case("comparisons of equal lists", "{% set a = rows|list %}{% for i in range(100000) %}{% if a == rows %}"
-                                       "{% endif %}{% endfor %}"),
-    Case("sort of many rows", "{% for i in range(100000) %}{{ (rows * 100)|sort(attribute='name')|length }}"
-                              "{% endfor %}"),
+    Case(
+        "tests on big texts",
+        "{% for i in range(100000) %}{% if big is lower %}{% endif %}{% endfor %}",
+    ),
+    Case(
+        "comparisons of equal lists",
+        "{% set a = rows|list %}{% for i in range(100000) %}{% if a == rows %}"
+        "{% endif %}{% endfor %}",
+    ),
+    Case(
+        "sort of many rows",
+        "{% for i in range(100000) %}{{ (rows * 100)|sort(attribute='name')|length }}{% endfor %}",
+    ),
     Case("range 10**9", "{% for i in range(10**9) %}{% endfor %}"),
     Case("range with a huge step", "{{ range(0, 10**30, 10**10)|length }}"),
     Case("macro recursion", "{% macro m(n) %}{{ m(n + 1) }}{% endmacro %}{{ m(1) }}"),
@@ -229,29 +320,51 @@ CASES = [
     Case("html: unclosed tags", "{{ ('<a x' * 65536)|safe }}", field="html", expect="rendered"),
     Case("html: unclosed comments", "{{ ('<!--' * 65536)|safe }}", field="html", expect="rendered"),
     Case("html: marked sections", "{{ ('<![' * 87381)|safe }}", field="html", expect="rendered"),
-    Case("html: unclosed quotes", "{{ ('<a b=\"' * 43690)|safe }}", field="html", expect="rendered"),
-    Case("html: script without its end", "{{ ('<script>' ~ '<' * 260000)|safe }}", field="html", expect="rendered"),
+    Case(
+        "html: unclosed quotes", "{{ ('<a b=\"' * 43690)|safe }}", field="html", expect="rendered"
+    ),
+    Case(
+        "html: script without its end",
+        "{{ ('<script>' ~ '<' * 260000)|safe }}",
+        field="html",
+        expect="rendered",
+    ),
     Case("html: many tags", "{{ ('<p>x' * 65536)|safe }}", field="html", expect="rendered"),
     Case("html: many entities", "{{ ('&a' * 131072)|safe }}", field="html", expect="rendered"),
     # The largest templates: compiling is part of the first render.
-    Case("too many tokens", "{{ [a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a] }}" * 300),
+    Case(
+        "too many tokens", "{{ [a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a] }}" * 300
+    ),
     Case("largest template of outputs", "{{ actor }}" * 666, expect="rendered"),
-    Case("largest template of comparisons", "{{ actor == actor and one in items or one < one }}" * 153,
-         expect="rendered"),
-    Case("largest template of arithmetic", "{{ one + one * one - one / one // one % one ** one }}" * 117,
-         expect="rendered"),
-    Case("largest template, slow to render", "{% for i in range(100000) %}{% for j in range(100000) %}"
-                                              "{% endfor %}{% endfor %}"
-                                              + "{{ one + one * one - one / one // one % one ** one }}" * 115),
-    Case("largest template of loops", "{% for i in items %}{{ i }}{% endfor %}" * 166, expect="rendered"),
+    Case(
+        "largest template of comparisons",
+        "{{ actor == actor and one in items or one < one }}" * 153,
+        expect="rendered",
+    ),
+    Case(
+        "largest template of arithmetic",
+        "{{ one + one * one - one / one // one % one ** one }}" * 117,
+        expect="rendered",
+    ),
+    Case(
+        "largest template, slow to render",
+        "{% for i in range(100000) %}{% for j in range(100000) %}"
+        "{% endfor %}{% endfor %}" + "{{ one + one * one - one / one // one % one ** one }}" * 115,
+    ),
+    Case(
+        "largest template of loops",
+        "{% for i in items %}{{ i }}{% endfor %}" * 166,
+        expect="rendered",
+    ),
 ]
 
 
 def _render(case: Case) -> str:
     if case.field == "html":
         templates = {"email": {"en": {"subject": "s", "html": case.source}}}
-        return render_channel(templates=templates, channel="email", locale="en",
-                              default_locale="en", context=CONTEXT)["text"]
+        return render_channel(
+            templates=templates, channel="email", locale="en", default_locale="en", context=CONTEXT
+        )["text"]
     return render(case.source, CONTEXT)
 
 
@@ -286,10 +399,17 @@ def measure(case: Case, *, attempts: int = 1) -> Measure:
 
 def table(measures: list[Measure]) -> str:
     rows = [("case", "outcome", "CPU ms", "peak KiB", "")]
-    rows += [(m.case.name, m.outcome, f"{m.cpu_ms:.1f}", f"{m.peak_kib:.0f}",
-              "" if m.ok else "FAIL") for m in measures]
+    rows += [
+        (m.case.name, m.outcome, f"{m.cpu_ms:.1f}", f"{m.peak_kib:.0f}", "" if m.ok else "FAIL")
+        for m in measures
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    lines = ["  ".join(cell.rjust(widths[i]) if i in (2, 3) else cell.ljust(widths[i])
-                       for i, cell in enumerate(row)).rstrip() for row in rows]
+    lines = [
+        "  ".join(
+            cell.rjust(widths[i]) if i in (2, 3) else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ).rstrip()
+        for row in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths).rstrip())
     return "\n".join(lines)

@@ -1,4 +1,5 @@
 """Every error under /api/ is problem+json naming the field at fault; no input makes a 500."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,9 @@ def assert_problem(response, status: int, field: str | None = None) -> dict:
     return body
 
 
-def post_raw(client: APIClient, path: str, raw: bytes | str, content_type: str = "application/json"):
+def post_raw(
+    client: APIClient, path: str, raw: bytes | str, content_type: str = "application/json"
+):
     return client.generic("POST", path, raw, content_type=content_type)
 
 
@@ -45,7 +48,14 @@ def test_invalid_utf8_is_400(producer, comment_type):
 
 
 def test_nan_is_400(producer, comment_type):
-    assert_problem(post_raw(producer, "/api/v1/events", b'{"type": "comment.created", "recipients": ["a"], "data": {"x": NaN}}'), 400)
+    assert_problem(
+        post_raw(
+            producer,
+            "/api/v1/events",
+            b'{"type": "comment.created", "recipients": ["a"], "data": {"x": NaN}}',
+        ),
+        400,
+    )
 
 
 def test_nul_character_is_400(producer, comment_type):
@@ -54,7 +64,12 @@ def test_nul_character_is_400(producer, comment_type):
 
 
 def test_deep_nesting_is_400(producer, comment_type):
-    raw = '{"type": "comment.created", "recipients": ["a"], "data": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    raw = (
+        '{"type": "comment.created", "recipients": ["a"], "data": '
+        + "[" * 100_000
+        + "]" * 100_000
+        + "}"
+    )
     assert_problem(post_raw(producer, "/api/v1/events", raw), 400)
 
 
@@ -63,7 +78,9 @@ def test_empty_body_is_400(producer, comment_type):
 
 
 def test_wrong_content_type_is_415(producer, comment_type):
-    assert_problem(post_raw(producer, "/api/v1/events", "type=x", "application/x-www-form-urlencoded"), 415)
+    assert_problem(
+        post_raw(producer, "/api/v1/events", "type=x", "application/x-www-form-urlencoded"), 415
+    )
 
 
 def test_body_over_the_limit_is_413(producer, comment_type, settings):
@@ -83,7 +100,9 @@ def test_over_1000_explicit_recipients_is_422_naming_recipients(producer, commen
 
 
 def test_unknown_type_is_422_naming_type(producer, comment_type):
-    assert_problem(producer.post("/api/v1/events", {**EVENT, "type": "nope"}, format="json"), 422, "type")
+    assert_problem(
+        producer.post("/api/v1/events", {**EVENT, "type": "nope"}, format="json"), 422, "type"
+    )
 
 
 @pytest.mark.parametrize(
@@ -108,7 +127,9 @@ def test_unknown_type_is_422_naming_type(producer, comment_type):
     ],
 )
 def test_wrong_field_is_422_naming_it(producer, comment_type, field, value):
-    body = assert_problem(producer.post("/api/v1/events", {**EVENT, field: value}, format="json"), 422)
+    body = assert_problem(
+        producer.post("/api/v1/events", {**EVENT, field: value}, format="json"), 422
+    )
     assert any(key == field or key.startswith(f"{field}[") for key in body["errors"]), body
 
 
@@ -134,11 +155,17 @@ def test_batch_items_fail_independently(producer, comment_type):
 
 
 def test_batch_over_1000_events_is_422(producer, comment_type):
-    assert_problem(producer.post("/api/v1/events/batch", {"events": [EVENT] * 1001}, format="json"), 422, "events")
+    assert_problem(
+        producer.post("/api/v1/events/batch", {"events": [EVENT] * 1001}, format="json"),
+        422,
+        "events",
+    )
 
 
 def test_batch_without_events_list_is_422(producer, comment_type):
-    assert_problem(producer.post("/api/v1/events/batch", {"events": "x"}, format="json"), 422, "events")
+    assert_problem(
+        producer.post("/api/v1/events/batch", {"events": "x"}, format="json"), 422, "events"
+    )
 
 
 def test_unknown_event_is_404(producer):
@@ -167,7 +194,9 @@ def test_bad_recipient_profile_names_each_field(producer):
 
 
 def test_bad_topic_change_is_422(producer):
-    assert_problem(producer.put("/api/v1/topics/t1/subscribers", {"add": "ana"}, format="json"), 422, "add")
+    assert_problem(
+        producer.put("/api/v1/topics/t1/subscribers", {"add": "ana"}, format="json"), 422, "add"
+    )
 
 
 def test_bad_subscriber_cursor_is_400(producer):
@@ -177,7 +206,11 @@ def test_bad_subscriber_cursor_is_400(producer):
 
 def test_bad_notification_type_is_422(producer):
     body = assert_problem(
-        producer.put("/api/v1/notification-types/x.y", {"channels": ["pigeon"], "priority": "now"}, format="json"),
+        producer.put(
+            "/api/v1/notification-types/x.y",
+            {"channels": ["pigeon"], "priority": "now"},
+            format="json",
+        ),
         422,
     )
     assert {"channels", "priority"} <= set(body["errors"])
@@ -211,5 +244,13 @@ def test_inbox_bad_cursor_status_and_limit_are_400(producer):
 
 @pytest.mark.parametrize("value", [{}, [], 3, True])
 def test_a_priority_of_the_wrong_type_is_422_not_500(producer, comment_type, value):
-    assert_problem(producer.post("/api/v1/events", {**EVENT, "priority": value}, format="json"), 422, "priority")
-    assert_problem(producer.put("/api/v1/notification-types/x.y", {"priority": value}, format="json"), 422, "priority")
+    assert_problem(
+        producer.post("/api/v1/events", {**EVENT, "priority": value}, format="json"),
+        422,
+        "priority",
+    )
+    assert_problem(
+        producer.put("/api/v1/notification-types/x.y", {"priority": value}, format="json"),
+        422,
+        "priority",
+    )

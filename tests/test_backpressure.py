@@ -1,6 +1,7 @@
 """Backpressure by priority: past a fan-out backlog bound, `low` then `normal`
 events are refused 429 + Retry-After; `high` and `critical` are accepted and
 overtake the backlog. Through the ASGI intake (production) and the DRF views."""
+
 from __future__ import annotations
 
 import asyncio
@@ -67,8 +68,14 @@ class Drf:
 
     def post(self, path: str, body: dict, headers: dict | None = None) -> tuple[int, dict, dict]:
         extra = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in (headers or {}).items()}
-        response = self.client.post(path, orjson.dumps(body), content_type="application/json", **extra)
-        return response.status_code, {k.lower(): v for k, v in response.items()}, orjson.loads(response.content)
+        response = self.client.post(
+            path, orjson.dumps(body), content_type="application/json", **extra
+        )
+        return (
+            response.status_code,
+            {k.lower(): v for k, v in response.items()},
+            orjson.loads(response.content),
+        )
 
 
 @pytest.fixture(params=["asgi", "drf"])
@@ -108,7 +115,9 @@ def waiting_event(priority: str, age_seconds: float) -> str:
 
 
 def statuses(client, bodies: list[dict]) -> dict[str, int]:
-    return {body.get("priority", "default"): client.post("/api/v1/events", body)[0] for body in bodies}
+    return {
+        body.get("priority", "default"): client.post("/api/v1/events", body)[0] for body in bodies
+    }
 
 
 # --- selector --------------------------------------------------------------------------------
@@ -120,7 +129,8 @@ def test_backlog_ages_are_the_oldest_wait_per_priority_including_events_mid_fan_
     processing = waiting_event("high", 1)
     with connection.cursor() as cursor:
         cursor.execute(
-            "UPDATE notifications_event SET status = 'processing', enqueued_at = now() - interval '12 s'"
+            "UPDATE notifications_event"
+            " SET status = 'processing', enqueued_at = now() - interval '12 s'"
             " WHERE id = %s",
             [processing],
         )
@@ -136,7 +146,9 @@ def test_a_new_event_is_measured_against_its_priority_and_the_more_urgent_ones()
     ages = {"critical": 0.0, "high": 0.0, "normal": 8.0, "low": 40.0}
 
     assert backpressure.backlog_seconds("low", ages) == 40.0
-    assert backpressure.backlog_seconds("normal", ages) == 8.0  # a low backlog alone never refuses normal
+    assert (
+        backpressure.backlog_seconds("normal", ages) == 8.0
+    )  # a low backlog alone never refuses normal
     assert backpressure.admits("normal", ages) is None
     refusal = backpressure.admits("low", ages)
     assert (refusal.status, refusal.retry_after) == (429, 35)  # ceil(40 - 5)
@@ -198,7 +210,13 @@ def test_an_event_scheduled_for_later_is_accepted_through_a_backlog(client):
 
 def test_a_batch_refuses_only_its_items_past_their_bound(client):
     waiting_event("normal", LOW_BOUND + 2.5)
-    bodies = [event("low"), event("normal"), {"type": "comment.created"}, event("critical"), event("low")]
+    bodies = [
+        event("low"),
+        event("normal"),
+        {"type": "comment.created"},
+        event("critical"),
+        event("low"),
+    ]
 
     status, _, body = client.post("/api/v1/events/batch", {"events": bodies})
 
@@ -216,7 +234,10 @@ def test_a_refused_event_is_not_stored_and_its_key_is_accepted_once_the_backlog_
     keyed = event("low", idempotency_key="retry-me")
 
     refused, _, _ = client.post("/api/v1/events", keyed)
-    stored_while_refused = (Event.objects.filter(priority="low").count(), IdempotencyKey.objects.count())
+    stored_while_refused = (
+        Event.objects.filter(priority="low").count(),
+        IdempotencyKey.objects.count(),
+    )
     Event.objects.filter(id=held).update(status="done")  # the backlog drained
     first, _, accepted = client.post("/api/v1/events", keyed)
     again, _, replayed = client.post("/api/v1/events", keyed)
@@ -300,11 +321,17 @@ def test_critical_events_overtake_a_normal_backlog(intake, api_key, comment_type
     for start in range(0, BACKLOG, 1000):
         events_accept_batch(
             api_key_id=api_key[0].id,
-            bodies=[event("normal", recipients=[f"bulk-{n % 500}"]) for n in range(start, start + 1000)],
+            bodies=[
+                event("normal", recipients=[f"bulk-{n % 500}"]) for n in range(start, start + 1000)
+            ],
         )
     workers = [
-        WorkerProcess(database_url=database_url_for(connection.settings_dict), redis_url=settings.REDIS_URL,
-                      queues=queues, concurrency=concurrency)
+        WorkerProcess(
+            database_url=database_url_for(connection.settings_dict),
+            redis_url=settings.REDIS_URL,
+            queues=queues,
+            concurrency=concurrency,
+        )
         for queues, concurrency in (("critical,high", 1), ("normal,low", 2))
     ]
     try:
@@ -315,14 +342,21 @@ def test_critical_events_overtake_a_normal_backlog(intake, api_key, comment_type
         latencies = []
         for n in range(20):
             started = time.monotonic()
-            status, _, body = asgi.post("/api/v1/events", event("critical", recipients=[f"vip-{n}"]))
+            status, _, body = asgi.post(
+                "/api/v1/events", event("critical", recipients=[f"vip-{n}"])
+            )
             assert status == 202
-            wait_for(lambda: Notification.objects.filter(event_id=body["id"]).exists(), timeout=10,
-                     interval=0.005, what="the critical notification")
+            wait_for(
+                lambda body=body: Notification.objects.filter(event_id=body["id"]).exists(),
+                timeout=10,
+                interval=0.005,
+                what="the critical notification",
+            )
             latencies.append(time.monotonic() - started)
             if n == 0:  # the backlog drains fast: look while the first critical one is in
                 still_waiting = scalar(
-                    "SELECT count(*) FROM notifications_event WHERE priority = 'normal' AND status = 'accepted'"
+                    "SELECT count(*) FROM notifications_event"
+                    " WHERE priority = 'normal' AND status = 'accepted'"
                 )
     finally:
         for worker in workers:
@@ -333,12 +367,16 @@ def test_critical_events_overtake_a_normal_backlog(intake, api_key, comment_type
     # Notification ids follow the order of writing: normal ones written after
     # the first critical one were still behind it, whenever the look above ran.
     written_after = scalar(
-        "SELECT count(*) FROM notifications_notification n JOIN notifications_event e ON e.id = n.event_id"
-        " WHERE e.priority = 'normal' AND n.id > (SELECT min(c.id) FROM notifications_notification c"
+        "SELECT count(*) FROM notifications_notification n"
+        " JOIN notifications_event e ON e.id = n.event_id"
+        " WHERE e.priority = 'normal'"
+        " AND n.id > (SELECT min(c.id) FROM notifications_notification c"
         " JOIN notifications_event ce ON ce.id = c.event_id WHERE ce.priority = 'critical')"
     )
-    print(f"critical accept -> in-app: p50 {latencies[len(latencies) // 2] * 1000:.0f} ms,"
-          f" p95 {p95 * 1000:.0f} ms; normal events still waiting: {still_waiting},"
-          f" normal notifications written after the first critical one: {written_after}")
+    print(
+        f"critical accept -> in-app: p50 {latencies[len(latencies) // 2] * 1000:.0f} ms,"
+        f" p95 {p95 * 1000:.0f} ms; normal events still waiting: {still_waiting},"
+        f" normal notifications written after the first critical one: {written_after}"
+    )
     assert written_after > 0
     assert p95 < 1.0  # 2 shared cores in CI; the bench measures the production figure

@@ -1,6 +1,7 @@
 """Celery Beat (the Procfile's command, notifications.scheduler.BeatScheduler) exits on SIGTERM
 by itself, also when the signal lands while its query waits on a lock (the reported hang:
 the signal handler's own query waited forever for the connection's lock)."""
+
 from __future__ import annotations
 
 import os
@@ -25,7 +26,9 @@ BEAT_TABLES = "django_celery_beat_periodictasks, django_celery_beat_periodictask
 
 
 def beat_command() -> list[str]:
-    line = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("beat:"))
+    line = next(
+        line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("beat:")
+    )
     return [sys.executable, "-m", *line.partition(":")[2].split()]
 
 
@@ -39,10 +42,21 @@ def database_url(django_db_setup, django_db_blocker) -> str:
 class Beat:
     def __init__(self, database_url: str, broker_url: str, log_path: Path) -> None:
         self.log_path = log_path
-        env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": broker_url, "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": broker_url,
+            "PYTHONUNBUFFERED": "1",
+        }
         with log_path.open("wb") as log:
-            self.process = subprocess.Popen(beat_command(), cwd=ROOT, env=env, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                beat_command(),
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def wait_until_ticking(self) -> None:
         deadline = time.monotonic() + 30
@@ -74,10 +88,13 @@ def start_beat(database_url, tmp_path) -> Iterator[Callable[[], Beat]]:
 
 def beat_query_waits_on_a_lock(database_url: str) -> bool:
     with psycopg.connect(database_url, autocommit=True) as conn:
-        return bool(conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND wait_event_type = 'Lock' AND query LIKE %s", ("%django_celery_beat%",),
-        ).fetchone()[0])
+        return bool(
+            conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND query LIKE %s",
+                ("%django_celery_beat%",),
+            ).fetchone()[0]
+        )
 
 
 @contextmanager
@@ -119,7 +136,9 @@ def test_beat_exits_on_sigterm_while_a_tick_query_waits_on_a_lock(start_beat, da
     assert beat.process.returncode == 0
 
 
-def test_beat_exits_on_two_quick_sigterms_while_a_tick_query_waits_on_a_lock(start_beat, database_url):
+def test_beat_exits_on_two_quick_sigterms_while_a_tick_query_waits_on_a_lock(
+    start_beat, database_url
+):
     # What `make run` sends: honcho signals the process group, respawn forwards it again.
     beat = start_beat()
     beat.wait_until_ticking()

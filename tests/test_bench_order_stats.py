@@ -1,4 +1,5 @@
 """The order figures of the `ordering` benchmark (bench/order_stats.py)."""
+
 from __future__ import annotations
 
 from itertools import permutations
@@ -7,7 +8,7 @@ from bench.order_stats import adjacent_swaps, inversions, spread, view_figures
 
 
 def _pairs_out_of_order(sequence: list[int]) -> int:
-    return sum(1 for i, a in enumerate(sequence) for b in sequence[i + 1:] if a > b)
+    return sum(1 for i, a in enumerate(sequence) for b in sequence[i + 1 :] if a > b)
 
 
 def test_inversions_count_every_pair_out_of_order():
@@ -28,7 +29,11 @@ def test_view_figures_count_lost_and_duplicate_items_apart_from_order():
     figures = view_figures([0, 1, 1, 3, 0], expected=[0, 1, 2, 3])
     counts = ("items", "inversions", "adjacent_swaps", "lost", "duplicates")
     assert {k: figures[k] for k in counts} == {
-        "items": 3, "inversions": 0, "adjacent_swaps": 0, "lost": 1, "duplicates": 2,
+        "items": 3,
+        "inversions": 0,
+        "adjacent_swaps": 0,
+        "lost": 1,
+        "duplicates": 2,
     }
     assert (figures["lost_examples"], figures["duplicate_examples"]) == ([2], [0, 1])
 

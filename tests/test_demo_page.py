@@ -1,4 +1,5 @@
 """The bell demo issues tokens for anyone: it is served only while DEBUG is on."""
+
 from __future__ import annotations
 
 import httpx

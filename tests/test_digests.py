@@ -1,8 +1,9 @@
 """Digests: one notification per (recipient, type, key) window, exactly once."""
+
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection, transaction
@@ -14,18 +15,27 @@ from notifications.services.events import event_accept
 from notifications.services.fanout import event_fan_out_page
 from notifications.services.types import notification_type_put
 
-UTC = timezone.utc
+UTC = UTC
 DIGEST_TYPE = {
     "category": "social",
     "channels": ["in_app", "email"],
     "digest": {"window_seconds": 300, "key": "{{ post_id }}", "max_batch": 50},
-    "templates": {"in_app": {"en": {
-        "title": "{{ digest.first_actor }}{% if digest.others %} and {{ digest.others }} others{% endif %}"
-                 " commented on {{ post_title }}",
-        "body": "{{ digest.count }} comments",
-    }},
-    "email": {"en": {"subject": "{{ digest.count }} new comments on {{ post_title }}",
-                     "text": "{% for item in digest.items %}{{ item.actor }} {% endfor %}"}}},
+    "templates": {
+        "in_app": {
+            "en": {
+                "title": "{{ digest.first_actor }}"
+                "{% if digest.others %} and {{ digest.others }} others{% endif %}"
+                " commented on {{ post_title }}",
+                "body": "{{ digest.count }} comments",
+            }
+        },
+        "email": {
+            "en": {
+                "subject": "{{ digest.count }} new comments on {{ post_title }}",
+                "text": "{% for item in digest.items %}{{ item.actor }} {% endfor %}",
+            }
+        },
+    },
 }
 
 
@@ -36,8 +46,13 @@ def digest_type(db):
 
 
 def comment(api_key, actor: str, post: int = 7, recipients=("ana",), now=None, **extra) -> str:
-    body = {"type": "comment.created", "recipients": list(recipients), "actor": actor,
-            "data": {"post_id": post, "post_title": f"post {post}"}, **extra}
+    body = {
+        "type": "comment.created",
+        "recipients": list(recipients),
+        "actor": actor,
+        "data": {"post_id": post, "post_title": f"post {post}"},
+        **extra,
+    }
     event_id = event_accept(api_key_id=api_key[0].id, body=body).id
     event_fan_out_page(event_id=event_id, page=0, now=now)
     return event_id
@@ -83,17 +98,26 @@ def test_critical_events_are_never_digested(api_key, digest_type):
 
 @pytest.mark.django_db
 def test_reaching_max_batch_sends_at_once_and_opens_a_new_window(api_key, digest_type):
-    notification_type_put(key="comment.created", body={**DIGEST_TYPE, "digest": {"window_seconds": 300, "max_batch": 3}})
+    notification_type_put(
+        key="comment.created",
+        body={**DIGEST_TYPE, "digest": {"window_seconds": 300, "max_batch": 3}},
+    )
     notification_type_cache_clear()
     for actor in ("a", "b", "c", "d"):
         comment(api_key, actor)
     assert Notification.objects.count() == 1
-    assert list(DigestWindow.objects.order_by("id").values_list("status", "item_count")) == [("flushed", 3), ("open", 1)]
+    assert list(DigestWindow.objects.order_by("id").values_list("status", "item_count")) == [
+        ("flushed", 3),
+        ("open", 1),
+    ]
 
 
 @pytest.mark.django_db
 def test_a_fixed_window_closes_on_the_clock(api_key, digest_type):
-    notification_type_put(key="comment.created", body={**DIGEST_TYPE, "digest": {"window_seconds": 3600, "mode": "fixed"}})
+    notification_type_put(
+        key="comment.created",
+        body={**DIGEST_TYPE, "digest": {"window_seconds": 3600, "mode": "fixed"}},
+    )
     notification_type_cache_clear()
     comment(api_key, "a", now=datetime(2026, 7, 1, 10, 20, tzinfo=UTC))
     assert DigestWindow.objects.get().closes_at == datetime(2026, 7, 1, 11, 0, tzinfo=UTC)
@@ -124,20 +148,35 @@ def test_a_flush_that_dies_midway_leaves_the_window_to_send_once(api_key, digest
 
 @pytest.mark.django_db
 def test_a_bad_digest_definition_is_422(producer):
-    response = producer.put("/api/v1/notification-types/x.y", {"digest": {"window_seconds": 0, "mode": "weekly"}},
-                            format="json")
+    response = producer.put(
+        "/api/v1/notification-types/x.y",
+        {"digest": {"window_seconds": 0, "mode": "weekly"}},
+        format="json",
+    )
     assert response.status_code == 422
     assert {"digest.window_seconds", "digest.mode"} <= set(response.json()["errors"])
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_producers_and_flushes_send_one_digest_per_window_and_lose_no_event(api_key, digest_type):
+def test_concurrent_producers_and_flushes_send_one_digest_per_window_and_lose_no_event(
+    api_key, digest_type
+):
     """Events less than a second apart from eight producers, flushes racing them."""
-    notification_type_put(key="comment.created", body={**DIGEST_TYPE, "digest": {"window_seconds": 300, "max_batch": 7}})
+    notification_type_put(
+        key="comment.created",
+        body={**DIGEST_TYPE, "digest": {"window_seconds": 300, "max_batch": 7}},
+    )
     notification_type_cache_clear()
     event_ids = [
-        event_accept(api_key_id=api_key[0].id, body={
-            "type": "comment.created", "recipients": ["ana"], "actor": f"p{n}", "data": {"post_id": 7}}).id
+        event_accept(
+            api_key_id=api_key[0].id,
+            body={
+                "type": "comment.created",
+                "recipients": ["ana"],
+                "actor": f"p{n}",
+                "data": {"post_id": 7},
+            },
+        ).id
         for n in range(40)
     ]
     barrier = threading.Barrier(10)
@@ -203,7 +242,9 @@ def test_a_digest_counts_against_the_daily_cap_once(api_key, digest_type, clean_
 
 
 @pytest.mark.django_db
-def test_the_digest_message_is_rendered_with_the_windows_items_and_sent_as_rendered(api_key, digest_type):
+def test_the_digest_message_is_rendered_with_the_windows_items_and_sent_as_rendered(
+    api_key, digest_type
+):
     from delivery.services.dispatch import deliveries_claim_due
     from delivery.services.send import deliveries_send
     from notifications.models import Recipient

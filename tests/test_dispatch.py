@@ -1,10 +1,11 @@
 """Due deliveries go to the send workers on their event's priority queue; held ones wait."""
+
 from __future__ import annotations
 
 import base64
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -17,14 +18,16 @@ from notifications.services.fanout import event_fan_out_page
 from notifications.services.types import notification_type_put
 from preferences.services import preferences_put
 
-UTC = timezone.utc
+UTC = UTC
 TYPE = {
     "category": "social",
     "channels": ["in_app", "email", "sms"],
     "templates": {
         "in_app": {"en": {"title": "Hi"}},
-        "email": {"en": {"subject": "Hi {{ recipient.external_id }}", "html": "<p>{{ comment }}</p>"},
-                  "pt": {"subject": "Oi {{ recipient.external_id }}", "text": "{{ comment }}"}},
+        "email": {
+            "en": {"subject": "Hi {{ recipient.external_id }}", "html": "<p>{{ comment }}</p>"},
+            "pt": {"subject": "Oi {{ recipient.external_id }}", "text": "{{ comment }}"},
+        },
         "sms": {"en": {"text": "{{ comment }}"}},
     },
 }
@@ -40,9 +43,15 @@ def social_type(db, clean_redis):
 
 def send_event(api_key, external_id: str, now: datetime, **extra) -> str:
     Recipient.objects.update_or_create(
-        external_id=external_id, defaults={"email": f"{external_id}@example.com", "phone": "+15550100"}
+        external_id=external_id,
+        defaults={"email": f"{external_id}@example.com", "phone": "+15550100"},
     )
-    body = {"type": "comment.created", "recipients": [external_id], "data": {"comment": "a <b>"}, **extra}
+    body = {
+        "type": "comment.created",
+        "recipients": [external_id],
+        "data": {"comment": "a <b>"},
+        **extra,
+    }
     event_id = event_accept(api_key_id=api_key[0].id, body=body).id
     event_fan_out_page(event_id=event_id, page=0, now=now)
     return event_id
@@ -74,12 +83,15 @@ def test_a_delivery_held_by_quiet_hours_is_claimed_only_when_they_end(api_key, s
 
     assert sorted(channel for _, channel, _ in claim.deliveries) == ["email", "sms"]
     assert [(d.status, d.reason, d.next_attempt_at) for d in deliveries_of(event_id)] == [
-        ("queued", "", claim.lease), ("queued", "", claim.lease)
+        ("queued", "", claim.lease),
+        ("queued", "", claim.lease),
     ]
 
 
 @pytest.mark.django_db
-def test_a_claimed_delivery_is_not_claimed_again_until_its_lease_ends(api_key, social_type, settings):
+def test_a_claimed_delivery_is_not_claimed_again_until_its_lease_ends(
+    api_key, social_type, settings
+):
     send_event(api_key, "bo", NIGHT)
     first = deliveries_claim_due(now=NIGHT)
 
@@ -98,7 +110,9 @@ def test_each_send_goes_on_its_events_priority_queue(api_key, social_type, redis
     assert deliveries_dispatch_due(now=NIGHT) == 4
 
     ids = {d.id: event for event in (critical, low) for d in deliveries_of(event)}
-    on_critical = [i for send in queued_sends(redis_client, "critical") for i in send["delivery_ids"]]
+    on_critical = [
+        i for send in queued_sends(redis_client, "critical") for i in send["delivery_ids"]
+    ]
     on_low = [i for send in queued_sends(redis_client, "low") for i in send["delivery_ids"]]
     assert {ids[i] for i in on_critical} == {critical} and len(on_critical) == 2
     assert {ids[i] for i in on_low} == {low} and len(on_low) == 2
@@ -113,7 +127,9 @@ def test_without_a_provider_a_delivery_is_skipped_with_reason_no_provider(api_ke
     counts = deliveries_send(delivery_ids=[d for d, _, _ in claim.deliveries], lease=claim.lease)
 
     assert counts == {"no_provider": 2}
-    assert [(d.status, d.reason, d.attempts) for d in deliveries_of(event_id)] == [("skipped", "no_provider", 1)] * 2
+    assert [(d.status, d.reason, d.attempts) for d in deliveries_of(event_id)] == [
+        ("skipped", "no_provider", 1)
+    ] * 2
 
 
 @pytest.mark.django_db
@@ -122,14 +138,23 @@ def test_a_send_message_from_an_ended_lease_changes_nothing(api_key, social_type
     stale = deliveries_claim_due(now=NIGHT)
     current = deliveries_claim_due(now=stale.lease)
 
-    assert deliveries_send(delivery_ids=[d for d, _, _ in stale.deliveries], lease=stale.lease) == {}
-    assert deliveries_send(delivery_ids=[d for d, _, _ in current.deliveries], lease=current.lease) == {"no_provider": 2}
-    assert deliveries_send(delivery_ids=[d for d, _, _ in current.deliveries], lease=current.lease) == {}
+    assert (
+        deliveries_send(delivery_ids=[d for d, _, _ in stale.deliveries], lease=stale.lease) == {}
+    )
+    assert deliveries_send(
+        delivery_ids=[d for d, _, _ in current.deliveries], lease=current.lease
+    ) == {"no_provider": 2}
+    assert (
+        deliveries_send(delivery_ids=[d for d, _, _ in current.deliveries], lease=current.lease)
+        == {}
+    )
     assert {d.attempts for d in deliveries_of(event_id)} == {1}
 
 
 @pytest.mark.django_db
-def test_the_admin_releases_a_held_delivery_and_requeues_a_skipped_one(api_key, social_type, admin_client):
+def test_the_admin_releases_a_held_delivery_and_requeues_a_skipped_one(
+    api_key, social_type, admin_client
+):
     ana = Recipient.objects.create(external_id="gu", timezone="UTC", email="gu@example.com")
     preferences_put(recipient_id=ana.id, body={"quiet_hours": {"start": "00:00", "end": "23:59"}})
     held = deliveries_of(send_event(api_key, "gu", datetime.now(UTC).replace(hour=12)))
@@ -139,9 +164,13 @@ def test_the_admin_releases_a_held_delivery_and_requeues_a_skipped_one(api_key, 
 
     url = "/admin/notifications/delivery/"
     admin_client.post(url, {"action": "send_now", "_selected_action": [d.id for d in held]})
-    admin_client.post(url, {"action": "requeue", "_selected_action": [d.id for d in deliveries_of(settled)]})
+    admin_client.post(
+        url, {"action": "requeue", "_selected_action": [d.id for d in deliveries_of(settled)]}
+    )
 
-    assert {(d.status, d.reason) for d in deliveries_of(held[0].notification.event_id)} == {("queued", "")}
+    assert {(d.status, d.reason) for d in deliveries_of(held[0].notification.event_id)} == {
+        ("queued", "")
+    }
     assert sorted(d for d, _, _ in deliveries_claim_due().deliveries) == sorted(
         [d.id for d in held] + [d.id for d in deliveries_of(settled)]
     )
@@ -150,20 +179,33 @@ def test_the_admin_releases_a_held_delivery_and_requeues_a_skipped_one(api_key, 
 
 @pytest.mark.django_db
 def test_content_is_rendered_at_send_in_the_recipients_locale_and_kept(api_key, social_type):
-    Recipient.objects.create(external_id="ines", locale="pt-BR", email="ines@example.com", phone="+351")
+    Recipient.objects.create(
+        external_id="ines", locale="pt-BR", email="ines@example.com", phone="+351"
+    )
     event_id = send_event(api_key, "ines", NIGHT)
     claim = deliveries_claim_due(now=NIGHT)
     deliveries_send(delivery_ids=[d for d, _, _ in claim.deliveries], lease=claim.lease)
 
     email, sms = deliveries_of(event_id)
-    assert (email.address, email.content) == ("ines@example.com", {"subject": "Oi ines", "text": "a <b>"})
+    assert (email.address, email.content) == (
+        "ines@example.com",
+        {"subject": "Oi ines", "text": "a <b>"},
+    )
     assert (sms.address, sms.content) == ("+15550100", {"text": "a <b>"})
 
 
 @pytest.mark.django_db
 def test_a_template_that_fails_fails_only_its_delivery_and_says_why(api_key, social_type):
-    notification_type_put(key="comment.created", body={**TYPE, "templates": {
-        **TYPE["templates"], "sms": {"en": {"text": "{{ comment }} {{ missing.attr }}"}}}})
+    notification_type_put(
+        key="comment.created",
+        body={
+            **TYPE,
+            "templates": {
+                **TYPE["templates"],
+                "sms": {"en": {"text": "{{ comment }} {{ missing.attr }}"}},
+            },
+        },
+    )
     notification_type_cache_clear()
     event_id = send_event(api_key, "jo", NIGHT)
     claim = deliveries_claim_due(now=NIGHT)
@@ -183,8 +225,10 @@ def test_an_email_whose_subject_renders_empty_fails_and_is_not_sent(
 ):
     email_only(settings, "delivery.console.ConsoleProvider")
     empty_subject = {"en": {"subject": "{{ headline }}", "text": "{{ comment }}"}}
-    notification_type_put(key="comment.created",
-                          body={**TYPE, "templates": {**TYPE["templates"], "email": empty_subject}})
+    notification_type_put(
+        key="comment.created",
+        body={**TYPE, "templates": {**TYPE["templates"], "email": empty_subject}},
+    )
     notification_type_cache_clear()
     event_id = send_event(api_key, "jo", NIGHT)
     claim = deliveries_claim_due(now=NIGHT)
@@ -204,13 +248,18 @@ def test_an_email_whose_subject_renders_empty_fails_and_is_not_sent(
 
 @pytest.mark.django_db
 def test_a_hostile_type_fails_only_its_own_deliveries_and_quickly(api_key, social_type):
-    hostile = {"category": "social", "channels": ["sms"],
-               "templates": {"sms": {"en": {"text": "{{ ((((9**64)**64)**64)**64) > 0 }}"}}}}
+    hostile = {
+        "category": "social",
+        "channels": ["sms"],
+        "templates": {"sms": {"en": {"text": "{{ ((((9**64)**64)**64)**64) > 0 }}"}}},
+    }
     notification_type_put(key="hostile", body=hostile)
     notification_type_cache_clear()
     good_event = send_event(api_key, "jo", NIGHT)
     Recipient.objects.create(external_id="lu", phone="+15550101")
-    hostile_event = event_accept(api_key_id=api_key[0].id, body={"type": "hostile", "recipients": ["jo", "lu"]}).id
+    hostile_event = event_accept(
+        api_key_id=api_key[0].id, body={"type": "hostile", "recipients": ["jo", "lu"]}
+    ).id
     event_fan_out_page(event_id=hostile_event, page=0, now=NIGHT)
     claim = deliveries_claim_due(now=NIGHT)
 
@@ -219,20 +268,27 @@ def test_a_hostile_type_fails_only_its_own_deliveries_and_quickly(api_key, socia
 
     assert time.thread_time() - started < 1.0
     assert counts == {"template_failed": 2, "no_provider": 2}
-    assert {(d.channel, d.status, d.reason) for d in deliveries_of(hostile_event)} == {("sms", "failed", "template")}
+    assert {(d.channel, d.status, d.reason) for d in deliveries_of(hostile_event)} == {
+        ("sms", "failed", "template")
+    }
     assert [(d.channel, d.status, d.content) for d in deliveries_of(good_event)] == [
         ("email", "skipped", {"subject": "Hi jo", "html": "<p>a &lt;b&gt;</p>", "text": "a <b>"}),
-        ("sms", "skipped", {"text": "a <b>"})]
+        ("sms", "skipped", {"text": "a <b>"}),
+    ]
 
 
 @pytest.mark.django_db
 def test_a_recipient_without_an_address_is_skipped_with_reason_no_address(api_key, social_type):
     Recipient.objects.create(external_id="kim")
-    event_id = event_accept(api_key_id=api_key[0].id, body={"type": "comment.created", "recipients": ["kim"]}).id
+    event_id = event_accept(
+        api_key_id=api_key[0].id, body={"type": "comment.created", "recipients": ["kim"]}
+    ).id
     event_fan_out_page(event_id=event_id, page=0, now=NIGHT)
     claim = deliveries_claim_due(now=NIGHT)
 
-    assert deliveries_send(delivery_ids=[d for d, _, _ in claim.deliveries], lease=claim.lease) == {"no_address": 2}
+    assert deliveries_send(delivery_ids=[d for d, _, _ in claim.deliveries], lease=claim.lease) == {
+        "no_address": 2
+    }
     assert {(d.status, d.reason) for d in deliveries_of(event_id)} == {("skipped", "no_address")}
 
 
@@ -241,13 +297,17 @@ def email_only(settings, provider: str) -> None:
 
 
 @pytest.mark.django_db
-def test_a_provider_sends_the_rendered_message_and_the_delivery_is_sent(api_key, social_type, settings, caplog):
+def test_a_provider_sends_the_rendered_message_and_the_delivery_is_sent(
+    api_key, social_type, settings, caplog
+):
     email_only(settings, "delivery.console.ConsoleProvider")
     event_id = send_event(api_key, "lu", NIGHT)
     claim = deliveries_claim_due(now=NIGHT)
 
     with caplog.at_level("INFO", logger="clarion.delivery.console"):
-        counts = deliveries_send(delivery_ids=[d for d, _, _ in claim.deliveries], lease=claim.lease)
+        counts = deliveries_send(
+            delivery_ids=[d for d, _, _ in claim.deliveries], lease=claim.lease
+        )
 
     email, sms = deliveries_of(event_id)
     assert counts == {"sent": 1, "no_provider": 1}
@@ -256,20 +316,26 @@ def test_a_provider_sends_the_rendered_message_and_the_delivery_is_sent(api_key,
 
 
 @pytest.mark.django_db
-def test_a_provider_that_fails_fails_its_deliveries_with_the_error_logged(api_key, social_type, settings):
+def test_a_provider_that_fails_fails_its_deliveries_with_the_error_logged(
+    api_key, social_type, settings
+):
     email_only(settings, "tests.providers.UnreachableProvider")
     event_id = send_event(api_key, "mo", NIGHT)
     claim = deliveries_claim_due(now=NIGHT)
 
     assert deliveries_send(delivery_ids=[d for d, _, _ in claim.deliveries], lease=claim.lease) == {
-        "failed": 1, "no_provider": 1}
+        "failed": 1,
+        "no_provider": 1,
+    }
     email = deliveries_of(event_id)[0]
     assert (email.status, email.reason, email.attempts) == ("failed", "provider_error", 1)
     assert "connection refused" in email.attempt_log.get().error
 
 
 @pytest.mark.django_db
-def test_an_outcome_that_comes_after_the_lease_ended_is_not_recorded(api_key, social_type, settings):
+def test_an_outcome_that_comes_after_the_lease_ended_is_not_recorded(
+    api_key, social_type, settings
+):
     email_only(settings, "tests.providers.SlowConsoleProvider")
     event_id = send_event(api_key, "ny", NIGHT)
     claim = deliveries_claim_due(now=NIGHT)
@@ -277,14 +343,19 @@ def test_an_outcome_that_comes_after_the_lease_ended_is_not_recorded(api_key, so
     deliveries_send(delivery_ids=[d for d, _, _ in claim.deliveries], lease=claim.lease)
 
     email = deliveries_of(event_id)[0]
-    assert email.status == "queued" and email.next_attempt_at > claim.lease  # the new claim owns it now
+    assert (
+        email.status == "queued" and email.next_attempt_at > claim.lease
+    )  # the new claim owns it now
 
 
 def test_providers_are_read_from_channel_path_pairs(monkeypatch):
     from config.env import env_map
 
     monkeypatch.setenv("CLARION_PROVIDERS", "email=delivery.console.ConsoleProvider, sms=x.Y")
-    assert env_map("CLARION_PROVIDERS", {}) == {"email": "delivery.console.ConsoleProvider", "sms": "x.Y"}
+    assert env_map("CLARION_PROVIDERS", {}) == {
+        "email": "delivery.console.ConsoleProvider",
+        "sms": "x.Y",
+    }
     monkeypatch.setenv("CLARION_PROVIDERS", "email")
     with pytest.raises(Exception, match="key=value"):
         env_map("CLARION_PROVIDERS", {})

@@ -1,4 +1,5 @@
 """Fan-out pages: exactly once, resumable, a constant number of queries."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,7 +14,13 @@ pytestmark = pytest.mark.django_db
 
 
 def accept(api_key, recipients, **extra) -> str:
-    body = {"type": "comment.created", "recipients": recipients, "actor": "ana", "data": {"comment": "hi", "post_id": 7}, **extra}
+    body = {
+        "type": "comment.created",
+        "recipients": recipients,
+        "actor": "ana",
+        "data": {"comment": "hi", "post_id": 7},
+        **extra,
+    }
     return event_accept(api_key_id=api_key[0].id, body=body).id
 
 
@@ -30,8 +37,13 @@ def run_all_pages(event_id: str) -> int:
 def test_explicit_recipients_are_created_on_the_fly_and_notified(api_key, comment_type):
     event_id = accept(api_key, ["new-1", "new-2"])
     run_all_pages(event_id)
-    assert scalar("SELECT count(*) FROM notifications_recipient WHERE external_id LIKE 'new-%%'") == 2
-    assert scalar("SELECT count(*) FROM notifications_notification WHERE event_id = %s", [event_id]) == 2
+    assert (
+        scalar("SELECT count(*) FROM notifications_recipient WHERE external_id LIKE 'new-%%'") == 2
+    )
+    assert (
+        scalar("SELECT count(*) FROM notifications_notification WHERE event_id = %s", [event_id])
+        == 2
+    )
     assert event_row(event_id) == {"status": "done", "page": 1, "recipient_count": 2}
 
 
@@ -39,7 +51,10 @@ def test_in_app_title_is_rendered_from_the_type_template(api_key, comment_type):
     event_id = accept(api_key, ["r1"])
     run_all_pages(event_id)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT title, body, url FROM notifications_notification WHERE event_id = %s", [event_id])
+        cursor.execute(
+            "SELECT title, body, url FROM notifications_notification WHERE event_id = %s",
+            [event_id],
+        )
         assert cursor.fetchone() == ("ana commented", "hi", "/posts/7")
 
 
@@ -49,7 +64,8 @@ def test_one_delivery_row_per_external_channel(api_key, comment_type):
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT d.channel, d.status, count(*) FROM notifications_delivery d"
-            " JOIN notifications_notification n ON n.id = d.notification_id WHERE n.event_id = %s GROUP BY 1, 2",
+            " JOIN notifications_notification n ON n.id = d.notification_id"
+            " WHERE n.event_id = %s GROUP BY 1, 2",
             [event_id],
         )
         assert cursor.fetchall() == [("email", "queued", 2)]
@@ -58,7 +74,10 @@ def test_one_delivery_row_per_external_channel(api_key, comment_type):
 def test_event_channels_narrow_the_type_channels(api_key, comment_type):
     event_id = accept(api_key, ["r1"], channels=["email"])
     run_all_pages(event_id)
-    assert scalar("SELECT visible FROM notifications_notification WHERE event_id = %s", [event_id]) is False
+    assert (
+        scalar("SELECT visible FROM notifications_notification WHERE event_id = %s", [event_id])
+        is False
+    )
     assert scalar("SELECT count(*) FROM notifications_delivery") == 1
 
 
@@ -68,7 +87,10 @@ def test_topic_pages_cover_every_subscriber_once(api_key, comment_type, settings
     event_id = accept(api_key, [{"topic": "big"}, "extra-1"])
     pages = run_all_pages(event_id)
     assert pages == 3  # explicit + 999 | 1000 | 501, the topic's end found on the last
-    assert scalar("SELECT count(*) FROM notifications_notification WHERE event_id = %s", [event_id]) == 2501
+    assert (
+        scalar("SELECT count(*) FROM notifications_notification WHERE event_id = %s", [event_id])
+        == 2501
+    )
     assert event_row(event_id)["recipient_count"] == 2501
 
 
@@ -77,7 +99,10 @@ def test_recipient_in_two_topics_is_notified_once(api_key, comment_type, produce
     producer.put("/api/v1/topics/t2/subscribers", {"add": ["b", "c"]}, format="json")
     event_id = accept(api_key, [{"topic": "t1"}, {"topic": "t2"}, "a"])
     run_all_pages(event_id)
-    assert scalar("SELECT count(*) FROM notifications_notification WHERE event_id = %s", [event_id]) == 3
+    assert (
+        scalar("SELECT count(*) FROM notifications_notification WHERE event_id = %s", [event_id])
+        == 3
+    )
     assert event_row(event_id)["recipient_count"] == 3
 
 
@@ -91,7 +116,10 @@ def test_a_page_run_twice_has_the_effect_of_once(api_key, comment_type, settings
     assert not again.ran
     event_fan_out_page(event_id=event_id, page=1)
     event_fan_out_page(event_id=event_id, page=1)
-    assert scalar("SELECT count(*) FROM notifications_notification WHERE event_id = %s", [event_id]) == 1500
+    assert (
+        scalar("SELECT count(*) FROM notifications_notification WHERE event_id = %s", [event_id])
+        == 1500
+    )
     assert scalar("SELECT count(*) FROM notifications_delivery") == 1500
     assert event_row(event_id) == {"status": "done", "page": 2, "recipient_count": 1500}
 
@@ -131,20 +159,30 @@ def test_queries_per_page_do_not_grow_with_page_size(api_key, comment_type, sett
 def test_per_recipient_rendering_keeps_queries_constant(api_key, producer, settings):
     producer.put(
         "/api/v1/notification-types/hello",
-        {"templates": {"in_app": {"en": {"title": "Hi {{ recipient.external_id }}"}, "pt": {"title": "Olá {{ recipient.external_id }}"}}}},
+        {
+            "templates": {
+                "in_app": {
+                    "en": {"title": "Hi {{ recipient.external_id }}"},
+                    "pt": {"title": "Olá {{ recipient.external_id }}"},
+                }
+            }
+        },
         format="json",
     )
     producer.put("/api/v1/recipients/l-1", {"locale": "pt-BR"}, format="json")
     subscribe_many("loc", 3000, prefix="l")
     settings.CLARION = {**settings.CLARION, "FANOUT_PAGE_SIZE": 3000}
-    event_id = event_accept(api_key_id=api_key[0].id, body={"type": "hello", "recipients": [{"topic": "loc"}]}).id
+    event_id = event_accept(
+        api_key_id=api_key[0].id, body={"type": "hello", "recipients": [{"topic": "loc"}]}
+    ).id
     with CaptureQueriesContext(connection) as queries:
         event_fan_out_page(event_id=event_id, page=0)
     assert len(queries) <= 6 + FIRST_PAGE_BOOKKEEPING
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT r.external_id, n.title FROM notifications_notification n"
-            " JOIN notifications_recipient r ON r.id = n.recipient_id WHERE r.external_id IN ('l-1', 'l-2') ORDER BY 1"
+            " JOIN notifications_recipient r ON r.id = n.recipient_id"
+            " WHERE r.external_id IN ('l-1', 'l-2') ORDER BY 1"
         )
         assert cursor.fetchall() == [("l-1", "Olá l-1"), ("l-2", "Hi l-2")]
 
@@ -155,6 +193,13 @@ def test_a_recipient_created_by_two_events_at_once_gets_both(api_key, comment_ty
     from tests.helpers import run_concurrently
 
     event_ids = [accept(api_key, ["brand-new"]) for _ in range(8)]
-    run_concurrently(lambda event_id: event_fan_out_page(event_id=event_id, page=0), [(e,) for e in event_ids])
-    assert scalar("SELECT count(*) FROM notifications_notification n JOIN notifications_recipient r"
-                  " ON r.id = n.recipient_id WHERE r.external_id = 'brand-new'") == 8
+    run_concurrently(
+        lambda event_id: event_fan_out_page(event_id=event_id, page=0), [(e,) for e in event_ids]
+    )
+    assert (
+        scalar(
+            "SELECT count(*) FROM notifications_notification n JOIN notifications_recipient r"
+            " ON r.id = n.recipient_id WHERE r.external_id = 'brand-new'"
+        )
+        == 8
+    )

@@ -1,4 +1,5 @@
 """Many small events fanned out together: same result as one by one, constant queries."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,18 +18,25 @@ pytestmark = pytest.mark.django_db
 
 
 def accept(api_key, recipients, actor="ana", **extra) -> str:
-    body = {"type": "comment.created", "recipients": recipients, "actor": actor,
-            "data": {"comment": f"from {actor}", "post_id": 7}, **extra}
+    body = {
+        "type": "comment.created",
+        "recipients": recipients,
+        "actor": actor,
+        "data": {"comment": f"from {actor}", "post_id": 7},
+        **extra,
+    }
     return event_accept(api_key_id=api_key[0].id, body=body).id
 
 
 def outcome_rows(event_ids: list[str], prefix: str) -> list[tuple]:
-    """Notifications and deliveries, keyed by the event's position and the recipient without its prefix."""
+    """Notifications and deliveries, keyed by the event's position and the recipient without its
+    prefix."""
     position = {event_id: index for index, event_id in enumerate(event_ids)}
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT n.event_id::text, r.external_id, n.title, n.body, n.url, n.visible, d.channel, d.status, d.reason
+            SELECT n.event_id::text, r.external_id, n.title, n.body, n.url, n.visible,
+                   d.channel, d.status, d.reason
             FROM notifications_notification n
             JOIN notifications_recipient r ON r.id = n.recipient_id
             LEFT JOIN notifications_delivery d ON d.notification_id = n.id
@@ -65,7 +73,11 @@ def test_small_events_fan_out_together_as_they_would_one_by_one(api_key, comment
     assert sorted(outcome.done) == sorted(together) and outcome.rest == [] and outcome.later == []
     rows = outcome_rows(together, "t-")
     assert rows == outcome_rows(one_by_one, "o-")
-    assert {row[-2:] for row in rows} == {("queued", ""), ("skipped", "preference"), ("skipped", "cap")}
+    assert {row[-2:] for row in rows} == {
+        ("queued", ""),
+        ("skipped", "preference"),
+        ("skipped", "cap"),
+    }
     assert [event_row(e) for e in together] == [event_row(e) for e in one_by_one]
 
 
@@ -81,17 +93,22 @@ def test_queries_do_not_grow_with_the_number_of_small_events(api_key, comment_ty
     assert scalar("SELECT count(*) FROM notifications_notification") == 86
 
 
-def test_a_lane_hold_takes_every_small_event_of_its_priority_waiting_oldest_first(api_key, comment_type):
+def test_a_lane_hold_takes_every_small_event_of_its_priority_waiting_oldest_first(
+    api_key, comment_type
+):
     waiting = [accept(api_key, [f"w{n}"]) for n in range(5)]
 
     outcome = events_fan_out_small(event_ids=[waiting[-1]])
 
     assert outcome.done == waiting
     assert [event_row(e)["status"] for e in waiting] == ["done"] * 5
-    assert scalar(
-        "SELECT array_agg(e.id::text ORDER BY n.id) FROM notifications_notification n"
-        " JOIN notifications_event e ON e.id = n.event_id"
-    ) == waiting
+    assert (
+        scalar(
+            "SELECT array_agg(e.id::text ORDER BY n.id) FROM notifications_notification n"
+            " JOIN notifications_event e ON e.id = n.event_id"
+        )
+        == waiting
+    )
 
 
 def test_a_second_run_changes_nothing(api_key, comment_type):
@@ -109,13 +126,19 @@ def test_topic_and_digest_events_are_left_to_the_per_event_path(api_key, comment
     subscribe_many("post:7:followers", 3)
     notification_type_put(
         key="digest.me",
-        body={"category": "social", "channels": ["in_app"],
-              "digest": {"window_seconds": 60, "key": "{{ post_id }}"},
-              "templates": {"in_app": {"en": {"title": "{{ digest.count }} new"}}}},
+        body={
+            "category": "social",
+            "channels": ["in_app"],
+            "digest": {"window_seconds": 60, "key": "{{ post_id }}"},
+            "templates": {"in_app": {"en": {"title": "{{ digest.count }} new"}}},
+        },
     )
     small = accept(api_key, ["a"])
     topic = accept(api_key, [{"topic": "post:7:followers"}])
-    digested = event_accept(api_key_id=api_key[0].id, body={"type": "digest.me", "recipients": ["a"], "data": {"post_id": 1}}).id
+    digested = event_accept(
+        api_key_id=api_key[0].id,
+        body={"type": "digest.me", "recipients": ["a"], "data": {"post_id": 1}},
+    ).id
 
     outcome = events_fan_out_small(event_ids=[small, topic, digested])
 
@@ -124,7 +147,9 @@ def test_topic_and_digest_events_are_left_to_the_per_event_path(api_key, comment
     assert event_row(topic)["status"] == "accepted"
 
 
-def test_small_events_beyond_the_page_budget_wait_for_the_next_call(api_key, comment_type, settings):
+def test_small_events_beyond_the_page_budget_wait_for_the_next_call(
+    api_key, comment_type, settings
+):
     settings.CLARION = {**settings.CLARION, "FANOUT_PAGE_SIZE": 3}
     event_ids = sorted(accept(api_key, [f"r{n}", f"s{n}"]) for n in range(3))
 

@@ -1,4 +1,5 @@
 """One pending wake-up per priority carries the fan-out of many small events."""
+
 from __future__ import annotations
 
 import json
@@ -100,8 +101,11 @@ def test_concurrent_single_events_are_each_fanned_out_once(worker, producer, com
 
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=producer._credentials["HTTP_AUTHORIZATION"])
-        response = client.post("/api/v1/events", {"type": "comment.created", "recipients": [f"w{n}", "w-shared"],
-                                                  "data": {"n": n}}, format="json")
+        response = client.post(
+            "/api/v1/events",
+            {"type": "comment.created", "recipients": [f"w{n}", "w-shared"], "data": {"n": n}},
+            format="json",
+        )
         assert response.status_code == 202
         with lock:
             answers.append(response.json()["id"])
@@ -113,11 +117,33 @@ def test_concurrent_single_events_are_each_fanned_out_once(worker, producer, com
         thread.join()
     publish.publisher.flush()
 
-    wait_for(lambda: scalar("SELECT count(*) FROM notifications_event WHERE status = 'done'"
-                            " AND id = ANY(%s::uuid[])", [answers]) == 50, timeout=30, what="all fanned out")
-    assert scalar("SELECT count(*) FROM notifications_notification WHERE event_id = ANY(%s::uuid[])", [answers]) == 100
-    assert scalar("SELECT count(DISTINCT (event_id, recipient_id)) FROM notifications_notification"
-                  " WHERE event_id = ANY(%s::uuid[])", [answers]) == 100
+    wait_for(
+        lambda: (
+            scalar(
+                "SELECT count(*) FROM notifications_event WHERE status = 'done'"
+                " AND id = ANY(%s::uuid[])",
+                [answers],
+            )
+            == 50
+        ),
+        timeout=30,
+        what="all fanned out",
+    )
+    assert (
+        scalar(
+            "SELECT count(*) FROM notifications_notification WHERE event_id = ANY(%s::uuid[])",
+            [answers],
+        )
+        == 100
+    )
+    assert (
+        scalar(
+            "SELECT count(DISTINCT (event_id, recipient_id)) FROM notifications_notification"
+            " WHERE event_id = ANY(%s::uuid[])",
+            [answers],
+        )
+        == 100
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -128,8 +154,11 @@ def test_an_event_behind_a_lost_wake_up_is_fanned_out_by_the_relay(
 
     # A wake-up key whose message was lost (its worker died before starting it).
     assert wakeups.wake_claim("normal")
-    response = producer.post("/api/v1/events", {"type": "comment.created", "recipients": ["behind-lost"],
-                                                "data": {}}, format="json")
+    response = producer.post(
+        "/api/v1/events",
+        {"type": "comment.created", "recipients": ["behind-lost"], "data": {}},
+        format="json",
+    )
     publish.publisher.flush()
     event_id = response.json()["id"]
     assert scalar("SELECT status FROM notifications_event WHERE id = %s", [event_id]) == "accepted"
@@ -138,16 +167,27 @@ def test_an_event_behind_a_lost_wake_up_is_fanned_out_by_the_relay(
     monkeypatch.setattr(relay, "idle_queues", lambda: list(settings.PRIORITIES))
     assert events_relay() == 1
 
-    wait_for(lambda: scalar("SELECT status FROM notifications_event WHERE id = %s", [event_id]) == "done",
-             timeout=20, what="relayed event fanned out")
-    assert scalar("SELECT count(*) FROM notifications_notification WHERE event_id = %s", [event_id]) == 1
+    wait_for(
+        lambda: (
+            scalar("SELECT status FROM notifications_event WHERE id = %s", [event_id]) == "done"
+        ),
+        timeout=20,
+        what="relayed event fanned out",
+    )
+    assert (
+        scalar("SELECT count(*) FROM notifications_notification WHERE event_id = %s", [event_id])
+        == 1
+    )
 
 
 def _accept(api_key, recipient: str) -> str:
     from notifications.services.events import event_accept
 
-    event_id = str(event_accept(api_key_id=api_key[0].id,
-                                body={"type": "comment.created", "recipients": [recipient]}).id)
+    event_id = str(
+        event_accept(
+            api_key_id=api_key[0].id, body={"type": "comment.created", "recipients": [recipient]}
+        ).id
+    )
     publish.publisher.flush()
     return event_id
 
@@ -171,8 +211,14 @@ def test_an_event_committed_during_a_sweep_is_swept_by_the_same_task_without_a_m
     monkeypatch.setattr(fanout_small, "_wake_up_kept", a_producer_commits_before_the_release)
     tasks._run_first_pages([first], sweep="normal")
 
-    assert scalar("SELECT count(*) FROM notifications_event WHERE status = 'done' AND id = ANY(%s::uuid[])",
-                  [[first, *came_in]]) == 2
+    assert (
+        scalar(
+            "SELECT count(*) FROM notifications_event"
+            " WHERE status = 'done' AND id = ANY(%s::uuid[])",
+            [[first, *came_in]],
+        )
+        == 2
+    )
     assert len(messages(private_broker, "normal")) == 1  # the first event's wake-up only
     assert not private_broker.exists(wakeups._key("normal"))
 
@@ -197,7 +243,9 @@ def test_a_task_past_its_sweep_time_hands_its_wake_up_to_a_new_message(
     monkeypatch.setattr(tasks, "SWEEP_TASK_SECONDS", 0.0)
     tasks._run_first_pages([first], sweep="normal")
 
-    assert scalar("SELECT status FROM notifications_event WHERE id = %s", [came_in[0]]) == "accepted"
+    assert (
+        scalar("SELECT status FROM notifications_event WHERE id = %s", [came_in[0]]) == "accepted"
+    )
     queued = messages(private_broker, "normal")
     assert len(queued) == 2
     assert task_kwargs(queued[1]) == {"event_ids": [], "sweep": "normal"}

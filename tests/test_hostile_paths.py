@@ -2,6 +2,7 @@
 under /api/v1/ with a path id is called by every method with hostile ids
 (NUL, very long, non-ASCII, huge numbers), and unknown paths under /api/
 are problem+json too."""
+
 from __future__ import annotations
 
 import re
@@ -106,7 +107,8 @@ def test_an_unknown_path_under_api_is_a_problem_404(server, method, path):
 
 def test_a_nul_in_a_recipient_id_names_the_field(server, api_key):
     response = httpx.get(
-        f"{server.base_url}/api/v1/recipients/a%00b", headers={"Authorization": f"Bearer {api_key[1]}"}
+        f"{server.base_url}/api/v1/recipients/a%00b",
+        headers={"Authorization": f"Bearer {api_key[1]}"},
     )
 
     assert response.status_code == 422
@@ -125,7 +127,9 @@ def test_an_html_error_page_under_api_becomes_a_problem_of_the_same_status(rf):
 
     from notifications.api.middleware import ApiProblemsMiddleware
 
-    middleware = ApiProblemsMiddleware(lambda request: HttpResponseServerError("<h1>Traceback…</h1>"))
+    middleware = ApiProblemsMiddleware(
+        lambda request: HttpResponseServerError("<h1>Traceback…</h1>")
+    )
 
     api = middleware(rf.get("/api/v1/inbox"))
     page = middleware(rf.get("/admin/"))

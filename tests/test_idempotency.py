@@ -1,4 +1,5 @@
 """Idempotency keys: one event per key, a replay answers the same, a new body conflicts."""
+
 from __future__ import annotations
 
 import threading
@@ -33,7 +34,9 @@ def test_key_in_header_counts_like_key_in_body(producer, comment_type):
 def test_same_key_with_another_body_is_409(producer, comment_type):
     producer.post("/api/v1/events", {**EVENT, "idempotency_key": "k-2"}, format="json")
     response = producer.post(
-        "/api/v1/events", {**EVENT, "data": {"comment": "other"}, "idempotency_key": "k-2"}, format="json"
+        "/api/v1/events",
+        {**EVENT, "data": {"comment": "other"}, "idempotency_key": "k-2"},
+        format="json",
     )
     assert response.status_code == 409
     assert "idempotency_key" in response.json()["errors"]
@@ -54,7 +57,9 @@ def test_keys_of_different_producers_do_not_collide(producer, comment_type):
 @pytest.mark.django_db
 def test_duplicate_keys_inside_one_batch_make_one_event(producer, comment_type):
     item = {**EVENT, "idempotency_key": "b-1"}
-    results = producer.post("/api/v1/events/batch", {"events": [item, item, {**item, "data": {}}]}, format="json").json()["results"]
+    results = producer.post(
+        "/api/v1/events/batch", {"events": [item, item, {**item, "data": {}}]}, format="json"
+    ).json()["results"]
     assert results[0] == results[1]
     assert results[2]["status"] == 409
     assert Event.objects.count() == 1
@@ -62,8 +67,12 @@ def test_duplicate_keys_inside_one_batch_make_one_event(producer, comment_type):
 
 @pytest.mark.django_db
 def test_batch_replays_keys_accepted_earlier(producer, comment_type):
-    single = producer.post("/api/v1/events", {**EVENT, "idempotency_key": "b-2"}, format="json").json()
-    results = producer.post("/api/v1/events/batch", {"events": [{**EVENT, "idempotency_key": "b-2"}]}, format="json").json()["results"]
+    single = producer.post(
+        "/api/v1/events", {**EVENT, "idempotency_key": "b-2"}, format="json"
+    ).json()
+    results = producer.post(
+        "/api/v1/events/batch", {"events": [{**EVENT, "idempotency_key": "b-2"}]}, format="json"
+    ).json()["results"]
     assert results == [single]
 
 
@@ -78,7 +87,9 @@ def test_concurrent_duplicates_make_exactly_one_event(api_key, comment_type):
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
         barrier.wait()
         try:
-            responses.append(client.post("/api/v1/events", {**EVENT, "idempotency_key": "race"}, format="json"))
+            responses.append(
+                client.post("/api/v1/events", {**EVENT, "idempotency_key": "race"}, format="json")
+            )
         finally:
             connection.close()
 
@@ -93,7 +104,9 @@ def test_concurrent_duplicates_make_exactly_one_event(api_key, comment_type):
 
 
 @pytest.mark.django_db
-def test_duplicates_in_one_write_of_a_key_stored_earlier_all_answer_the_stored_id(api_key, comment_type):
+def test_duplicates_in_one_write_of_a_key_stored_earlier_all_answer_the_stored_id(
+    api_key, comment_type
+):
     from notifications.services.events import event_parse, events_accept_parsed
 
     body = {**EVENT, "idempotency_key": "stored"}

@@ -1,5 +1,6 @@
 """The inbox API: each recipient sees and changes only its own notifications;
 pages stay stable while new items arrive."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,7 +13,12 @@ pytestmark = pytest.mark.django_db
 
 
 def notify(api_key, recipients: list[str], comment: str = "hi") -> None:
-    body = {"type": "comment.created", "recipients": recipients, "actor": "ana", "data": {"comment": comment}}
+    body = {
+        "type": "comment.created",
+        "recipients": recipients,
+        "actor": "ana",
+        "data": {"comment": comment},
+    }
     event_fan_out_page(event_id=event_accept(api_key_id=api_key[0].id, body=body).id, page=0)
 
 
@@ -23,7 +29,19 @@ def ids(response) -> list[str]:
 def test_inbox_item_carries_the_contract_fields(api_key, producer, comment_type):
     notify(api_key, ["ana"])
     item = inbox_client(producer, "ana").get("/api/v1/inbox").json()["results"][0]
-    assert {"id", "type", "category", "title", "body", "url", "actor", "data", "created_at", "read_at", "archived_at"} <= set(item)
+    assert {
+        "id",
+        "type",
+        "category",
+        "title",
+        "body",
+        "url",
+        "actor",
+        "data",
+        "created_at",
+        "read_at",
+        "archived_at",
+    } <= set(item)
     assert (item["type"], item["category"], item["actor"]) == ("comment.created", "social", "ana")
 
 

@@ -1,4 +1,5 @@
 """group_send_many against real Redis and channels-redis's own receiver."""
+
 from __future__ import annotations
 
 import asyncio
@@ -47,11 +48,18 @@ def test_many_group_sends_arrive_on_every_member_in_the_order_given(layer):
         await layer.group_add("inbox.1", tab_b)
         await layer.group_add("inbox.2", other)
         dropped = await layer.group_send_many(
-            [("inbox.1", {"type": "n", "i": 1}), ("inbox.2", {"type": "n", "i": 2}),
-             ("inbox.1", {"type": "n", "i": 3}), ("inbox.9", {"type": "n", "i": 4}),
-             ("inbox.1", {"type": "n", "i": 5})]
+            [
+                ("inbox.1", {"type": "n", "i": 1}),
+                ("inbox.2", {"type": "n", "i": 2}),
+                ("inbox.1", {"type": "n", "i": 3}),
+                ("inbox.9", {"type": "n", "i": 4}),
+                ("inbox.1", {"type": "n", "i": 5}),
+            ]
         )
-        handled = {name: await received(layer, channel) for name, channel in (("a", tab_a), ("b", tab_b), ("other", other))}
+        handled = {
+            name: await received(layer, channel)
+            for name, channel in (("a", tab_a), ("b", tab_b), ("other", other))
+        }
         return dropped, handled
 
     dropped, handled = run(scenario())

@@ -6,6 +6,7 @@ test starts `clarion_dev.run` in. Every process of the tree must be gone within
 10 s, including when Beat is waiting inside a database query (the reported hang).
 Slow: each case starts the whole layout (~10 s).
 """
+
 from __future__ import annotations
 
 import os
@@ -79,16 +80,30 @@ class MakeRun:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = devdata / f"make-run-{self.port}.log"
-        env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "CLARION_EMBEDDED", "DEBUG")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("SECRET_KEY", "CLARION_EMBEDDED", "DEBUG")
+        }
         env.update(
-            DATABASE_URL=database_url, REDIS_URL=redis_url, CLARION_DEVDATA=str(devdata),
-            HOST="127.0.0.1", PORT=str(self.port), PYTHONUNBUFFERED="1",
+            DATABASE_URL=database_url,
+            REDIS_URL=redis_url,
+            CLARION_DEVDATA=str(devdata),
+            HOST="127.0.0.1",
+            PORT=str(self.port),
+            PYTHONUNBUFFERED="1",
             # The same layout with fewer pool processes: this machine runs other tests too.
-            WEB_CONCURRENCY="1", URGENT_CONCURRENCY="1", BULK_CONCURRENCY="1",
+            WEB_CONCURRENCY="1",
+            URGENT_CONCURRENCY="1",
+            BULK_CONCURRENCY="1",
         )
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "clarion_dev.run"], cwd=ROOT, env=env,
-            stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "clarion_dev.run"],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def log(self) -> str:
@@ -100,8 +115,11 @@ class MakeRun:
         while time.monotonic() < deadline:
             log = self.log()
             if (
-                "beat: Starting..." in log and "urgent@" in log and "bulk@" in log
-                and log.count(" ready.") >= 2 and self.healthy()
+                "beat: Starting..." in log
+                and "urgent@" in log
+                and "bulk@" in log
+                and log.count(" ready.") >= 2
+                and self.healthy()
             ):
                 return
             if self.process.poll() is not None:
@@ -155,10 +173,14 @@ def describe(processes: list[psutil.Process]) -> list[str]:
 def beat_waits_on_a_lock(database_url: str) -> bool:
     name = urlsplit(database_url).path.lstrip("/")
     with psycopg.connect(with_database(database_url, "postgres"), autocommit=True) as conn:
-        return bool(conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'"
-            " AND query LIKE %s", (name, "%django_celery_beat%"),
-        ).fetchone()[0])
+        return bool(
+            conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = %s AND wait_event_type = 'Lock'"
+                " AND query LIKE %s",
+                (name, "%django_celery_beat%"),
+            ).fetchone()[0]
+        )
 
 
 @pytest.fixture
@@ -171,11 +193,17 @@ def make_run(make_run_database, make_run_redis, devdata) -> Iterator[MakeRun]:
         yield running
     finally:
         # Whatever a failed test left behind.
-        running.kill_everything(alive(seen + running.tree() if running.process.poll() is None else seen))
+        running.kill_everything(
+            alive(seen + running.tree() if running.process.poll() is None else seen)
+        )
 
 
-@pytest.mark.parametrize("beat_busy", [False, True, False], ids=["idle", "beat-waiting-in-a-query", "idle-again"])
-def test_ctrl_c_stops_every_process_of_make_run_within_10_seconds(make_run, make_run_database, beat_busy):
+@pytest.mark.parametrize(
+    "beat_busy", [False, True, False], ids=["idle", "beat-waiting-in-a-query", "idle-again"]
+)
+def test_ctrl_c_stops_every_process_of_make_run_within_10_seconds(
+    make_run, make_run_database, beat_busy
+):
     tree = make_run.tree()
     commands = " ".join(" ".join(p.cmdline()) for p in tree)
     assert all(part in commands for part in ("honcho", "uvicorn", "worker", "beat")), describe(tree)
@@ -195,7 +223,9 @@ def test_ctrl_c_stops_every_process_of_make_run_within_10_seconds(make_run, make
             time.sleep(0.05)
         took = time.monotonic() - started
         left = alive(tree)
-        assert not left, f"still running {took:.1f} s after Ctrl-C: {describe(left)}\n{make_run.log()[-3000:]}"
+        assert not left, (
+            f"still running {took:.1f} s after Ctrl-C: {describe(left)}\n{make_run.log()[-3000:]}"
+        )
         print(f"make run stopped in {took:.2f} s (beat busy: {beat_busy})")
     finally:
         if locker is not None:
@@ -203,8 +233,9 @@ def test_ctrl_c_stops_every_process_of_make_run_within_10_seconds(make_run, make
     assert make_run.process.wait(5) == 0
 
 
-def test_a_token_minted_in_a_second_shell_verifies_in_the_server(make_run, make_run_database, make_run_redis,
-                                                                 devdata):
+def test_a_token_minted_in_a_second_shell_verifies_in_the_server(
+    make_run, make_run_database, make_run_redis, devdata
+):
     key_file = devdata / "secret_key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
 
@@ -212,14 +243,28 @@ def test_a_token_minted_in_a_second_shell_verifies_in_the_server(make_run, make_
         # A second shell: the same servers (as `python -m clarion_dev.services env` gives
         # them), no SECRET_KEY of its own.
         env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG")}
-        env.update(DATABASE_URL=make_run_database, REDIS_URL=make_run_redis.url, CLARION_EMBEDDED="1",
-                   CLARION_DEVDATA=str(devdata), **extra)
-        result = subprocess.run([sys.executable, "manage.py", "shell", "-c", MINT_TOKEN], cwd=ROOT, env=env,
-                                capture_output=True, text=True, timeout=60, check=True)
+        env.update(
+            DATABASE_URL=make_run_database,
+            REDIS_URL=make_run_redis.url,
+            CLARION_EMBEDDED="1",
+            CLARION_DEVDATA=str(devdata),
+            **extra,
+        )
+        result = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", MINT_TOKEN],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         return result.stdout.strip().splitlines()[-1]
 
     def inbox_status(token: str) -> int:
-        return httpx.get(f"{make_run.base_url}/api/v1/inbox", headers={"Authorization": f"Recipient {token}"}).status_code
+        return httpx.get(
+            f"{make_run.base_url}/api/v1/inbox", headers={"Authorization": f"Recipient {token}"}
+        ).status_code
 
     assert inbox_status(mint()) == 200
     assert inbox_status(mint(SECRET_KEY="some-other-key")) == 401

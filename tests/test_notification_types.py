@@ -1,5 +1,6 @@
 """Notification types that cannot fail silently: every enabled channel has a
 complete template, and the demo data renders fully from its sample_data."""
+
 from __future__ import annotations
 
 import json
@@ -79,14 +80,26 @@ def test_an_email_with_only_an_html_body_is_accepted(producer):
 @pytest.mark.parametrize(
     "channel,template,path,message",
     [
-        ("in_app", {"body": "b"}, "templates.in_app.en.title",
-         "An in-app notification needs a title."),
+        (
+            "in_app",
+            {"body": "b"},
+            "templates.in_app.en.title",
+            "An in-app notification needs a title.",
+        ),
         ("sms", {"text": ""}, "templates.sms.en.text", "An SMS needs a text."),
         ("push", {}, "templates.push.en.title", "A push notification needs a title or a body."),
-        ("web_push", {"url": "/x"}, "templates.web_push.en.title",
-         "A web push notification needs a title or a body."),
-        ("webhook", {"payload": ""}, "templates.webhook.en.payload",
-         "A webhook template needs a payload."),
+        (
+            "web_push",
+            {"url": "/x"},
+            "templates.web_push.en.title",
+            "A web push notification needs a title or a body.",
+        ),
+        (
+            "webhook",
+            {"payload": ""},
+            "templates.webhook.en.payload",
+            "A webhook template needs a payload.",
+        ),
     ],
 )
 def test_each_channel_names_the_field_it_requires(producer, channel, template, path, message):
@@ -151,10 +164,14 @@ def test_a_refused_type_changes_nothing(producer):
 
 def test_loading_a_file_with_an_incomplete_type_fails_naming_the_type_and_field(tmp_path):
     path = tmp_path / "types.yaml"
-    path.write_text(yaml.safe_dump({
-        "a.ok": {"channels": ["in_app"], "templates": IN_APP},
-        "b.broken": {"channels": ["in_app", "email"], "templates": IN_APP},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "a.ok": {"channels": ["in_app"], "templates": IN_APP},
+                "b.broken": {"channels": ["in_app", "email"], "templates": IN_APP},
+            }
+        )
+    )
 
     with pytest.raises(CommandError) as raised:
         call_command("load_notification_types", str(path))
@@ -168,7 +185,10 @@ def test_every_demo_type_loads_with_a_template_for_each_channel():
 
     types = NotificationType.objects.order_by("key")
     assert [t.key for t in types] == [
-        "announcement.posted", "comment.created", "order.shipped", "security.login"
+        "announcement.posted",
+        "comment.created",
+        "order.shipped",
+        "security.login",
     ]
     for demo in types:
         assert set(demo.channels) <= set(demo.templates), demo.key
@@ -184,8 +204,12 @@ def test_every_demo_template_renders_fully_from_its_sample_data():
     for key, body in yaml.safe_load(DEMO_FILE.read_text()).items():
         locales = {locale for variants in body["templates"].values() for locale in variants}
         for locale in ("", *locales):
-            preview = template_preview(templates=body["templates"], sample_data=body["sample_data"],
-                                       locale=locale, default_locale="en")
+            preview = template_preview(
+                templates=body["templates"],
+                sample_data=body["sample_data"],
+                locale=locale,
+                default_locale="en",
+            )
             assert preview["errors"] == {}, (key, locale)
             assert set(preview["channels"]) == set(body["templates"]), (key, locale)
 
@@ -221,10 +245,14 @@ def test_the_admin_preview_reports_a_required_field_that_renders_empty(admin_cli
 
 
 def test_the_admin_change_page_notes_variables_missing_in_sample_data(admin_client):
-    notification_type, _ = notification_type_put(key="greeting", body={
-        "channels": ["in_app", "email"], "templates": {**IN_APP, **EMAIL},
-        "sample_data": {"other": 1},
-    })
+    notification_type, _ = notification_type_put(
+        key="greeting",
+        body={
+            "channels": ["in_app", "email"],
+            "templates": {**IN_APP, **EMAIL},
+            "sample_data": {"other": 1},
+        },
+    )
 
     page = admin_client.get(f"/admin/notifications/notificationtype/{notification_type.pk}/change/")
 
@@ -236,10 +264,18 @@ def test_the_admin_change_page_notes_variables_missing_in_sample_data(admin_clie
 def admin_form(**fields) -> dict:
     """What the admin's add form posts for a type (and its empty inline of versions)."""
     return {
-        "key": "greeting", "category": "general", "priority": "normal", "channels": "in_app",
-        "required_channels": "", "default_locale": "en", "templates": json.dumps(IN_APP),
-        "sample_data": "{}", "digest": "null", "throttle": "null",
-        "template_versions-TOTAL_FORMS": "0", "template_versions-INITIAL_FORMS": "0",
+        "key": "greeting",
+        "category": "general",
+        "priority": "normal",
+        "channels": "in_app",
+        "required_channels": "",
+        "default_locale": "en",
+        "templates": json.dumps(IN_APP),
+        "sample_data": "{}",
+        "digest": "null",
+        "throttle": "null",
+        "template_versions-TOTAL_FORMS": "0",
+        "template_versions-INITIAL_FORMS": "0",
         **fields,
     }
 

@@ -2,6 +2,7 @@
 within 2 s — 202 when its event is durable, else 503 with Retry-After — and
 the intake is back within 2 s of the server's return. Outages are made by
 cutting a TCP proxy between the ASGI server and the real server."""
+
 from __future__ import annotations
 
 import asyncio
@@ -69,13 +70,17 @@ async def _load(server, key: str, until: float) -> list[Answer]:
                 retry_after = response.headers.get("retry-after")
             except httpx.HTTPError:
                 status, event_id, retry_after, outcome = 0, None, None, None
-            answers.append(Answer(sent, time.monotonic() - sent, status, event_id, retry_after, outcome))
+            answers.append(
+                Answer(sent, time.monotonic() - sent, status, event_id, retry_after, outcome)
+            )
             # Paced: the subject is the answers during an outage, not the tail of
             # a machine that the load, two proxies and the server saturate.
             await asyncio.sleep(0.05 if status != 202 else PAUSE_SECONDS)
 
     async with httpx.AsyncClient(
-        base_url=server.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30,
+        base_url=server.base_url,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
         limits=httpx.Limits(max_connections=CLIENTS),
     ) as http:
         await asyncio.gather(*[client(http) for _ in range(CLIENTS)])
@@ -100,7 +105,8 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 @pytest.mark.parametrize(
-    "service, kind", [("redis", "down"), ("redis", "hang"), ("postgres", "down"), ("postgres", "hang")]
+    "service, kind",
+    [("redis", "down"), ("redis", "hang"), ("postgres", "down"), ("postgres", "hang")],
 )
 def test_every_request_is_answered_within_2_seconds_during_an_outage(
     proxied, api_key, comment_type, service, kind
@@ -121,12 +127,22 @@ def test_every_request_is_answered_within_2_seconds_during_an_outage(
     during = [a.seconds for a in answers if down <= a.sent <= up]
     slowest = max(a.seconds for a in answers)
     statuses = sorted({a.status for a in answers})
-    back = min((a.sent + a.seconds for a in answers if a.sent > up and a.status == 202), default=float("inf"))
-    print(f"OUTAGE {service} {kind}: {len(answers)} answers, {len(during)} sent during it,"
-          f" p50 {_quantile(during, 0.5) * 1000:.0f} ms, max {slowest * 1000:.0f} ms,"
-          f" statuses {statuses}, outcome unknown {sum(1 for a in answers if a.outcome == 'unknown')},"
-          f" back {back - up:.2f} s after the return; slowest (sent at, s, status):"
-          f" {[(round(a.sent - down, 2), round(a.seconds, 2), a.status) for a in sorted(answers, key=lambda a: -a.seconds)[:3]]}")
+    back = min(
+        (a.sent + a.seconds for a in answers if a.sent > up and a.status == 202),
+        default=float("inf"),
+    )
+    slowest_answers = [
+        (round(a.sent - down, 2), round(a.seconds, 2), a.status)
+        for a in sorted(answers, key=lambda a: -a.seconds)[:3]
+    ]
+    print(
+        f"OUTAGE {service} {kind}: {len(answers)} answers, {len(during)} sent during it,"
+        f" p50 {_quantile(during, 0.5) * 1000:.0f} ms, max {slowest * 1000:.0f} ms,"
+        f" statuses {statuses},"
+        f" outcome unknown {sum(1 for a in answers if a.outcome == 'unknown')},"
+        f" back {back - up:.2f} s after the return; slowest (sent at, s, status):"
+        f" {slowest_answers}"
+    )
     assert slowest < ANSWER_LIMIT
     assert set(statuses) <= {202, 503}
     assert all(a.retry_after for a in answers if a.status == 503)

@@ -1,6 +1,7 @@
 """A page whose worker is SIGKILLed is taken up again within seconds, not after
 the relay's stale time, and no page runs twice: a 100,000-recipient fan-out
 survives three kills with every recipient notified exactly once."""
+
 from __future__ import annotations
 
 import threading
@@ -36,7 +37,7 @@ class BeatRelay:
         finally:
             connection.close()
 
-    def __enter__(self) -> "BeatRelay":
+    def __enter__(self) -> BeatRelay:
         self.thread.start()
         return self
 
@@ -49,8 +50,10 @@ def test_a_killed_workers_page_is_taken_up_within_seconds_and_none_runs_twice(
     clean_redis, producer, comment_type
 ):
     worker = WorkerProcess(
-        database_url=database_url_for(connection.settings_dict), redis_url=settings.REDIS_URL,
-        queues="normal", extra_env={"CLARION_FANOUT_PAGE_SIZE": "10000"},
+        database_url=database_url_for(connection.settings_dict),
+        redis_url=settings.REDIS_URL,
+        queues="normal",
+        extra_env={"CLARION_FANOUT_PAGE_SIZE": "10000"},
     )
     worker.start()
     subscribe_many("takeover", RECIPIENTS)
@@ -60,20 +63,36 @@ def test_a_killed_workers_page_is_taken_up_within_seconds_and_none_runs_twice(
             started = time.monotonic()
             response = producer.post(
                 "/api/v1/events",
-                {"type": "comment.created", "recipients": [{"topic": "takeover"}], "data": {"comment": "hi"}},
+                {
+                    "type": "comment.created",
+                    "recipients": [{"topic": "takeover"}],
+                    "data": {"comment": "hi"},
+                },
                 format="json",
             )
             event_id = response.json()["id"]
             for kill in range(KILLS):
-                wait_for(lambda: event_row(event_id)["page"] >= 2 * kill + 1, timeout=60, what="pages to commit")
+                wait_for(
+                    lambda kill=kill: event_row(event_id)["page"] >= 2 * kill + 1,
+                    timeout=60,
+                    what="pages to commit",
+                )
                 page = event_row(event_id)["page"]
                 assert event_row(event_id)["status"] == "processing", "finished before the kill"
                 worker.kill()
                 killed = time.monotonic()
                 worker.start()  # what the respawner (make run) or Compose's restart policy does
-                wait_for(lambda: event_row(event_id)["page"] > page, timeout=60, what="the page taken up")
+                wait_for(
+                    lambda page=page: event_row(event_id)["page"] > page,
+                    timeout=60,
+                    what="the page taken up",
+                )
                 takeovers.append(time.monotonic() - killed)
-            wait_for(lambda: event_row(event_id)["status"] == "done", timeout=120, what="the fan-out to finish")
+            wait_for(
+                lambda: event_row(event_id)["status"] == "done",
+                timeout=120,
+                what="the fan-out to finish",
+            )
             total = time.monotonic() - started
     finally:
         worker.stop()
@@ -81,7 +100,10 @@ def test_a_killed_workers_page_is_taken_up_within_seconds_and_none_runs_twice(
     print(f"takeovers {[round(t, 1) for t in takeovers]} s, total {total:.1f} s")
     assert max(takeovers) < TAKEOVER_LIMIT_SECONDS
     assert event_row(event_id)["recipient_count"] == RECIPIENTS
-    assert scalar("SELECT count(*) FROM notifications_notification WHERE event_id = %s", [event_id]) == RECIPIENTS
+    assert (
+        scalar("SELECT count(*) FROM notifications_notification WHERE event_id = %s", [event_id])
+        == RECIPIENTS
+    )
     assert scalar("SELECT count(*) FROM notifications_delivery") == RECIPIENTS
 
 
@@ -95,7 +117,9 @@ def _lost_publish(producer, monkeypatch) -> str:
     unreachable.conf.broker_connection_timeout = 0.5
     monkeypatch.setattr(publish, "app", unreachable)
     response = producer.post(
-        "/api/v1/events", {"type": "comment.created", "recipients": ["lost"], "data": {}}, format="json"
+        "/api/v1/events",
+        {"type": "comment.created", "recipients": ["lost"], "data": {}},
+        format="json",
     )
     publish.publisher.flush()
     monkeypatch.undo()
@@ -114,12 +138,16 @@ def test_a_lost_message_is_published_again_soon_when_its_queue_is_empty(
     assert events_relay() == 1  # well before RELAY_STALE_SECONDS (60 s)
 
 
-def test_behind_a_backlog_a_waiting_event_is_left_to_the_stale_time(producer, comment_type, monkeypatch, settings):
+def test_behind_a_backlog_a_waiting_event_is_left_to_the_stale_time(
+    producer, comment_type, monkeypatch, settings
+):
     from notifications.services import relay
 
     _lost_publish(producer, monkeypatch)
     settings.CLARION = {**settings.CLARION, "RELAY_DEAD_PAGE_SECONDS": 0}
-    monkeypatch.setattr(relay, "idle_queues", lambda: ["critical", "high", "low"])  # "normal" has a backlog
+    monkeypatch.setattr(
+        relay, "idle_queues", lambda: ["critical", "high", "low"]
+    )  # "normal" has a backlog
 
     assert events_relay() == 0
 

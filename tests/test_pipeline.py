@@ -1,4 +1,5 @@
 """The spine end to end: real PostgreSQL, real Redis, a real Celery worker."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,14 +17,19 @@ EVENT = {"type": "comment.created", "actor": "ana", "data": {"comment": "hi", "p
 
 
 def post_event(producer, recipients, **extra) -> str:
-    response = producer.post("/api/v1/events", {**EVENT, "recipients": recipients, **extra}, format="json")
+    response = producer.post(
+        "/api/v1/events", {**EVENT, "recipients": recipients, **extra}, format="json"
+    )
     assert response.status_code == 202, response.content
     return response.json()["id"]
 
 
 def wait_done(event_id: str, timeout: float = 60.0) -> dict:
-    return wait_for(lambda: (row := event_row(event_id))["status"] == "done" and row, timeout=timeout,
-                    what=f"event {event_id} to finish fan-out")
+    return wait_for(
+        lambda: (row := event_row(event_id))["status"] == "done" and row,
+        timeout=timeout,
+        what=f"event {event_id} to finish fan-out",
+    )
 
 
 def notification_count(event_id: str) -> int:
@@ -34,12 +40,16 @@ def test_posted_event_reaches_the_recipients_inbox(worker, clean_redis, producer
     event_id = post_event(producer, ["ana-1"])
     wait_done(event_id)
     items = inbox_client(producer, "ana-1").get("/api/v1/inbox").json()["results"]
-    assert [(i["title"], i["body"], i["url"]) for i in items] == [("ana commented", "hi", "/posts/7")]
+    assert [(i["title"], i["body"], i["url"]) for i in items] == [
+        ("ana commented", "hi", "/posts/7")
+    ]
 
 
 def test_batch_events_all_reach_their_inboxes(worker, clean_redis, producer, comment_type):
     events = [{**EVENT, "recipients": [f"b-{i}"]} for i in range(50)]
-    results = producer.post("/api/v1/events/batch", {"events": events}, format="json").json()["results"]
+    results = producer.post("/api/v1/events/batch", {"events": events}, format="json").json()[
+        "results"
+    ]
     for result in results:
         wait_done(result["id"])
     assert scalar("SELECT count(*) FROM notifications_notification") == 50
@@ -54,7 +64,9 @@ def test_status_endpoint_reports_counts_by_channel(worker, clean_redis, producer
     assert body["deliveries"] == {"in_app": {"delivered": 2, "opened": 0}, "email": {"queued": 2}}
 
 
-def test_page_message_delivered_twice_makes_no_duplicates(worker, clean_redis, producer, comment_type):
+def test_page_message_delivered_twice_makes_no_duplicates(
+    worker, clean_redis, producer, comment_type
+):
     subscribe_many("dup", 3000)
     event_id = post_event(producer, [{"topic": "dup"}])
     # A redelivered message and a relayed one for every page, on top of the real chain.
@@ -67,13 +79,17 @@ def test_page_message_delivered_twice_makes_no_duplicates(worker, clean_redis, p
     assert scalar("SELECT count(*) FROM notifications_delivery") == 3000
 
 
-def test_worker_killed_mid_fan_out_resumes_without_loss_or_duplicates(worker, clean_redis, producer, comment_type):
+def test_worker_killed_mid_fan_out_resumes_without_loss_or_duplicates(
+    worker, clean_redis, producer, comment_type
+):
     subscribe_many("kill", 60_000)
     event_id = post_event(producer, [{"topic": "kill"}])
     wait_for(lambda: event_row(event_id)["page"] >= 3, timeout=60, what="a few pages to commit")
     worker.kill()
     killed_at = event_row(event_id)
-    assert killed_at["status"] == "processing", "the fan-out finished before the kill; make the topic larger"
+    assert killed_at["status"] == "processing", (
+        "the fan-out finished before the kill; make the topic larger"
+    )
     worker.start()
     # The page in flight died with the worker; its message sits unacked until the
     # visibility timeout. The relay publishes the page the event waits for.
@@ -88,7 +104,9 @@ def test_worker_killed_mid_fan_out_resumes_without_loss_or_duplicates(worker, cl
     assert scalar("SELECT count(*) FROM notifications_delivery") == 60_000
 
 
-def test_relay_recovers_an_event_whose_publish_was_lost(worker, clean_redis, producer, comment_type, monkeypatch):
+def test_relay_recovers_an_event_whose_publish_was_lost(
+    worker, clean_redis, producer, comment_type, monkeypatch
+):
     # The broker is unreachable when the API publishes (nothing listens on port
     # 1): the event is committed, the publish fails, the 202 still stands.
     from celery import Celery
@@ -128,7 +146,9 @@ def test_scheduled_event_waits_in_the_table_until_due(worker, clean_redis, produ
     assert wait_done(event_id)["recipient_count"] == 1
 
 
-def test_critical_event_is_not_stuck_behind_a_bulk_fan_out(worker, clean_redis, producer, comment_type):
+def test_critical_event_is_not_stuck_behind_a_bulk_fan_out(
+    worker, clean_redis, producer, comment_type
+):
     subscribe_many("bulk-topic", 40_000, prefix="bt")
     bulk_id = post_event(producer, [{"topic": "bulk-topic"}], priority="low")
     wait_for(lambda: event_row(bulk_id)["page"] >= 1, what="bulk fan-out to start")
@@ -138,17 +158,31 @@ def test_critical_event_is_not_stuck_behind_a_bulk_fan_out(worker, clean_redis, 
     wait_done(bulk_id, timeout=120)
 
 
-def test_a_due_delivery_is_dispatched_rendered_and_settled_by_the_worker(worker, clean_redis, producer):
+def test_a_due_delivery_is_dispatched_rendered_and_settled_by_the_worker(
+    worker, clean_redis, producer
+):
     from delivery.services.dispatch import deliveries_dispatch_due
     from notifications.models import Delivery
 
-    producer.put("/api/v1/notification-types/mail.sent", {
-        "category": "account", "channels": ["email"],
-        "templates": {"email": {"en": {"subject": "Hello {{ recipient.external_id }}", "text": "{{ note }}"}}},
-    }, format="json")
+    producer.put(
+        "/api/v1/notification-types/mail.sent",
+        {
+            "category": "account",
+            "channels": ["email"],
+            "templates": {
+                "email": {
+                    "en": {"subject": "Hello {{ recipient.external_id }}", "text": "{{ note }}"}
+                }
+            },
+        },
+        format="json",
+    )
     producer.put("/api/v1/recipients/mail-1", {"email": "mail-1@example.com"}, format="json")
-    event_id = producer.post("/api/v1/events", {"type": "mail.sent", "recipients": ["mail-1"], "priority": "high",
-                                                "data": {"note": "hi"}}, format="json").json()["id"]
+    event_id = producer.post(
+        "/api/v1/events",
+        {"type": "mail.sent", "recipients": ["mail-1"], "priority": "high", "data": {"note": "hi"}},
+        format="json",
+    ).json()["id"]
     wait_done(event_id)
 
     assert deliveries_dispatch_due() == 1

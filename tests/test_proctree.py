@@ -1,4 +1,5 @@
 """clarion_dev.proctree: what `make run` kills when a stop does not end everything by itself."""
+
 from __future__ import annotations
 
 import subprocess

@@ -1,4 +1,5 @@
 """Recipients, topics and notification types through the producer API."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,9 @@ pytestmark = pytest.mark.django_db
 
 
 def test_put_creates_then_replaces_a_profile(producer):
-    created = producer.put("/api/v1/recipients/ana", {"email": "ana@example.com", "locale": "pt-BR"}, format="json")
+    created = producer.put(
+        "/api/v1/recipients/ana", {"email": "ana@example.com", "locale": "pt-BR"}, format="json"
+    )
     assert created.status_code == 201
     replaced = producer.put("/api/v1/recipients/ana", {"timezone": "Europe/Lisbon"}, format="json")
     assert replaced.status_code == 200
@@ -31,7 +34,9 @@ def test_erase_removes_the_recipient_and_its_notifications(producer, api_key, co
     producer.put("/api/v1/recipients/ana", {"email": "ana@example.com"}, format="json")
     producer.put("/api/v1/topics/t/subscribers", {"add": ["ana"]}, format="json")
     event_fan_out_page(
-        event_id=event_accept(api_key_id=api_key[0].id, body={"type": "comment.created", "recipients": ["ana"]}).id,
+        event_id=event_accept(
+            api_key_id=api_key[0].id, body={"type": "comment.created", "recipients": ["ana"]}
+        ).id,
         page=0,
     )
     assert producer.delete("/api/v1/recipients/ana").status_code == 204
@@ -43,7 +48,9 @@ def test_export_holds_profile_topics_notifications_and_deliveries(producer, api_
     producer.put("/api/v1/recipients/ana", {"email": "ana@example.com"}, format="json")
     producer.put("/api/v1/topics/t/subscribers", {"add": ["ana"]}, format="json")
     event_fan_out_page(
-        event_id=event_accept(api_key_id=api_key[0].id, body={"type": "comment.created", "recipients": ["ana"]}).id,
+        event_id=event_accept(
+            api_key_id=api_key[0].id, body={"type": "comment.created", "recipients": ["ana"]}
+        ).id,
         page=0,
     )
     export = producer.get("/api/v1/recipients/ana/export").json()
@@ -54,12 +61,18 @@ def test_export_holds_profile_topics_notifications_and_deliveries(producer, api_
 
 
 def test_topic_subscribers_add_remove_and_page(producer):
-    result = producer.put("/api/v1/topics/post:1/subscribers", {"add": [f"u{i}" for i in range(5)]}, format="json").json()
+    result = producer.put(
+        "/api/v1/topics/post:1/subscribers", {"add": [f"u{i}" for i in range(5)]}, format="json"
+    ).json()
     assert result == {"added": 5, "removed": 0, "subscribers": 5}
-    result = producer.put("/api/v1/topics/post:1/subscribers", {"add": ["u0"], "remove": ["u1"]}, format="json").json()
+    result = producer.put(
+        "/api/v1/topics/post:1/subscribers", {"add": ["u0"], "remove": ["u1"]}, format="json"
+    ).json()
     assert result == {"added": 0, "removed": 1, "subscribers": 4}
     first = producer.get("/api/v1/topics/post:1/subscribers?limit=3").json()
-    rest = producer.get(f"/api/v1/topics/post:1/subscribers?limit=3&cursor={first['next_cursor']}").json()
+    rest = producer.get(
+        f"/api/v1/topics/post:1/subscribers?limit=3&cursor={first['next_cursor']}"
+    ).json()
     assert first["results"] + rest["results"] == ["u0", "u2", "u3", "u4"]
     assert rest["next_cursor"] is None
 
@@ -69,15 +82,30 @@ def test_unknown_topic_is_404(producer):
 
 
 def test_notification_type_put_get_list_retire(producer, api_key):
-    templates = {"in_app": {"en": {"title": "Paid"}},
-                 "email": {"en": {"subject": "Paid", "text": "Thanks"}}}
-    body = {"category": "billing", "channels": ["in_app", "email"], "required_channels": ["email"],
-            "templates": templates}
-    assert producer.put("/api/v1/notification-types/invoice.paid", body, format="json").status_code == 201
-    assert producer.get("/api/v1/notification-types/invoice.paid").json()["required_channels"] == ["email"]
-    assert [t["key"] for t in producer.get("/api/v1/notification-types").json()["results"]] == ["invoice.paid"]
+    templates = {
+        "in_app": {"en": {"title": "Paid"}},
+        "email": {"en": {"subject": "Paid", "text": "Thanks"}},
+    }
+    body = {
+        "category": "billing",
+        "channels": ["in_app", "email"],
+        "required_channels": ["email"],
+        "templates": templates,
+    }
+    assert (
+        producer.put("/api/v1/notification-types/invoice.paid", body, format="json").status_code
+        == 201
+    )
+    assert producer.get("/api/v1/notification-types/invoice.paid").json()["required_channels"] == [
+        "email"
+    ]
+    assert [t["key"] for t in producer.get("/api/v1/notification-types").json()["results"]] == [
+        "invoice.paid"
+    ]
     assert producer.delete("/api/v1/notification-types/invoice.paid").status_code == 204
-    response = producer.post("/api/v1/events", {"type": "invoice.paid", "recipients": ["a"]}, format="json")
+    response = producer.post(
+        "/api/v1/events", {"type": "invoice.paid", "recipients": ["a"]}, format="json"
+    )
     assert response.status_code == 422
 
 
@@ -107,7 +135,12 @@ def test_create_api_key_prints_the_key_alone_on_the_last_line(capsys, comment_ty
     key = capsys.readouterr().out.strip().splitlines()[-1]
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
-    assert client.post("/api/v1/events", {"type": "comment.created", "recipients": ["a"]}, format="json").status_code == 202
+    assert (
+        client.post(
+            "/api/v1/events", {"type": "comment.created", "recipients": ["a"]}, format="json"
+        ).status_code
+        == 202
+    )
 
 
 def test_token_endpoint_returns_token_and_expiry(producer):
@@ -133,21 +166,30 @@ def test_metrics_expose_queue_depths(client):
     assert 'clarion_deliveries_waiting{state="held"}' in text
 
 
-def test_metrics_expose_the_age_of_the_oldest_waiting_event_per_priority(client, api_key, comment_type):
+def test_metrics_expose_the_age_of_the_oldest_waiting_event_per_priority(
+    client, api_key, comment_type
+):
     from django.db import connection
 
     from notifications.services.events import event_accept
 
-    event_id = event_accept(api_key_id=api_key[0].id, body={"type": "comment.created", "recipients": ["u"]}).id
+    event_id = event_accept(
+        api_key_id=api_key[0].id, body={"type": "comment.created", "recipients": ["u"]}
+    ).id
     with connection.cursor() as cursor:
         cursor.execute(
-            "UPDATE notifications_event SET enqueued_at = now() - interval '42 seconds' WHERE id = %s", [event_id]
+            "UPDATE notifications_event SET enqueued_at = now() - interval '42 seconds'"
+            " WHERE id = %s",
+            [event_id],
         )
 
     text = client.get("/metrics").content.decode()
 
-    normal = next(line for line in text.splitlines()
-                  if line.startswith('clarion_fanout_backlog_seconds{priority="normal"}'))
+    normal = next(
+        line
+        for line in text.splitlines()
+        if line.startswith('clarion_fanout_backlog_seconds{priority="normal"}')
+    )
     assert 42 <= float(normal.split()[-1]) < 60
     assert 'clarion_fanout_backlog_seconds{priority="critical"} 0.0' in text
 

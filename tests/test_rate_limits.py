@@ -1,4 +1,5 @@
 """Per-API-key rate limits: one token bucket in Redis for the intake and the DRF views."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,8 +12,8 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from rest_framework.test import APIClient
 
-from notifications.api.auth import api_key_create
 from common.errors import RateLimited
+from notifications.api.auth import api_key_create
 from notifications.models import ApiKey, Event
 from notifications.rates import Rate, rate_parse
 from notifications.services import ratelimits

@@ -1,6 +1,7 @@
 """Per-recipient order: events of one priority accepted one after another reach
 the recipient in that order — live, in a resume and in the inbox — with
 several worker processes fanning out at once."""
+
 from __future__ import annotations
 
 import asyncio
@@ -8,8 +9,8 @@ import time
 
 import httpx
 import pytest
-from django.db import connection
 from django.conf import settings
+from django.db import connection
 
 from notifications.models import Notification, Recipient
 from notifications.services.tokens import recipient_token_issue
@@ -25,15 +26,19 @@ RATE = 100.0  # events per second, each POST sent after the previous 202
 
 def inversions(sequence: list[int]) -> int:
     """Pairs (i < j) with sequence[i] > sequence[j]."""
-    return sum(1 for i, a in enumerate(sequence) for b in sequence[i + 1:] if a > b)
+    return sum(1 for i, a in enumerate(sequence) for b in sequence[i + 1 :] if a > b)
 
 
 @pytest.fixture
 def two_workers(django_db_setup, clean_redis):
     """make run's layout: an urgent and a bulk worker, several processes each."""
     workers = [
-        WorkerProcess(database_url=database_url_for(connection.settings_dict), redis_url=settings.REDIS_URL,
-                      queues=queues, concurrency=concurrency)
+        WorkerProcess(
+            database_url=database_url_for(connection.settings_dict),
+            redis_url=settings.REDIS_URL,
+            queues=queues,
+            concurrency=concurrency,
+        )
         for queues, concurrency in (("critical,high", 2), ("normal,low", 4))
     ]
     for worker in workers:
@@ -44,10 +49,16 @@ def two_workers(django_db_setup, clean_redis):
 
 
 async def _post_sequentially(server, key: str) -> None:
-    async with httpx.AsyncClient(base_url=server.base_url, headers={"Authorization": f"Bearer {key}"}) as http:
+    async with httpx.AsyncClient(
+        base_url=server.base_url, headers={"Authorization": f"Bearer {key}"}
+    ) as http:
         started = time.monotonic()
         for n in range(EVENTS):
-            body = {"type": "comment.created", "recipients": ["orderly"], "data": {"n": n, "comment": str(n)}}
+            body = {
+                "type": "comment.created",
+                "recipients": ["orderly"],
+                "data": {"n": n, "comment": str(n)},
+            }
             response = await http.post("/api/v1/events", json=body)
             assert response.status_code == 202
             await asyncio.sleep(max(0.0, started + (n + 1) / RATE - time.monotonic()))
@@ -94,7 +105,10 @@ def test_sequential_events_reach_the_recipient_in_acceptance_order(
     token = recipient_token_issue(recipient_id=recipient.id).token
 
     live, resumed = asyncio.run(_live_and_resumed(asgi_server, token))
-    wait_for(lambda: Notification.objects.filter(recipient=recipient).count() == EVENTS, what="every notification")
+    wait_for(
+        lambda: Notification.objects.filter(recipient=recipient).count() == EVENTS,
+        what="every notification",
+    )
     inbox: list[int] = []
     cursor = None
     while True:

@@ -1,4 +1,5 @@
 """A Redis restart loses no accepted event and sends nothing twice."""
+
 from __future__ import annotations
 
 import pytest
@@ -40,7 +41,9 @@ def private_broker(private_redis, monkeypatch, settings):
 
 @pytest.fixture
 def private_worker(private_redis, private_broker, django_db_setup):
-    process = WorkerProcess(database_url=database_url_for(connection.settings_dict), redis_url=private_redis.url)
+    process = WorkerProcess(
+        database_url=database_url_for(connection.settings_dict), redis_url=private_redis.url
+    )
     yield process
     process.stop()
 
@@ -55,7 +58,9 @@ def done(event_id: str) -> bool:
     return event_row(event_id)["status"] == "done"
 
 
-def test_queued_messages_survive_a_redis_restart(private_redis, private_worker, producer, comment_type):
+def test_queued_messages_survive_a_redis_restart(
+    private_redis, private_worker, producer, comment_type
+):
     # No worker yet: the message waits in Redis across the restart.
     event_id = post(producer, "queued-1")
     publish.publisher.flush()
@@ -63,7 +68,10 @@ def test_queued_messages_survive_a_redis_restart(private_redis, private_worker, 
     private_redis.start()
     private_worker.start()
     wait_for(lambda: done(event_id), timeout=30, what="the queued event to fan out")
-    assert scalar("SELECT count(*) FROM notifications_notification WHERE event_id = %s", [event_id]) == 1
+    assert (
+        scalar("SELECT count(*) FROM notifications_notification WHERE event_id = %s", [event_id])
+        == 1
+    )
 
 
 def test_events_accepted_while_redis_is_down_are_relayed_once_it_is_back(
@@ -88,8 +96,12 @@ def test_events_accepted_while_redis_is_down_are_relayed_once_it_is_back(
 
     settings.CLARION = {**settings.CLARION, "RELAY_STALE_SECONDS": 0}
     try:
-        wait_for(lambda: supervised() or (events_relay() >= 0 and all(done(e) for e in during)), timeout=60,
-                 interval=0.5, what="relayed events to fan out")
+        wait_for(
+            lambda: supervised() or (events_relay() >= 0 and all(done(e) for e in during)),
+            timeout=60,
+            interval=0.5,
+            what="relayed events to fan out",
+        )
     finally:
         settings.CLARION = {**settings.CLARION, "RELAY_STALE_SECONDS": 60.0}
     assert scalar("SELECT count(*) FROM notifications_notification") == 4

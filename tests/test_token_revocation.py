@@ -1,4 +1,5 @@
 """Recipient tokens die with their recipient, and can be revoked without erasing it."""
+
 from __future__ import annotations
 
 import asyncio
@@ -19,7 +20,9 @@ def _token(producer, external_id: str) -> str:
 
 
 def _inbox(server, token: str) -> httpx.Response:
-    return httpx.get(f"{server.base_url}/api/v1/inbox", headers={"Authorization": f"Recipient {token}"})
+    return httpx.get(
+        f"{server.base_url}/api/v1/inbox", headers={"Authorization": f"Recipient {token}"}
+    )
 
 
 async def _close_code_after(server, token: str, action) -> int:
@@ -44,16 +47,22 @@ async def _refused_code(server, token: str) -> int:
 
 
 def _delete(server, api_key, path: str) -> int:
-    response = httpx.delete(f"{server.base_url}{path}", headers={"Authorization": f"Bearer {api_key[1]}"})
+    response = httpx.delete(
+        f"{server.base_url}{path}", headers={"Authorization": f"Bearer {api_key[1]}"}
+    )
     return response.status_code
 
 
-def test_erasing_a_recipient_ends_its_tokens_on_rest_and_websocket(asgi_server, api_key, producer, clean_redis):
+def test_erasing_a_recipient_ends_its_tokens_on_rest_and_websocket(
+    asgi_server, api_key, producer, clean_redis
+):
     token = _token(producer, "erased")
     assert _inbox(asgi_server, token).status_code == 200
 
     code = asyncio.run(
-        _close_code_after(asgi_server, token, lambda: _delete(asgi_server, api_key, "/api/v1/recipients/erased"))
+        _close_code_after(
+            asgi_server, token, lambda: _delete(asgi_server, api_key, "/api/v1/recipients/erased")
+        )
     )
 
     assert code == 4401
@@ -63,7 +72,9 @@ def test_erasing_a_recipient_ends_its_tokens_on_rest_and_websocket(asgi_server, 
     assert asyncio.run(_refused_code(asgi_server, token)) == 4401
 
 
-def test_a_recipient_created_again_under_the_same_id_does_not_revive_old_tokens(asgi_server, producer):
+def test_a_recipient_created_again_under_the_same_id_does_not_revive_old_tokens(
+    asgi_server, producer
+):
     old = _token(producer, "reborn")
     producer.delete("/api/v1/recipients/reborn")
     producer.put("/api/v1/recipients/reborn", {"email": "r@example.com"}, format="json")
@@ -79,7 +90,8 @@ def test_revoking_tokens_ends_those_issued_before_and_keeps_the_recipient(
 
     code = asyncio.run(
         _close_code_after(
-            asgi_server, before,
+            asgi_server,
+            before,
             lambda: _delete(asgi_server, api_key, "/api/v1/recipients/revoked/tokens"),
         )
     )
@@ -126,4 +138,6 @@ def test_a_token_minted_before_issue_times_were_recorded_still_works_until_revok
     producer.delete("/api/v1/recipients/legacy/tokens")
 
     assert recipient_token_verify(legacy) is None
-    assert recipient_token_verify(recipient_token_issue(recipient_id=recipient.id).token) is not None
+    assert (
+        recipient_token_verify(recipient_token_issue(recipient_id=recipient.id).token) is not None
+    )

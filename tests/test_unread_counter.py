@@ -1,12 +1,13 @@
 """The unread counter (notifications_unreadcount, kept by triggers): equal to
 count(*) of the recipient's visible, unread, unarchived notifications after
 every kind of write, under concurrent writers, and read in O(1)."""
+
 from __future__ import annotations
 
 import json
 import random
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection
@@ -15,6 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from notifications.models import Event, Notification, Recipient
 from notifications.selectors import notification_type_cache_clear, unread_count
 from notifications.services import inbox
+from notifications.services import push as hints
 from notifications.services.digests import digests_flush_due
 from notifications.services.events import event_accept
 from notifications.services.fanout import event_fan_out_page
@@ -22,7 +24,6 @@ from notifications.services.fanout_small import events_fan_out_small
 from notifications.services.relay import events_relay
 from notifications.services.types import notification_type_put
 from preferences.services import preferences_put
-from notifications.services import push as hints
 from tests.conftest import inbox_client
 from tests.helpers import scalar, subscribe_many
 
@@ -49,8 +50,13 @@ def counted(external_id: str) -> int:
 
 
 def notify(api_key, recipients: list, **extra) -> str:
-    body = {"type": "comment.created", "recipients": recipients, "actor": "ana",
-            "data": {"comment": "hi"}, **extra}
+    body = {
+        "type": "comment.created",
+        "recipients": recipients,
+        "actor": "ana",
+        "data": {"comment": "hi"},
+        **extra,
+    }
     event_id = event_accept(api_key_id=api_key[0].id, body=body).id
     page = 0
     while (result := event_fan_out_page(event_id=event_id, page=page)).next_page is not None:
@@ -83,7 +89,9 @@ def test_fan_out_to_a_topic_and_explicit_recipients_counts_each_notification_onc
 @pytest.mark.django_db
 def test_small_events_fanned_out_together_count_like_one_by_one(api_key, comment_type, clean_redis):
     events = [
-        event_accept(api_key_id=api_key[0].id, body={"type": "comment.created", "recipients": rs}).id
+        event_accept(
+            api_key_id=api_key[0].id, body={"type": "comment.created", "recipients": rs}
+        ).id
         for rs in (["ana", "bo"], ["bo"], ["ana", "cy"])
     ]
     events_fan_out_small(event_ids=events)
@@ -122,14 +130,19 @@ def test_read_unread_archive_and_read_all_keep_the_count_exact(api_key, producer
 
 @pytest.mark.django_db
 def test_a_digest_counts_once_when_its_window_is_sent(api_key):
-    notification_type_put(key="comment.created", body={
-        "channels": ["in_app"], "digest": {"window_seconds": 60},
-        "templates": {"in_app": {"en": {"title": "{{ digest.count }} new comments"}}}})
+    notification_type_put(
+        key="comment.created",
+        body={
+            "channels": ["in_app"],
+            "digest": {"window_seconds": 60},
+            "templates": {"in_app": {"en": {"title": "{{ digest.count }} new comments"}}},
+        },
+    )
     notification_type_cache_clear()
     for _ in range(3):
         notify(api_key, ["dana", "eli"])
     assert counted("dana") == 0
-    digests_flush_due(now=datetime.now(timezone.utc) + timedelta(minutes=2))
+    digests_flush_due(now=datetime.now(UTC) + timedelta(minutes=2))
     assert (counted("dana"), counted("eli")) == (1, 1)
     assert mismatches() == []
 
@@ -141,7 +154,7 @@ def test_a_scheduled_event_counts_only_once_released_and_fanned_out(
     event_id = notify(api_key, ["ana"], send_at="2999-01-01T00:00:00Z")
     Recipient.objects.get_or_create(external_id="ana")
     assert counted("ana") == 0
-    due = datetime.now(timezone.utc) - timedelta(seconds=1)
+    due = datetime.now(UTC) - timedelta(seconds=1)
     Event.objects.filter(id=event_id).update(send_at=due)
     assert events_relay() == 1
     event_fan_out_page(event_id=event_id, page=0)
@@ -171,7 +184,9 @@ def test_erasing_a_recipient_removes_its_counter_and_leaves_the_others(
     notify(api_key, ["ana", "bo"])
     ana_id = Recipient.objects.get(external_id="ana").id
     assert producer.delete("/api/v1/recipients/ana").status_code == 204
-    left = scalar("SELECT count(*) FROM notifications_unreadcount WHERE recipient_id = %s", [ana_id])
+    left = scalar(
+        "SELECT count(*) FROM notifications_unreadcount WHERE recipient_id = %s", [ana_id]
+    )
     assert left == 0
     assert counted("bo") == 1
     assert mismatches() == []
@@ -331,8 +346,12 @@ def _most_rows_read(plan: dict) -> int:
     """The most rows any one node of the plan read (returned or filtered out),
     over all its loops."""
     return max(
-        (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
-         + node.get("Rows Removed by Index Recheck", 0)) * node["Actual Loops"]
+        (
+            node["Actual Rows"]
+            + node.get("Rows Removed by Filter", 0)
+            + node.get("Rows Removed by Index Recheck", 0)
+        )
+        * node["Actual Loops"]
         for node in _nodes(plan)
     )
 

@@ -1,4 +1,5 @@
 """A real Celery worker subprocess for pipeline tests."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,15 @@ class WorkerProcess(ManagedProcess):
 
     name = "worker"
 
-    def __init__(self, *, database_url: str, redis_url: str, extra_env: dict[str, str] | None = None,
-                 queues: str = "critical,high,normal,low", concurrency: int = 2):
+    def __init__(
+        self,
+        *,
+        database_url: str,
+        redis_url: str,
+        extra_env: dict[str, str] | None = None,
+        queues: str = "critical,high,normal,low",
+        concurrency: int = 2,
+    ):
         super().__init__()
         self.env = {
             **os.environ,
@@ -47,10 +55,24 @@ class WorkerProcess(ManagedProcess):
         offset = self.log_path.stat().st_size
         self.launch(
             [
-                sys.executable, "-m", "celery", "-A", "config", "worker",
-                "-Q", self.queues, "-c", str(self.concurrency), "-P", "prefork",
-                "--without-mingle", "--without-gossip", "-n", f"test-{os.getpid()}-{time.time_ns()}@%h",
-                "-l", "info",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                self.queues,
+                "-c",
+                str(self.concurrency),
+                "-P",
+                "prefork",
+                "--without-mingle",
+                "--without-gossip",
+                "-n",
+                f"test-{os.getpid()}-{time.time_ns()}@%h",
+                "-l",
+                "info",
             ],
             self.env,
         )

@@ -1,6 +1,7 @@
 """A websocket inbox client that follows the protocol the way the bell does:
 it tracks the last notification id it holds without a gap and resumes when a
 frame's previous_id shows it missed one."""
+
 from __future__ import annotations
 
 import asyncio
@@ -22,8 +23,9 @@ class InboxSocket:
         self.resuming = False
 
     @classmethod
-    async def open(cls, base: str, token: str | None, *, origin: str | None = None,
-                   gap_grace: float = 0.0) -> "InboxSocket":
+    async def open(
+        cls, base: str, token: str | None, *, origin: str | None = None, gap_grace: float = 0.0
+    ) -> InboxSocket:
         url = f"{base}/ws/inbox/" + (f"?token={token}" if token else "")
         origin = origin or base.replace("ws://", "http://")
         return cls(await connect(url, origin=origin, open_timeout=10), gap_grace=gap_grace)
@@ -54,7 +56,11 @@ class InboxSocket:
             self.items[item["id"]] = item
             self.pending[previous] = item["id"]
             self._advance()
-            if self.last_id is not None and int(item["id"]) > int(self.last_id) and not self.resuming:
+            if (
+                self.last_id is not None
+                and int(item["id"]) > int(self.last_id)
+                and not self.resuming
+            ):
                 # Something between last_id and this item has not arrived (yet).
                 if self.gap_grace:
                     if self._grace_task is None or self._grace_task.done():
@@ -67,7 +73,9 @@ class InboxSocket:
             last = frame.get("last_id")
             if last and (self.last_id is None or int(last) > int(self.last_id)):
                 self.last_id = last
-            self.pending = {prev: i for prev, i in self.pending.items() if int(i) > int(self.last_id or 0)}
+            self.pending = {
+                prev: i for prev, i in self.pending.items() if int(i) > int(self.last_id or 0)
+            }
             self._advance()
             self.resuming = False
             self.unread = frame["unread_count"]

@@ -9,17 +9,17 @@ worker holding it dies, the lease ends and the next sweep claims it again.
 The send task (`delivery.services.send`) acts only on rows still carrying
 its lease, so a stale or duplicate message changes nothing.
 """
+
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from celery import current_app as app
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
-
-from celery import current_app as app
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,14 @@ def deliveries_claim_due(*, now: datetime | None = None, limit: int | None = Non
     now = now or timezone.now()
     lease = now + timedelta(seconds=settings.CLARION["DELIVERY_LEASE_SECONDS"])
     with connection.cursor() as cursor:
-        cursor.execute(_CLAIM, {"now": now, "limit": limit or settings.CLARION["DELIVERY_CLAIM_BATCH"], "lease": lease})
+        cursor.execute(
+            _CLAIM,
+            {
+                "now": now,
+                "limit": limit or settings.CLARION["DELIVERY_CLAIM_BATCH"],
+                "lease": lease,
+            },
+        )
         return Claim(lease, cursor.fetchall())
 
 
@@ -82,10 +89,16 @@ def _publish(claim: Claim) -> None:
         groups.setdefault((priority, channel), []).append(delivery_id)
     for (priority, channel), ids in groups.items():
         for start in range(0, len(ids), SEND_CHUNK):
-            chunk = ids[start:start + SEND_CHUNK]
+            chunk = ids[start : start + SEND_CHUNK]
             try:
                 app.send_task(
-                    SEND_TASK, kwargs={"delivery_ids": chunk, "lease": claim.lease.isoformat()}, queue=priority
+                    SEND_TASK,
+                    kwargs={"delivery_ids": chunk, "lease": claim.lease.isoformat()},
+                    queue=priority,
                 )
             except Exception:  # noqa: BLE001 - the lease ends and a later sweep claims them again
-                log.exception("publish of %d %s deliveries failed; they are claimed again after the lease", len(chunk), channel)
+                log.exception(
+                    "publish of %d %s deliveries failed; they are claimed again after the lease",
+                    len(chunk),
+                    channel,
+                )

@@ -14,6 +14,7 @@ channel is `skipped` (`no_address`); a channel without a provider is
 Every step is one statement for the whole batch, and no transaction is open
 while a provider sends.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,11 +24,11 @@ import orjson
 from django.db import connection, transaction
 
 from common.channels import CHANNELS
-from common.rows import named_rows
-from delivery.providers import Message, Outcome, Provider, provider_for
 from common.choices import DeliveryStatus
-from notifications.services.profiles import Profile, profile_columns, recipient_context
+from common.rows import named_rows
 from common.sqljson import from_db_json
+from delivery.providers import Message, Outcome, Provider, provider_for
+from notifications.services.profiles import Profile, profile_columns, recipient_context
 from templates_app.engine import TemplateError
 from templates_app.rendering import build_context, render_channel, require_content
 
@@ -94,7 +95,12 @@ def deliveries_send(*, delivery_ids: list[int], lease: datetime) -> dict[str, in
         by_channel: dict[str, list[Message]] = {}
         for row in rows:
             if row.delivery_id in contents:
-                message = Message(row.delivery_id, row.channel, addresses[row.delivery_id], contents[row.delivery_id])
+                message = Message(
+                    row.delivery_id,
+                    row.channel,
+                    addresses[row.delivery_id],
+                    contents[row.delivery_id],
+                )
                 by_channel.setdefault(row.channel, []).append(message)
         for channel, messages in by_channel.items():
             provider = provider_for(channel)
@@ -111,16 +117,30 @@ def deliveries_send(*, delivery_ids: list[int], lease: datetime) -> dict[str, in
         try:
             outcomes.extend(provider.send(messages))
         except Exception as exc:  # noqa: BLE001 - a provider's failure is its deliveries' failure
-            log.exception("provider %s failed for %d messages", type(provider).__name__, len(messages))
-            outcomes.extend(Outcome(m.delivery_id, DeliveryStatus.FAILED, "provider_error", repr(exc)) for m in messages)
+            log.exception(
+                "provider %s failed for %d messages", type(provider).__name__, len(messages)
+            )
+            outcomes.extend(
+                Outcome(m.delivery_id, DeliveryStatus.FAILED, "provider_error", repr(exc))
+                for m in messages
+            )
     by_kind: dict[tuple[str, str], list[Outcome]] = {}
     for outcome in outcomes:
         by_kind.setdefault((outcome.status, outcome.reason), []).append(outcome)
     with transaction.atomic():
-        for (status, reason), group in by_kind.items():  # a statement per kind of outcome, not per delivery
+        for (
+            status,
+            reason,
+        ), group in by_kind.items():  # a statement per kind of outcome, not per delivery
             errors = {o.delivery_id: o.error for o in group if o.error}
-            _record([o.delivery_id for o in group], status, reason, lease=lease, attempt_counted=True,
-                    errors=errors or None)
+            _record(
+                [o.delivery_id for o in group],
+                status,
+                reason,
+                lease=lease,
+                attempt_counted=True,
+                errors=errors or None,
+            )
             count(status, len(group))
     return counts
 
@@ -129,12 +149,17 @@ def _render(row, profile: Profile) -> dict:
     """The content of a claimed delivery (a row of _CLAIMED) for its recipient."""
     recipient = recipient_context(profile)
     context = build_context(
-        data=from_db_json(row.data) or {}, actor=row.actor,
-        event={"id": str(row.event_id), "type": row.type_key}, recipient=recipient,
+        data=from_db_json(row.data) or {},
+        actor=row.actor,
+        event={"id": str(row.event_id), "type": row.type_key},
+        recipient=recipient,
     )
     return render_channel(
-        templates=from_db_json(row.templates) or {}, channel=row.channel, locale=recipient["locale"],
-        default_locale=row.default_locale, context=context,
+        templates=from_db_json(row.templates) or {},
+        channel=row.channel,
+        locale=recipient["locale"],
+        default_locale=row.default_locale,
+        context=context,
     )
 
 
@@ -145,20 +170,34 @@ def _record_contents(contents: dict[int, dict], addresses: dict[int, str]) -> No
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE notifications_delivery d SET content = v.content, address = v.address"
-            " FROM unnest(%s::bigint[], %s::jsonb[], %s::text[]) AS v(id, content, address) WHERE d.id = v.id",
-            [ids, [orjson.dumps(contents[i]).decode() for i in ids], [addresses.get(i, "") for i in ids]],
+            " FROM unnest(%s::bigint[], %s::jsonb[], %s::text[]) AS v(id, content, address)"
+            " WHERE d.id = v.id",
+            [
+                ids,
+                [orjson.dumps(contents[i]).decode() for i in ids],
+                [addresses.get(i, "") for i in ids],
+            ],
         )
 
 
 def _count_attempt(ids: list[int]) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
-            "UPDATE notifications_delivery SET attempts = attempts + 1, updated_at = now() WHERE id = ANY(%s)", [ids]
+            "UPDATE notifications_delivery SET attempts = attempts + 1, updated_at = now()"
+            " WHERE id = ANY(%s)",
+            [ids],
         )
 
 
-def _record(ids: list[int], status: str, reason: str, *, errors: dict[int, str] | None = None,
-            lease: datetime | None = None, attempt_counted: bool = False) -> None:
+def _record(
+    ids: list[int],
+    status: str,
+    reason: str,
+    *,
+    errors: dict[int, str] | None = None,
+    lease: datetime | None = None,
+    attempt_counted: bool = False,
+) -> None:
     """Settle deliveries (with `lease`: only those still holding it); with
     `errors`, log an attempt with its error for each."""
     guard = " AND status = 'queued' AND next_attempt_at = %s" if lease else ""
@@ -174,7 +213,9 @@ def _record(ids: list[int], status: str, reason: str, *, errors: dict[int, str] 
             logged = [i for i in settled if i in errors]
             if logged:
                 cursor.execute(
-                    "INSERT INTO notifications_deliveryattempt (delivery_id, created_at, response, error)"
-                    " SELECT id, now(), '', error FROM unnest(%s::bigint[], %s::text[]) AS v(id, error)",
+                    "INSERT INTO notifications_deliveryattempt"
+                    " (delivery_id, created_at, response, error)"
+                    " SELECT id, now(), '', error"
+                    " FROM unnest(%s::bigint[], %s::text[]) AS v(id, error)",
                     [logged, [errors[i] for i in logged]],
                 )

@@ -1,4 +1,5 @@
 """Authentication: producer API keys (`Bearer`) and recipient tokens (`Recipient`)."""
+
 from __future__ import annotations
 
 import hashlib

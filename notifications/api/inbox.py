@@ -1,4 +1,5 @@
 """Inbox API views, as the recipient (token or linked session)."""
+
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -6,9 +7,9 @@ from rest_framework import authentication, exceptions
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.errors import ClarionError
 from notifications.api import serializers as s
 from notifications.api.parsers import int_param, request_json
-from common.errors import ClarionError
 from notifications.models import Recipient
 from notifications.services import inbox
 from notifications.services.tokens import recipient_token_verify
@@ -79,7 +80,10 @@ class InboxListView(InboxView):
             )
         limit = int_param(request, "limit", default=20, maximum=inbox.MAX_LIMIT)
         items, next_cursor = inbox.inbox_page(
-            recipient_id=self.recipient_id, status=status, cursor=request.query_params.get("cursor"), limit=limit
+            recipient_id=self.recipient_id,
+            status=status,
+            cursor=request.query_params.get("cursor"),
+            limit=limit,
         )
         return Response({"results": items, "next_cursor": next_cursor})
 
@@ -97,7 +101,9 @@ class MarkView(InboxView):
     def post(self, request, notification_id: str):
         return Response(
             inbox.notification_mark(
-                recipient_id=self.recipient_id, notification_id=notification_id, action=self.action_name
+                recipient_id=self.recipient_id,
+                notification_id=notification_id,
+                action=self.action_name,
             )
         )
 

@@ -14,6 +14,7 @@ Measured here (`python -m bench ingest`): the same stack's Django path
 answered ~500 single events/s and a bare ASGI "hello" ~50,000/s on 2 cores;
 see README.md, "Choice of server", for this path's figures.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,9 +22,10 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import orjson
 from django.conf import settings
@@ -31,6 +33,7 @@ from django.db import DatabaseError, close_old_connections
 from django.http.request import split_domain_port, validate_host
 from prometheus_client import Counter, Histogram
 
+from common.errors import ClarionError, Overloaded, TooLarge
 from notifications.api.auth import (
     INVALID_KEY,
     WWW_AUTHENTICATE,
@@ -42,7 +45,6 @@ from notifications.api.auth import (
 )
 from notifications.api.parsers import json_loads_strict
 from notifications.api.problems import PROBLEM_CONTENT_TYPE, problem_body, problem_from_error
-from common.errors import ClarionError, Overloaded, TooLarge
 from notifications.selectors import notification_types_by_key, notification_types_cached
 from notifications.services import backpressure
 from notifications.services.events import (
@@ -56,13 +58,17 @@ from notifications.services.ratelimits import AsyncRateLimiter
 
 log = logging.getLogger(__name__)
 
-ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
+ASGIApp = Callable[
+    [dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]
+]
 SINGLE_PATH = "/api/v1/events"
 BATCH_PATH = "/api/v1/events/batch"
 JSON = b"application/json"
 
 REQUESTS = Counter(
-    "clarion_intake_requests", "Event intake requests answered by the ASGI intake", ["endpoint", "status"]
+    "clarion_intake_requests",
+    "Event intake requests answered by the ASGI intake",
+    ["endpoint", "status"],
 )
 LATENCY = Histogram(
     "clarion_intake_seconds",
@@ -78,7 +84,9 @@ GROUP_SIZE = Histogram(
 
 
 class HttpProblem(Exception):
-    def __init__(self, status: int, detail: str, *, errors: dict | None = None, headers: list | None = None):
+    def __init__(
+        self, status: int, detail: str, *, errors: dict | None = None, headers: list | None = None
+    ):
         super().__init__(detail)
         self.status, self.detail, self.errors, self.headers = status, detail, errors, headers or []
 
@@ -151,7 +159,9 @@ class GroupCommitter:
     def __init__(self, writers: int, max_events: int) -> None:
         self._writers = writers
         self._max_events = max_events
-        self._executor = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="clarion-intake")
+        self._executor = ThreadPoolExecutor(
+            max_workers=writers, thread_name_prefix="clarion-intake"
+        )
         self._pending: deque[_Waiting] = deque()
         self._active = 0
 
@@ -165,8 +175,10 @@ class GroupCommitter:
             self._active += 1
             loop.create_task(self._drain())
         try:
-            return await asyncio.wait_for(asyncio.shield(waiting.future), max(0.0, deadline - loop.time()))
-        except asyncio.TimeoutError:
+            return await asyncio.wait_for(
+                asyncio.shield(waiting.future), max(0.0, deadline - loop.time())
+            )
+        except TimeoutError:
             if waiting.gate is None:
                 waiting.abandoned = True  # never taken: no flush will write it
                 raise DeadlineExceeded("no writer took the events in time") from None
@@ -174,10 +186,12 @@ class GroupCommitter:
                 raise DeadlineExceeded("the write did not reach its commit in time") from None
         try:  # committing: its outcome is on the way, unless the database froze mid-COMMIT
             return await asyncio.wait_for(asyncio.shield(waiting.future), COMMIT_GRACE_SECONDS)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise OutcomeUnknown("the COMMIT was not confirmed in time") from None
 
-    async def run(self, function: Callable[..., Any], *args: Any, deadline: float | None = None) -> Any:
+    async def run(
+        self, function: Callable[..., Any], *args: Any, deadline: float | None = None
+    ) -> Any:
         """Run a database call on a writer thread (e.g. an uncached key lookup)."""
         loop = asyncio.get_running_loop()
         call = loop.run_in_executor(self._executor, _with_fresh_connection, function, *args)
@@ -185,7 +199,7 @@ class GroupCommitter:
             return await call
         try:
             return await asyncio.wait_for(call, max(0.0, deadline - loop.time()))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise DeadlineExceeded("the database did not answer in time") from None
 
     async def _drain(self) -> None:
@@ -193,7 +207,9 @@ class GroupCommitter:
             while self._pending:
                 batch: list[_Waiting] = []
                 events = 0
-                while self._pending and (not batch or events + len(self._pending[0].events) <= self._max_events):
+                while self._pending and (
+                    not batch or events + len(self._pending[0].events) <= self._max_events
+                ):
                     waiting = self._pending.popleft()
                     if waiting.abandoned or waiting.future.done():
                         continue
@@ -206,7 +222,9 @@ class GroupCommitter:
                     waiting.gate = gate
                 GROUP_SIZE.observe(events)
                 try:
-                    results = await self.run(_write_groups, [(w.api_key_id, w.events) for w in batch], gate)
+                    results = await self.run(
+                        _write_groups, [(w.api_key_id, w.events) for w in batch], gate
+                    )
                 except Exception as error:  # noqa: BLE001 - every waiter must get an answer
                     for waiting in batch:
                         if not waiting.future.done():
@@ -246,9 +264,13 @@ def _write_groups(
     for api_key_id, positions in by_key.items():
         flat = [event for position in positions for event in requests[position][1]]
         try:
-            results = iter(events_accept_parsed(
-                api_key_id=api_key_id, events=flat, before_commit=gate.enter_commit if gate else None
-            ))
+            results = iter(
+                events_accept_parsed(
+                    api_key_id=api_key_id,
+                    events=flat,
+                    before_commit=gate.enter_commit if gate else None,
+                )
+            )
         except Exception as error:  # noqa: BLE001 - answered as that request's failure (503 or 500)
             for position in positions:
                 answers[position] = error
@@ -274,7 +296,11 @@ class EventIntake:
             self.allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]  # as Django does in DEBUG
 
     async def __call__(self, scope: dict, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in (SINGLE_PATH, BATCH_PATH):
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] in (SINGLE_PATH, BATCH_PATH)
+        ):
             await self._handle(scope, receive, send)
         else:
             await self.app(scope, receive, send)
@@ -303,7 +329,9 @@ class EventIntake:
             log.warning("event intake answered 503 at its deadline: %s", error)
             status = 503
             body = {
-                **problem_body(503, "The database did not answer in time; nothing was stored. Retry shortly."),
+                **problem_body(
+                    503, "The database did not answer in time; nothing was stored. Retry shortly."
+                ),
                 "outcome": "not_stored",
             }
             headers, content_type = [(b"retry-after", b"1")], PROBLEM_CONTENT_TYPE.encode()
@@ -313,7 +341,8 @@ class EventIntake:
             body = {
                 **problem_body(
                     503,
-                    "The database did not confirm the commit in time; the events may have been stored."
+                    "The database did not confirm the commit in time;"
+                    " the events may have been stored."
                     " Retry with the same Idempotency-Key to get the stored answer.",
                 ),
                 "outcome": "unknown",
@@ -346,9 +375,13 @@ class EventIntake:
 
     async def _answer(self, scope: dict, receive, endpoint: str) -> tuple[int, Any]:
         headers = dict(scope["headers"])
-        if not validate_host(split_domain_port(headers.get(b"host", b"").decode("latin-1"))[0], self.allowed_hosts):
+        if not validate_host(
+            split_domain_port(headers.get(b"host", b"").decode("latin-1"))[0], self.allowed_hosts
+        ):
             raise HttpProblem(400, "Bad request.")  # Django's DisallowedHost answer under /api/
-        producer = await self._producer(headers.get(b"authorization", b"").decode("latin-1"), self._deadline())
+        producer = await self._producer(
+            headers.get(b"authorization", b"").decode("latin-1"), self._deadline()
+        )
         if endpoint == "single":
             await self._take(producer, 1)  # before reading the body, as DRF's throttle does
         content_type = headers.get(b"content-type", b"")
@@ -358,7 +391,10 @@ class EventIntake:
         if endpoint == "single":
             idempotency_key = headers.get(b"idempotency-key")
             parsed = event_parse(
-                document, header_idempotency_key=idempotency_key.decode("latin-1") if idempotency_key else None
+                document,
+                header_idempotency_key=idempotency_key.decode("latin-1")
+                if idempotency_key
+                else None,
             )
             refusal = (await self._refusals([parsed], deadline))[0]
             if refusal is not None:
@@ -391,9 +427,15 @@ class EventIntake:
             if refusal is not None:
                 answers[index] = problem_from_error(refusal)
         valid = [entry for entry, refusal in zip(valid, refused) if refusal is None]
-        written = await self._commit(producer, [parsed for _, parsed in valid], deadline) if valid else []
+        written = (
+            await self._commit(producer, [parsed for _, parsed in valid], deadline) if valid else []
+        )
         for (index, _), result in zip(valid, written):
-            answers[index] = problem_from_error(result) if isinstance(result, ClarionError) else result.as_response()
+            answers[index] = (
+                problem_from_error(result)
+                if isinstance(result, ClarionError)
+                else result.as_response()
+            )
         return answers  # type: ignore[return-value]
 
     async def _refusals(
@@ -461,4 +503,6 @@ class EventIntake:
 def _unsupported(content_type: bytes) -> HttpProblem | None:
     if content_type.split(b";")[0].strip().lower() == JSON:
         return None
-    return HttpProblem(415, f'Unsupported media type "{content_type.decode("latin-1")}" in request.')
+    return HttpProblem(
+        415, f'Unsupported media type "{content_type.decode("latin-1")}" in request.'
+    )

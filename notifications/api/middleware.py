@@ -6,6 +6,7 @@ unhandled exception). API clients parse JSON, so this outermost middleware
 rewrites any non-JSON error answer under /api/ into a problem of the same
 status; the debug page's details stay in the server log.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -37,7 +38,9 @@ class ApiProblemsMiddleware:
         if content_type.startswith((PROBLEM_CONTENT_TYPE, "application/json")):
             return response
         problem = JsonResponse(
-            problem_body(response.status_code, DETAILS.get(response.status_code, "The request failed.")),
+            problem_body(
+                response.status_code, DETAILS.get(response.status_code, "The request failed.")
+            ),
             status=response.status_code,
             content_type=PROBLEM_CONTENT_TYPE,
         )
@@ -51,4 +54,6 @@ class ApiProblemsMiddleware:
 def api_not_found(request: HttpRequest, *args, **kwargs) -> JsonResponse:
     """The last route under /api/: an unknown path is a problem 404 even with
     DEBUG on, where Django would answer with its HTML URL listing."""
-    return JsonResponse(problem_body(404, DETAILS[404]), status=404, content_type=PROBLEM_CONTENT_TYPE)
+    return JsonResponse(
+        problem_body(404, DETAILS[404]), status=404, content_type=PROBLEM_CONTENT_TYPE
+    )

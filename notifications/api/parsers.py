@@ -1,5 +1,6 @@
 """A strict JSON parser: size-limited, UTF-8 only, no NaN/Infinity, no NUL
 characters (PostgreSQL's jsonb refuses them), depth-safe."""
+
 from __future__ import annotations
 
 import orjson
@@ -76,6 +77,8 @@ def int_param(request, name: str, *, default: int, maximum: int) -> int:
         return default
     if not raw.isdigit() or not 1 <= int(raw) <= maximum:
         raise ClarionError(
-            f"{name} must be an integer from 1 to {maximum}.", errors={name: [f"Must be 1 to {maximum}."]}, status=400
+            f"{name} must be an integer from 1 to {maximum}.",
+            errors={name: [f"Must be 1 to {maximum}."]},
+            status=400,
         )
     return int(raw)

@@ -1,6 +1,7 @@
 """Path ids are input too: each is checked before a view touches the database,
 so a NUL byte or a 10,000-character id is a 422 naming the field, never a
 500 from the driver (PostgreSQL text cannot hold NUL)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -12,7 +13,9 @@ from notifications.services.recipients import check_external_id
 from notifications.validation import validate_topic_key, validate_type_key
 
 
-def _checker(field: str, validate: Callable[[object], str | None], what: str) -> Callable[[str], None]:
+def _checker(
+    field: str, validate: Callable[[object], str | None], what: str
+) -> Callable[[str], None]:
     def check(value: str) -> None:
         problem = validate(value)
         if problem:

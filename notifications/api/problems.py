@@ -1,11 +1,12 @@
 """RFC 9457 problem+json for every error under /api/."""
+
 from __future__ import annotations
 
 import logging
 
-from django.views import defaults
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -32,7 +33,9 @@ TITLES = {
 }
 
 
-def problem_body(status_code: int, detail: str, *, errors: dict | None = None, title: str | None = None) -> dict:
+def problem_body(
+    status_code: int, detail: str, *, errors: dict | None = None, title: str | None = None
+) -> dict:
     body = {
         "type": "about:blank",
         "title": title or TITLES.get(status_code, "Error"),
@@ -49,8 +52,12 @@ def problem_from_error(error: ClarionError) -> dict:
     return {**body, **error.extra}
 
 
-def problem_response(status_code: int, detail: str, *, errors: dict | None = None, headers: dict | None = None) -> Response:
-    response = Response(problem_body(status_code, detail, errors=errors), status=status_code, headers=headers)
+def problem_response(
+    status_code: int, detail: str, *, errors: dict | None = None, headers: dict | None = None
+) -> Response:
+    response = Response(
+        problem_body(status_code, detail, errors=errors), status=status_code, headers=headers
+    )
     response.content_type = PROBLEM_CONTENT_TYPE
     return response
 
@@ -83,11 +90,17 @@ def problem_exception_handler(exc, context):
     if isinstance(exc, RequestDataTooBig):
         return problem_response(413, "The request body is larger than this server accepts.")
     if isinstance(exc, exceptions.ValidationError):
-        return problem_response(422, "The request has invalid fields.", errors=_field_errors(exc.detail))
+        return problem_response(
+            422, "The request has invalid fields.", errors=_field_errors(exc.detail)
+        )
     response = exception_handler(exc, context)
     if response is None:
         return None  # a real bug: Django's 500 handler (also problem+json under /api/)
-    detail = exc.detail if isinstance(getattr(exc, "detail", None), str) else str(getattr(exc, "detail", exc))
+    detail = (
+        exc.detail
+        if isinstance(getattr(exc, "detail", None), str)
+        else str(getattr(exc, "detail", exc))
+    )
     headers = {}
     for header in ("Retry-After", "WWW-Authenticate", "Allow"):
         if header in response:
@@ -114,10 +127,13 @@ def django_problem_view(status_code: int):
                 404: "No such resource.",
                 500: "The server failed; the error is logged.",
             }[status_code]
-            return JsonResponse(problem_body(status_code, detail), status=status_code, content_type=PROBLEM_CONTENT_TYPE)
+            return JsonResponse(
+                problem_body(status_code, detail),
+                status=status_code,
+                content_type=PROBLEM_CONTENT_TYPE,
+            )
         if status_code == 500:
             return fallback(request)
         return fallback(request, exception)
 
     return view
-

@@ -1,4 +1,5 @@
 """Producer API views: thin; the work is in notifications.services."""
+
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -6,11 +7,16 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.errors import ClarionError, NotFound
 from notifications.api import serializers as s
 from notifications.api.parsers import int_param, request_json
-from notifications.api.path_ids import CheckedPathView, check_recipient_id, check_topic_key, check_type_key
+from notifications.api.path_ids import (
+    CheckedPathView,
+    check_recipient_id,
+    check_topic_key,
+    check_type_key,
+)
 from notifications.api.problems import problem_from_error
-from common.errors import ClarionError, InvalidInput, NotFound
 from notifications.models import NotificationType, Recipient
 from notifications.selectors import event_delivery_counts, event_get
 from notifications.services import backpressure, events, recipients, topics, types
@@ -27,7 +33,9 @@ class EventsView(APIView):
     events_accept_parsed). A change to what the endpoint does goes there too.
     """
 
-    @extend_schema(request=s.EventRequest, responses={202: s.EventAccepted}, summary="Send an event")
+    @extend_schema(
+        request=s.EventRequest, responses={202: s.EventAccepted}, summary="Send an event"
+    )
     def post(self, request):
         accepted = events.event_accept(
             api_key_id=request.user.api_key_id,
@@ -80,12 +88,19 @@ class RecipientView(CheckedPathView):
 
     @extend_schema(request=s.ProfileRequest, summary="Create or replace a recipient's profile")
     def put(self, request, external_id: str):
-        recipient, created = recipients.recipient_put(external_id=external_id, body=request_json(request))
-        return Response(recipients.recipient_json(recipient), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        recipient, created = recipients.recipient_put(
+            external_id=external_id, body=request_json(request)
+        )
+        return Response(
+            recipients.recipient_json(recipient),
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
 
     @extend_schema(summary="A recipient's profile")
     def get(self, request, external_id: str):
-        return Response(recipients.recipient_json(recipients.recipient_get(external_id=external_id)))
+        return Response(
+            recipients.recipient_json(recipients.recipient_get(external_id=external_id))
+        )
 
     @extend_schema(summary="Erase a recipient and its personal data", responses={204: None})
     def delete(self, request, external_id: str):
@@ -136,7 +151,9 @@ class TopicSubscribersView(CheckedPathView):
         limit = int_param(request, "limit", default=100, maximum=1000)
         cursor = request.query_params.get("cursor") or "0"
         if not cursor.isdigit() or len(cursor) > 19:
-            raise ClarionError("Invalid cursor.", errors={"cursor": ["Invalid cursor."]}, status=400)
+            raise ClarionError(
+                "Invalid cursor.", errors={"cursor": ["Invalid cursor."]}, status=400
+            )
         rows, more = topics.topic_subscribers_page(key=key, after=int(cursor), limit=limit)
         return Response(
             {
@@ -149,7 +166,9 @@ class TopicSubscribersView(CheckedPathView):
 class NotificationTypesView(APIView):
     @extend_schema(summary="All notification types")
     def get(self, request):
-        return Response({"results": [s.type_json(t) for t in NotificationType.objects.order_by("key")]})
+        return Response(
+            {"results": [s.type_json(t) for t in NotificationType.objects.order_by("key")]}
+        )
 
 
 class NotificationTypeView(CheckedPathView):
@@ -157,9 +176,12 @@ class NotificationTypeView(CheckedPathView):
 
     @extend_schema(request=s.NotificationTypeRequest, summary="Define a notification type")
     def put(self, request, key: str):
-        notification_type, created = types.notification_type_put(key=key, body=request_json(request))
+        notification_type, created = types.notification_type_put(
+            key=key, body=request_json(request)
+        )
         return Response(
-            s.type_json(notification_type), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+            s.type_json(notification_type),
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
     @extend_schema(summary="A notification type")
@@ -180,7 +202,9 @@ class RecipientPreferencesView(CheckedPathView):
 
     @extend_schema(summary="A recipient's preferences")
     def get(self, request, external_id: str):
-        return Response(preferences_get(recipient_id=recipients.recipient_get(external_id=external_id).id))
+        return Response(
+            preferences_get(recipient_id=recipients.recipient_get(external_id=external_id).id)
+        )
 
     @extend_schema(request=None, summary="Replace a recipient's preferences")
     def put(self, request, external_id: str):

@@ -1,11 +1,12 @@
 """JSON shapes of the API: output functions, and serializers that document
 request bodies in the OpenAPI schema (validation itself is in services)."""
+
 from __future__ import annotations
 
 from rest_framework import serializers
 
 from common.choices import Channel, Priority
-from notifications.models import Event, NotificationType, Recipient
+from notifications.models import Event, NotificationType
 
 
 def type_json(notification_type: NotificationType) -> dict:
@@ -40,7 +41,11 @@ def event_json(event: Event, counts: dict) -> dict:
         "created_at": event.created_at,
         "finished_at": event.finished_at,
         "recipient_count": event.recipient_count,
-        "fanout": {"pages_done": event.fanout_page, "source": event.fanout_source, "cursor": event.fanout_cursor},
+        "fanout": {
+            "pages_done": event.fanout_page,
+            "source": event.fanout_source,
+            "cursor": event.fanout_cursor,
+        },
         "deliveries": counts,
     }
 
@@ -52,13 +57,18 @@ class TopicRef(serializers.Serializer):
 class EventRequest(serializers.Serializer):
     type = serializers.CharField(help_text="Notification type key, e.g. comment.created.")
     recipients = serializers.ListField(
-        child=serializers.JSONField(), help_text='External ids and {"topic": key} objects; at most 1,000 ids.'
+        child=serializers.JSONField(),
+        help_text='External ids and {"topic": key} objects; at most 1,000 ids.',
     )
     actor = serializers.CharField(required=False)
-    data = serializers.DictField(required=False, help_text="Template variables; at most 64 KiB as JSON.")
+    data = serializers.DictField(
+        required=False, help_text="Template variables; at most 64 KiB as JSON."
+    )
     priority = serializers.ChoiceField(choices=Priority.choices, required=False)
     send_at = serializers.DateTimeField(required=False)
-    channels = serializers.ListField(child=serializers.ChoiceField(choices=Channel.choices), required=False)
+    channels = serializers.ListField(
+        child=serializers.ChoiceField(choices=Channel.choices), required=False
+    )
     idempotency_key = serializers.CharField(required=False, max_length=255)
 
 
@@ -87,8 +97,12 @@ class SubscribersRequest(serializers.Serializer):
 class NotificationTypeRequest(serializers.Serializer):
     category = serializers.CharField(required=False)
     priority = serializers.ChoiceField(choices=Priority.choices, required=False)
-    channels = serializers.ListField(child=serializers.ChoiceField(choices=Channel.choices), required=False)
-    required_channels = serializers.ListField(child=serializers.ChoiceField(choices=Channel.choices), required=False)
+    channels = serializers.ListField(
+        child=serializers.ChoiceField(choices=Channel.choices), required=False
+    )
+    required_channels = serializers.ListField(
+        child=serializers.ChoiceField(choices=Channel.choices), required=False
+    )
     default_locale = serializers.CharField(required=False)
     templates = serializers.DictField(required=False)
     digest = serializers.DictField(required=False, allow_null=True)

@@ -5,6 +5,7 @@ frame carries `previous_id` (the recipient's notification before it) so a
 client that missed one notices and sends `resume`; the server answers from
 the database and de-duplicates live frames by id.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -20,9 +21,9 @@ from common.errors import ClarionError
 from notifications.models import Notification, Recipient
 from notifications.selectors import unread_count
 from notifications.services import inbox
+from notifications.services.push import group_name, json_safe
 from notifications.services.tokens import recipient_token_verify
 from realtime import presence
-from notifications.services.push import group_name, json_safe
 from realtime.layers import dispatch_batch
 
 log = logging.getLogger(__name__)
@@ -69,12 +70,19 @@ def _owns(recipient_id: int, notification_id: int) -> bool:
 
 @database_sync_to_async
 def _items_after(recipient_id: int, after_id: int) -> list[dict]:
-    return [json_safe(item) for item in inbox.inbox_items_after(recipient_id=recipient_id, after_id=after_id, limit=RESUME_PAGE)]
+    return [
+        json_safe(item)
+        for item in inbox.inbox_items_after(
+            recipient_id=recipient_id, after_id=after_id, limit=RESUME_PAGE
+        )
+    ]
 
 
 @database_sync_to_async
 def _mark(recipient_id: int, notification_id: str) -> None:
-    inbox.notification_mark(recipient_id=recipient_id, notification_id=notification_id, action="read")
+    inbox.notification_mark(
+        recipient_id=recipient_id, notification_id=notification_id, action="read"
+    )
 
 
 @database_sync_to_async
@@ -102,7 +110,9 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):
         self.group = group_name(self.recipient_id)
         async with redis_slots():
             await self.channel_layer.group_add(self.group, self.channel_name)
-            await presence.connection_opened(recipient_id=self.recipient_id, channel_name=self.channel_name)
+            await presence.connection_opened(
+                recipient_id=self.recipient_id, channel_name=self.channel_name
+            )
         self.joined_at = time.monotonic()
         await self.accept()
         await self.send_json({"type": "unread_count", "count": await _unread(self.recipient_id)})
@@ -126,14 +136,18 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):
             return
         async with redis_slots():
             await self.channel_layer.group_discard(self.group, self.channel_name)
-            await presence.connection_closed(recipient_id=self.recipient_id, channel_name=self.channel_name)
+            await presence.connection_closed(
+                recipient_id=self.recipient_id, channel_name=self.channel_name
+            )
 
     # --- client → server -------------------------------------------------
     async def receive_json(self, content, **kwargs) -> None:
         if self.recipient_id is None:
             return
         kind = content.get("type") if isinstance(content, dict) else None
-        await presence.connection_refreshed(recipient_id=self.recipient_id, channel_name=self.channel_name)
+        await presence.connection_refreshed(
+            recipient_id=self.recipient_id, channel_name=self.channel_name
+        )
         if time.monotonic() - self.joined_at > GROUP_REJOIN_SECONDS:
             await self.channel_layer.group_add(self.group, self.channel_name)
             self.joined_at = time.monotonic()
@@ -163,7 +177,9 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):
     async def _resume(self, after) -> None:
         after_id = await self._parse_after(after)
         if after_id is None:
-            await self._error("invalid_cursor", "`after` must be one of your notification ids or inbox cursors.")
+            await self._error(
+                "invalid_cursor", "`after` must be one of your notification ids or inbox cursors."
+            )
             return
         count = await _unread(self.recipient_id)
         previous = str(after_id) if after_id else None
@@ -202,12 +218,19 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):
         self.sent_ids.append(item["id"])
         self.sent_set.add(item["id"])
         await self.send_json(
-            {"type": "notification", "notification": item, "previous_id": previous_id, "unread_count": count}
+            {
+                "type": "notification",
+                "notification": item,
+                "previous_id": previous_id,
+                "unread_count": count,
+            }
         )
 
     # --- channel layer → client -------------------------------------------
     async def inbox_notification(self, message: dict) -> None:
-        await self._send_notification(message["notification"], message.get("previous_id"), message["unread_count"])
+        await self._send_notification(
+            message["notification"], message.get("previous_id"), message["unread_count"]
+        )
 
     async def layer_batch(self, message: dict) -> None:
         await dispatch_batch(self, message)  # many groups' messages in one (realtime/layers.py)

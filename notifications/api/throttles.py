@@ -1,4 +1,5 @@
 """DRF's hook for per-API-key rate limits (the event-loop intake asks the same bucket)."""
+
 from __future__ import annotations
 
 from rest_framework.throttling import BaseThrottle

@@ -24,6 +24,7 @@ An event scheduled for later (`send_at` in the future) adds no fan-out work
 now, so it is admitted. A refused event is not stored and its idempotency key
 is not claimed: a retry with the same key is a new request.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -206,7 +207,7 @@ class BacklogGauge:
             if wait > 0:
                 try:
                     await asyncio.wait_for(asyncio.shield(self._in_flight), wait)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass  # decided with the previous reading; this one serves the next requests
         return self._current()
 

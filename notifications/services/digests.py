@@ -17,22 +17,23 @@ it flushed in the same transaction. A page that finds a window flushed under
 it opens a new one; a flush retried after a crash finds the window flushed or
 rolled back — never both sent and open. `critical` events are never digested.
 """
+
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 from django.db import connection, transaction
 from django.utils import timezone
 
 from common.choices import Channel, Priority
+from common.rows import named_rows
+from common.sqljson import from_db_json
 from notifications.services import fanout_sql
 from notifications.services.delivery_content import RenderedContent, deliveries_store_content
 from notifications.services.limits import deliveries_apply_limits, limited_by_event
 from notifications.services.page_insert import page_insert, page_params
 from notifications.services.profiles import Profile, profile_columns, recipient_context
-from common.rows import named_rows
-from common.sqljson import from_db_json
 from notifications.services.push import digests_created_on_commit
 from templates_app.engine import TemplateError
 from templates_app.keys import key_render
@@ -56,7 +57,7 @@ def window_closes_at(digest: dict, now: datetime) -> datetime:
     seconds = int(digest.get("window_seconds") or 300)
     if digest.get("mode") == "fixed":
         epoch = int(now.timestamp())
-        return datetime.fromtimestamp(epoch - epoch % seconds + seconds, tz=dt_timezone.utc)
+        return datetime.fromtimestamp(epoch - epoch % seconds + seconds, tz=UTC)
     return now + timedelta(seconds=seconds)
 
 
@@ -75,15 +76,23 @@ def digests_collect(*, event, type_id: int, recipient_ids: list[int], now: datet
                 """
                 INSERT INTO notifications_digestwindow
                     (recipient_id, type_id, key, opened_at, closes_at, status, item_count)
-                SELECT r, %(type_id)s, %(key)s, %(now)s, %(closes_at)s, 'open', 0 FROM unnest(%(ids)s::bigint[]) r
+                SELECT r, %(type_id)s, %(key)s, %(now)s, %(closes_at)s, 'open', 0
+                FROM unnest(%(ids)s::bigint[]) r
                 ON CONFLICT (recipient_id, type_id, key) WHERE status = 'open' DO NOTHING
                 """,
-                {"type_id": type_id, "key": key, "now": now, "closes_at": window_closes_at(digest, now), "ids": remaining},
+                {
+                    "type_id": type_id,
+                    "key": key,
+                    "now": now,
+                    "closes_at": window_closes_at(digest, now),
+                    "ids": remaining,
+                },
             )
             cursor.execute(
                 """
                 SELECT id, recipient_id FROM notifications_digestwindow
-                WHERE recipient_id = ANY(%(ids)s) AND type_id = %(type_id)s AND key = %(key)s AND status = 'open'
+                WHERE recipient_id = ANY(%(ids)s) AND type_id = %(type_id)s AND key = %(key)s
+                  AND status = 'open'
                 ORDER BY id FOR UPDATE
                 """,
                 {"ids": remaining, "type_id": type_id, "key": key},
@@ -106,14 +115,18 @@ def digests_collect(*, event, type_id: int, recipient_ids: list[int], now: datet
                 RETURNING window_id
             )
             UPDATE notifications_digestwindow w
-            SET item_count = w.item_count + 1, first_event_id = coalesce(w.first_event_id, %(event_id)s)
+            SET item_count = w.item_count + 1,
+                first_event_id = coalesce(w.first_event_id, %(event_id)s)
             FROM items WHERE w.id = items.window_id
             RETURNING w.id, w.item_count
             """,
             {"event_id": event.id, "windows": locked},
         )
-        full = [window_id for window_id, count in cursor.fetchall()
-                if count >= int(digest.get("max_batch") or DEFAULT_MAX_BATCH)]
+        full = [
+            window_id
+            for window_id, count in cursor.fetchall()
+            if count >= int(digest.get("max_batch") or DEFAULT_MAX_BATCH)
+        ]
     if full:
         _flush_locked(window_ids=full, now=now)
     return len(locked)
@@ -145,7 +158,8 @@ def _flush_locked(*, window_ids: list[int], now: datetime) -> None:
             f"""
             SELECT w.id, w.type_id, w.first_event_id, w.item_count,
                    {profile_columns("r", prefix="recipient_")}
-            FROM notifications_digestwindow w JOIN notifications_recipient r ON r.id = w.recipient_id
+            FROM notifications_digestwindow w
+            JOIN notifications_recipient r ON r.id = w.recipient_id
             WHERE w.id = ANY(%s) AND w.status = 'open'
             ORDER BY w.id
             """,
@@ -172,18 +186,33 @@ def _flush_locked(*, window_ids: list[int], now: datetime) -> None:
         types = {row.id: row for row in cursor.fetchall()}
     for type_id in type_ids:
         kind = types[type_id]
-        key, category, channels, default_locale = kind.key, kind.category, kind.channels, kind.default_locale
+        key, category, channels, default_locale = (
+            kind.key,
+            kind.category,
+            kind.channels,
+            kind.default_locale,
+        )
         templates = from_db_json(kind.templates) or {}
-        group = [window for window in windows if window.type_id == type_id and window.first_event_id is not None]
+        group = [
+            window
+            for window in windows
+            if window.type_id == type_id and window.first_event_id is not None
+        ]
         if not group:
             continue
         in_app = Channel.IN_APP in channels
         external = [c for c in channels if c != Channel.IN_APP]
         # A digest is sent at normal priority: critical events are never digested.
         shared = page_params(
-            event_id=str(group[0].first_event_id), in_app=in_app, channels=external,
+            event_id=str(group[0].first_event_id),
+            in_app=in_app,
+            channels=external,
             required_channels=list(kind.required_channels),
-            type_key=key, category=category, priority=Priority.NORMAL, throttled=False, now=now,
+            type_key=key,
+            category=category,
+            priority=Priority.NORMAL,
+            throttled=False,
+            now=now,
         )
         titles, bodies, urls = [], [], []
         contents: list[RenderedContent] = []
@@ -196,28 +225,49 @@ def _flush_locked(*, window_ids: list[int], now: datetime) -> None:
             # The digest's messages are rendered here, where its items are known.
             for channel in external:
                 try:
-                    content = render_channel(templates=templates, channel=channel, locale=locale,
-                                             default_locale=default_locale, context=context)
-                    contents.append(RenderedContent(str(window.first_event_id), window.recipient_id, channel, content))
+                    content = render_channel(
+                        templates=templates,
+                        channel=channel,
+                        locale=locale,
+                        default_locale=default_locale,
+                        context=context,
+                    )
+                    contents.append(
+                        RenderedContent(
+                            str(window.first_event_id), window.recipient_id, channel, content
+                        )
+                    )
                 except TemplateError as exc:
                     contents.append(
-                        RenderedContent(str(window.first_event_id), window.recipient_id, channel, None, str(exc))
+                        RenderedContent(
+                            str(window.first_event_id), window.recipient_id, channel, None, str(exc)
+                        )
                     )
         recipient_ids = [window.recipient_id for window in group]
         event_ids = [str(window.first_event_id) for window in group]
         write = page_insert(
-            fanout_sql.DIGEST_PAGE, shared,
-            {"rids": recipient_ids, "titles": titles, "bodies": bodies, "urls": urls, "event_ids": event_ids},
+            fanout_sql.DIGEST_PAGE,
+            shared,
+            {
+                "rids": recipient_ids,
+                "titles": titles,
+                "bodies": bodies,
+                "urls": urls,
+                "event_ids": event_ids,
+            },
         )
         _apply_caps(key, write.limited)
         deliveries_store_content(contents)
         if write.notified and in_app:
             notified = set(write.notified)
             pairs = [(rid, eid) for rid, eid in zip(recipient_ids, event_ids) if rid in notified]
-            digests_created_on_commit(event_ids=[e for _, e in pairs], recipient_ids=[r for r, _ in pairs])
+            digests_created_on_commit(
+                event_ids=[e for _, e in pairs], recipient_ids=[r for r, _ in pairs]
+            )
     with connection.cursor() as cursor:
         cursor.execute(
-            "UPDATE notifications_digestwindow SET status = 'flushed', flushed_at = %s WHERE id = ANY(%s)",
+            "UPDATE notifications_digestwindow SET status = 'flushed', flushed_at = %s"
+            " WHERE id = ANY(%s)",
             [now, window_ids],
         )
     log.info("digests sent: %d windows", len(windows))
@@ -227,7 +277,9 @@ def _apply_caps(type_key: str, rows: list) -> None:
     """A digest is one message: it counts against the recipient's daily caps
     like any other (under its window's first event, so a re-run counts once)."""
     for event_id, limited in limited_by_event(rows).items():
-        deliveries_apply_limits(event_id=event_id, type_key=type_key, throttle=None, data={}, rows=limited)
+        deliveries_apply_limits(
+            event_id=event_id, type_key=type_key, throttle=None, data={}, rows=limited
+        )
 
 
 class _NoRender:
@@ -255,17 +307,27 @@ def _digest_context(type_key: str, window, items: list[tuple[str, dict]]) -> tup
     of _flush_locked's window query."""
     first_actor, first_data = items[0] if items else ("", {})
     recipient = recipient_context(Profile.from_prefixed(window, "recipient_"))
-    context = build_context(data=first_data, actor=first_actor,
-                            event={"id": str(window.first_event_id), "type": type_key}, recipient=recipient)
+    context = build_context(
+        data=first_data,
+        actor=first_actor,
+        event={"id": str(window.first_event_id), "type": type_key},
+        recipient=recipient,
+    )
     context["digest"] = digest_context(items, window.item_count)
     return context, recipient["locale"]
 
 
-def _render_in_app(templates: dict, default_locale: str, type_key: str, context: dict,
-                   locale: str) -> tuple[str, str, str]:
+def _render_in_app(
+    templates: dict, default_locale: str, type_key: str, context: dict, locale: str
+) -> tuple[str, str, str]:
     try:
-        out = render_channel(templates=templates, channel=Channel.IN_APP, locale=locale,
-                             default_locale=default_locale, context=context)
+        out = render_channel(
+            templates=templates,
+            channel=Channel.IN_APP,
+            locale=locale,
+            default_locale=default_locale,
+            context=context,
+        )
     except TemplateError as exc:
         log.warning("digest template failed type=%s: %s", type_key, exc)
         out = {}

@@ -1,24 +1,29 @@
 """Accepting producer events: one transaction writes the event rows and their
 idempotency keys; fan-out is published only after it commits."""
+
 from __future__ import annotations
 
 import hashlib
-from contextlib import nullcontext
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
+import orjson
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
-import orjson
 
+from common.choices import EventStatus
 from common.errors import ClarionError, Conflict, InvalidInput, NotFound
 from common.ids import uuid7
-from common.choices import EventStatus
 from common.prepared import prepared_cursor
 from notifications.publish import on_commit_fan_out
-from notifications.selectors import TypeInfo, notification_type_cache_clear, notification_types_by_key
+from notifications.selectors import (
+    TypeInfo,
+    notification_type_cache_clear,
+    notification_types_by_key,
+)
 from notifications.validation import EventInput, parse_event
 
 ACCEPTED = {"status": "accepted"}
@@ -53,12 +58,17 @@ Screen = Callable[[list["ParsedEvent"]], list["ClarionError | None"]]
 
 
 def event_accept(
-    *, api_key_id: int | None, body: object, header_idempotency_key: str | None = None,
+    *,
+    api_key_id: int | None,
+    body: object,
+    header_idempotency_key: str | None = None,
     screen: Screen | None = None,
 ) -> Accepted:
     """Accept one event: validate, write it durably, publish its fan-out on commit."""
     result = events_accept_batch(
-        api_key_id=api_key_id, bodies=[body], header_idempotency_key=header_idempotency_key,
+        api_key_id=api_key_id,
+        bodies=[body],
+        header_idempotency_key=header_idempotency_key,
         screen=screen,
     )[0]
     if isinstance(result, ClarionError):
@@ -78,17 +88,23 @@ BATCH_LIMIT = 1000
 def batch_bodies(body: object) -> list[object]:
     """The event bodies of a batch request `{"events": [...]}` (1 to BATCH_LIMIT)."""
     if not isinstance(body, dict) or not isinstance(body.get("events"), list):
-        raise InvalidInput("Expected {\"events\": [...]}.", errors={"events": ["Must be a list of events."]})
+        raise InvalidInput(
+            'Expected {"events": [...]}.', errors={"events": ["Must be a list of events."]}
+        )
     items = body["events"]
     if not items or len(items) > BATCH_LIMIT:
         raise InvalidInput(
-            f"A batch holds 1 to {BATCH_LIMIT} events.", errors={"events": [f"Must hold 1 to {BATCH_LIMIT} events."]}
+            f"A batch holds 1 to {BATCH_LIMIT} events.",
+            errors={"events": [f"Must hold 1 to {BATCH_LIMIT} events."]},
         )
     return items
 
 
 def events_accept_batch(
-    *, api_key_id: int | None, bodies: list[object], header_idempotency_key: str | None = None,
+    *,
+    api_key_id: int | None,
+    bodies: list[object],
+    header_idempotency_key: str | None = None,
     screen: Screen | None = None,
 ) -> list[Accepted | ClarionError]:
     """Accept events independently: each result is Accepted or the error of that item.
@@ -116,7 +132,10 @@ def events_accept_batch(
 
 
 def events_accept_parsed(
-    *, api_key_id: int | None, events: list[ParsedEvent], before_commit: Callable[[], None] | None = None
+    *,
+    api_key_id: int | None,
+    events: list[ParsedEvent],
+    before_commit: Callable[[], None] | None = None,
 ) -> list[Accepted | ClarionError]:
     """Write already-validated events of one producer in one transaction; a
     result per event, in order (an unknown type or key conflict fails only its
@@ -127,12 +146,16 @@ def events_accept_parsed(
     if not parsed:
         return []
     try:
-        _resolve_and_write(api_key_id=api_key_id, parsed=parsed, results=results, before_commit=before_commit)
+        _resolve_and_write(
+            api_key_id=api_key_id, parsed=parsed, results=results, before_commit=before_commit
+        )
     except IntegrityError:
         # A type this process had cached was deleted meanwhile (the event's
         # foreign key failed at commit): look the types up afresh, once.
         notification_type_cache_clear()
-        _resolve_and_write(api_key_id=api_key_id, parsed=parsed, results=results, before_commit=before_commit)
+        _resolve_and_write(
+            api_key_id=api_key_id, parsed=parsed, results=results, before_commit=before_commit
+        )
     return results  # type: ignore[return-value]
 
 
@@ -151,7 +174,9 @@ def _resolve_and_write(
         else:
             valid.append((index, item, fingerprint, info))
     if valid:
-        _write_events(api_key_id=api_key_id, items=valid, results=results, before_commit=before_commit)
+        _write_events(
+            api_key_id=api_key_id, items=valid, results=results, before_commit=before_commit
+        )
 
 
 def _write_events(
@@ -165,10 +190,15 @@ def _write_events(
     with transaction.atomic() if keyed_or_many or before_commit else nullcontext():
         # Claim idempotency keys first; a concurrent duplicate waits on the
         # unique index here and then sees the winner's row.
-        keyed = [(index, item.idempotency_key, fingerprint) for index, item, fingerprint, _ in items
-                 if item.idempotency_key]
+        keyed = [
+            (index, item.idempotency_key, fingerprint)
+            for index, item, fingerprint, _ in items
+            if item.idempotency_key
+        ]
         new_ids: dict[int, str] = {index: str(uuid7()) for index, *_ in items}
-        blocked = _resolve_keys(api_key_id=api_key_id, keyed=keyed, new_ids=new_ids, now=now, results=results)
+        blocked = _resolve_keys(
+            api_key_id=api_key_id, keyed=keyed, new_ids=new_ids, now=now, results=results
+        )
 
         rows = []
         to_publish = []
@@ -205,8 +235,12 @@ def _write_events(
 
 
 def _resolve_keys(
-    *, api_key_id: int | None, keyed: list[tuple[int, str, str]], new_ids: dict[int, str],
-    now: datetime, results: list,
+    *,
+    api_key_id: int | None,
+    keyed: list[tuple[int, str, str]],
+    new_ids: dict[int, str],
+    now: datetime,
+    results: list,
 ) -> set[int]:
     """Claim each idempotency key once and answer every request that names it.
 
@@ -226,7 +260,10 @@ def _resolve_keys(
     # and wait for each other instead of deadlocking.
     claimed = _claim_idempotency_keys(
         api_key_id=api_key_id,
-        claims=[(key, fingerprint, new_ids[index]) for key, (index, fingerprint) in sorted(first_by_key.items())],
+        claims=[
+            (key, fingerprint, new_ids[index])
+            for key, (index, fingerprint) in sorted(first_by_key.items())
+        ],
         now=now,
     )
     lost = [key for key in first_by_key if key not in claimed]
@@ -240,7 +277,9 @@ def _resolve_keys(
             claims=[(key, first_by_key[key][1], new_ids[first_by_key[key][0]]) for key in retry],
             now=now,
         )
-        stored.update(_existing_keys(api_key_id=api_key_id, keys=[k for k in retry if k not in claimed]))
+        stored.update(
+            _existing_keys(api_key_id=api_key_id, keys=[k for k in retry if k not in claimed])
+        )
     blocked: set[int] = set()
     for index, key, fingerprint in keyed:
         if key in claimed:
@@ -252,7 +291,9 @@ def _resolve_keys(
             winner_hash, winner_id = stored[key]
         blocked.add(index)
         results[index] = (
-            Accepted(str(winner_id), replayed=True) if winner_hash == fingerprint else _conflict(key)
+            Accepted(str(winner_id), replayed=True)
+            if winner_hash == fingerprint
+            else _conflict(key)
         )
     return blocked
 
@@ -264,16 +305,25 @@ def _conflict(key: str) -> Conflict:
     )
 
 
-def _claim_idempotency_keys(*, api_key_id: int, claims: list[tuple[str, str, str]], now: datetime) -> set[str]:
+def _claim_idempotency_keys(
+    *, api_key_id: int, claims: list[tuple[str, str, str]], now: datetime
+) -> set[str]:
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            INSERT INTO notifications_idempotencykey (api_key_id, key, request_hash, event_id, created_at)
+            INSERT INTO notifications_idempotencykey
+                (api_key_id, key, request_hash, event_id, created_at)
             SELECT %s, k, h, e, %s FROM unnest(%s::text[], %s::text[], %s::uuid[]) AS t(k, h, e)
             ON CONFLICT (api_key_id, key) DO NOTHING
             RETURNING key
             """,
-            [api_key_id, now, [c[0] for c in claims], [c[1] for c in claims], [c[2] for c in claims]],
+            [
+                api_key_id,
+                now,
+                [c[0] for c in claims],
+                [c[1] for c in claims],
+                [c[2] for c in claims],
+            ],
         )
         return {key for (key,) in cursor.fetchall()}
 
@@ -309,15 +359,24 @@ class EventRow(NamedTuple):
 
 # Columns written as constants, and their values: a new event has not started fan-out.
 _EVENT_DEFAULTS = {
-    "fanout_page": 0, "fanout_source": 0, "fanout_cursor": 0, "recipient_count": 0, "relay_attempts": 0,
+    "fanout_page": 0,
+    "fanout_source": 0,
+    "fanout_cursor": 0,
+    "recipient_count": 0,
+    "relay_attempts": 0,
 }
 _EVENT_COLUMNS = ", ".join((*EventRow._fields, "created_at", "enqueued_at", *_EVENT_DEFAULTS))
 # The parameters of the one-row INSERT, with the casts server-side binding needs.
 _EVENT_CASTS = {"recipients": "::jsonb", "data": "::jsonb"}
 _INSERT_ONE = (
     f"INSERT INTO notifications_event ({_EVENT_COLUMNS}) VALUES ("
-    + ", ".join(f"%s{_EVENT_CASTS.get(name, '')}" for name in (*EventRow._fields, "created_at", "enqueued_at"))
-    + ", " + ", ".join(["%s"] * len(_EVENT_DEFAULTS)) + ")"
+    + ", ".join(
+        f"%s{_EVENT_CASTS.get(name, '')}"
+        for name in (*EventRow._fields, "created_at", "enqueued_at")
+    )
+    + ", "
+    + ", ".join(["%s"] * len(_EVENT_DEFAULTS))
+    + ")"
 )
 
 
@@ -350,6 +409,7 @@ def event_cancel(*, event_id: str) -> None:
     if status == EventStatus.CANCELLED:
         return
     raise Conflict(
-        f"The event is {status}; only a scheduled event whose send_at has not come can be cancelled.",
+        f"The event is {status}; only a scheduled event whose send_at has not come"
+        " can be cancelled.",
         errors={"status": [status]},
     )

@@ -14,6 +14,7 @@ Each page runs in one transaction that
 The number of statements per page is constant: it does not grow with the
 number of recipients in the page.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,21 +24,20 @@ from datetime import datetime
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from django.utils.html import escape
 
 from common.channels import CHANNELS
 from common.choices import EXTERNAL_CHANNELS, Channel, EventStatus
 from common.prepared import prepared_cursor
 from common.rows import named_rows
+from common.sqljson import from_db_json
 from notifications.services import fanout_sql
-from notifications.services.lanes import event_lane
 from notifications.services.digests import _NoRender, digest_context, digests_collect, is_digested
+from notifications.services.lanes import event_lane
+from notifications.services.limits import LimitedDelivery, deliveries_apply_limits
 from notifications.services.page_insert import PageWrite, page_insert, page_params
 from notifications.services.profiles import Profile, recipient_context, recipients_upsert
-from notifications.services.limits import LimitedDelivery, deliveries_apply_limits
-from common.sqljson import from_db_json
 from notifications.services.push import notifications_created_on_commit
-from django.utils.html import escape
-
 from templates_app.engine import TemplateError, referenced_names
 from templates_app.rendering import build_context, render_channel
 
@@ -115,13 +115,16 @@ def pages_started(event_ids: list[str], *, page: int) -> None:
             "WITH no_flush AS (SELECT set_config('synchronous_commit', coalesce(nullif(%s, ''),"
             " current_setting('synchronous_commit')), true))"
             " UPDATE notifications_event SET page_started_at = now() FROM no_flush"
-            " WHERE id = ANY(%s::uuid[]) AND fanout_page = %s AND status IN ('accepted', 'processing')",
+            " WHERE id = ANY(%s::uuid[]) AND fanout_page = %s"
+            " AND status IN ('accepted', 'processing')",
             [no_flush, event_ids, page],
         )
 
 
 def _fan_out_page(*, event_id: str, page: int, now: datetime | None) -> PageResult:
-    page_size = max(settings.CLARION["FANOUT_PAGE_SIZE"], settings.CLARION["MAX_EXPLICIT_RECIPIENTS"])
+    page_size = max(
+        settings.CLARION["FANOUT_PAGE_SIZE"], settings.CLARION["MAX_EXPLICIT_RECIPIENTS"]
+    )
     with transaction.atomic():
         event = _lock_event(event_id)
         if event is None or event.status not in (EventStatus.ACCEPTED, EventStatus.PROCESSING):
@@ -132,7 +135,11 @@ def _fan_out_page(*, event_id: str, page: int, now: datetime | None) -> PageResu
 
         sources = _sources(event.recipients)
         channels = enabled_channels(event)
-        renderer = _NO_RENDER if is_digested(digest=event.digest, priority=event.priority) else InAppRenderer(event)
+        renderer = (
+            _NO_RENDER
+            if is_digested(digest=event.digest, priority=event.priority)
+            else InAppRenderer(event)
+        )
         writer = PageWriter(event, channels, renderer, now or timezone.now())
         source, cursor = event.source, event.cursor
         budget = page_size
@@ -162,8 +169,12 @@ def _fan_out_page(*, event_id: str, page: int, now: datetime | None) -> PageResu
 
         if limited:
             deliveries_apply_limits(
-                event_id=event.id, type_key=event.type_key, throttle=event.throttle, data=event.data or {},
-                actor=event.actor, rows=limited,
+                event_id=event.id,
+                type_key=event.type_key,
+                throttle=event.throttle,
+                data=event.data or {},
+                actor=event.actor,
+                rows=limited,
             )
         done = source >= len(sources)
         _record_progress(event, page, source, cursor, len(inserted_ids) + digested, done)
@@ -194,9 +205,11 @@ def lock_events(event_ids: list[str], *, skip_locked: bool = False) -> list[Lock
     with prepared_cursor() as cursor:
         named_rows(cursor).execute(
             f"""
-            SELECT e.id, e.status, e.fanout_page AS page, e.fanout_source AS source, e.fanout_cursor AS "cursor",
+            SELECT e.id, e.status, e.fanout_page AS page, e.fanout_source AS source,
+                   e.fanout_cursor AS "cursor",
                    e.priority, e.recipients, e.actor, e.data, e.channels,
-                   t.key AS type_key, t.channels AS type_channels, t.templates, t.default_locale, t.category,
+                   t.key AS type_key, t.channels AS type_channels, t.templates, t.default_locale,
+                   t.category,
                    t.required_channels, t.throttle, t.id AS type_id, t.digest
             FROM notifications_event e JOIN notifications_notificationtype t ON t.id = e.type_id
             WHERE e.id = ANY(%s::uuid[])
@@ -211,13 +224,25 @@ def lock_events(event_ids: list[str], *, skip_locked: bool = False) -> list[Lock
 def _locked_event(row) -> LockedEvent:
     """A LockedEvent from a named row of lock_events' query (its columns are the fields)."""
     return LockedEvent(
-        id=str(row.id), status=row.status, page=row.page, source=row.source, cursor=row.cursor,
-        priority=row.priority, recipients=from_db_json(row.recipients), actor=row.actor,
-        data=from_db_json(row.data), channels=row.channels, type_key=row.type_key,
-        type_channels=row.type_channels, templates=from_db_json(row.templates),
-        default_locale=row.default_locale, category=row.category,
-        required_channels=list(row.required_channels), throttle=from_db_json(row.throttle),
-        type_id=row.type_id, digest=from_db_json(row.digest),
+        id=str(row.id),
+        status=row.status,
+        page=row.page,
+        source=row.source,
+        cursor=row.cursor,
+        priority=row.priority,
+        recipients=from_db_json(row.recipients),
+        actor=row.actor,
+        data=from_db_json(row.data),
+        channels=row.channels,
+        type_key=row.type_key,
+        type_channels=row.type_channels,
+        templates=from_db_json(row.templates),
+        default_locale=row.default_locale,
+        category=row.category,
+        required_channels=list(row.required_channels),
+        throttle=from_db_json(row.throttle),
+        type_id=row.type_id,
+        digest=from_db_json(row.digest),
     )
 
 
@@ -232,9 +257,11 @@ def _sources(spec: dict) -> list[tuple[str, object]]:
 def enabled_channels(event: LockedEvent) -> list[str]:
     """The external channels this event uses (type's, narrowed by the event's);
     sets `event.channels_in_app`."""
-    wanted = event.type_channels if event.channels is None else [
-        c for c in event.type_channels if c in event.channels
-    ]
+    wanted = (
+        event.type_channels
+        if event.channels is None
+        else [c for c in event.type_channels if c in event.channels]
+    )
     event.channels_in_app = Channel.IN_APP in wanted
     return [c for c in wanted if c in EXTERNAL_CHANNELS]
 
@@ -267,14 +294,26 @@ class InAppRenderer:
     def render(self, recipient: dict | None) -> tuple[str, str, str]:
         if not self.variants:
             return self.fallback_title, "", ""
-        context = self.base_context if recipient is None else {**self.base_context, "recipient": recipient}
+        context = (
+            self.base_context
+            if recipient is None
+            else {**self.base_context, "recipient": recipient}
+        )
         try:
             out = render_channel(
-                templates=self.templates, channel=Channel.IN_APP, locale=(recipient or {}).get("locale", ""),
-                default_locale=self.default_locale, context=context,
+                templates=self.templates,
+                channel=Channel.IN_APP,
+                locale=(recipient or {}).get("locale", ""),
+                default_locale=self.default_locale,
+                context=context,
             )
         except TemplateError as exc:
-            log.warning("in-app template failed event_id=%s type=%s: %s", self.event.id, self.event.type_key, exc)
+            log.warning(
+                "in-app template failed event_id=%s type=%s: %s",
+                self.event.id,
+                self.event.type_key,
+                exc,
+            )
             return self.fallback_title, "", ""
         return out.get("title") or self.fallback_title, out.get("body", ""), out.get("url", "")
 
@@ -290,9 +329,15 @@ class PageWriter:
         # Digest types gather the event into windows instead of notifying now.
         self.digesting = is_digested(digest=event.digest, priority=event.priority)
         self.params = page_params(
-            event_id=event.id, in_app=event.channels_in_app, channels=channels,
-            required_channels=event.required_channels, type_key=event.type_key, category=event.category,
-            priority=event.priority, throttled=bool(event.throttle), now=now,
+            event_id=event.id,
+            in_app=event.channels_in_app,
+            channels=channels,
+            required_channels=event.required_channels,
+            type_key=event.type_key,
+            category=event.category,
+            priority=event.priority,
+            throttled=bool(event.throttle),
+            now=now,
         )
         if not renderer.per_recipient:
             title, body, url = renderer.shared
@@ -309,14 +354,20 @@ class PageWriter:
         return self._run(
             fanout_sql.EVENTS_PAGE,
             {
-                "rids": list(columns[0]), "titles": list(columns[1]), "bodies": list(columns[2]),
-                "urls": list(columns[3]), "event_ids": list(columns[4]), "several_events": True,
+                "rids": list(columns[0]),
+                "titles": list(columns[1]),
+                "bodies": list(columns[2]),
+                "urls": list(columns[3]),
+                "event_ids": list(columns[4]),
+                "several_events": True,
             },
         )
 
     def _collect(self, recipient_ids: list[int]) -> PageWrite:
         """Digest mode: add the event to the recipients' windows; nothing is notified yet."""
-        digests_collect(event=self.event, type_id=self.event.type_id, recipient_ids=recipient_ids, now=self.now)
+        digests_collect(
+            event=self.event, type_id=self.event.type_id, recipient_ids=recipient_ids, now=self.now
+        )
         return PageWrite(len(recipient_ids), recipient_ids[-1] if recipient_ids else None, [], [])
 
     def rendered(self, profiles: list[Profile]) -> PageWrite:
@@ -360,7 +411,9 @@ class PageWriter:
         return PageWrite(len(profiles), profiles[-1].id, write.notified, write.limited)
 
 
-def _record_progress(event: LockedEvent, page: int, source: int, cursor_id: int, inserted: int, done: bool) -> None:
+def _record_progress(
+    event: LockedEvent, page: int, source: int, cursor_id: int, inserted: int, done: bool
+) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             """

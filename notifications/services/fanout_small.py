@@ -20,6 +20,7 @@ statements:
 Events with topics, digest types or fan-out already under way are returned to
 the caller for the per-event path (`fanout.event_fan_out_page`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from common.choices import EventStatus
@@ -41,11 +42,11 @@ from notifications.services.fanout import (
     lock_events,
     pages_started,
 )
-from notifications.services.profiles import recipient_context, recipients_upsert
-from notifications.services.limits import LimitedDelivery, deliveries_apply_limits, limited_by_event
 from notifications.services.lanes import priority_lane
-from notifications.wakeups import wake_claim, wake_release
+from notifications.services.limits import LimitedDelivery, deliveries_apply_limits, limited_by_event
+from notifications.services.profiles import recipient_context, recipients_upsert
 from notifications.services.push import pairs_created_on_commit
+from notifications.wakeups import wake_claim, wake_release
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,9 @@ def _wake_up_kept(priority: str, outcome: SmallFanOut) -> bool:
     caller must sweep again (it holds the key)."""
     wake_release(priority)
     handled = set(outcome.done) | set(outcome.rest) | set(outcome.later)
-    if not any(event_id not in handled for event_id in _waiting(priority=priority, limit=len(handled) + 1)):
+    if not any(
+        event_id not in handled for event_id in _waiting(priority=priority, limit=len(handled) + 1)
+    ):
         return False
     return wake_claim(priority)
 
@@ -141,7 +144,8 @@ def _wake_up_kept(priority: str, outcome: SmallFanOut) -> bool:
 def _fan_out_states(event_ids: list[str]) -> list[tuple[str, str, str, int]]:
     with prepared_cursor() as cursor:
         cursor.execute(
-            "SELECT id::text, priority, status, fanout_page FROM notifications_event WHERE id = ANY(%s::uuid[])",
+            "SELECT id::text, priority, status, fanout_page FROM notifications_event"
+            " WHERE id = ANY(%s::uuid[])",
             [event_ids],
         )
         return cursor.fetchall()
@@ -165,7 +169,9 @@ def _waiting(*, priority: str, limit: int) -> list[str]:
         return [str(event_id) for (event_id,) in cursor.fetchall()]
 
 
-def _fan_out_in_lane(*, priority: str, event_ids: list[str], now: datetime, outcome: SmallFanOut) -> None:
+def _fan_out_in_lane(
+    *, priority: str, event_ids: list[str], now: datetime, outcome: SmallFanOut
+) -> None:
     own = set(event_ids)
     with transaction.atomic():
         # Everything of this priority waiting now, oldest first: the events
@@ -200,12 +206,19 @@ def _fan_out_in_lane(*, priority: str, event_ids: list[str], now: datetime, outc
     done = [event.id for event in small]
     outcome.done.extend(done)
     if done:
-        log.info("small events fanned out: %d events (%d of other tasks)", len(done), len(set(done) - own))
+        log.info(
+            "small events fanned out: %d events (%d of other tasks)",
+            len(done),
+            len(set(done) - own),
+        )
 
 
 def _write_small(small: list[LockedEvent], now: datetime) -> None:
     """Write the first and only page of these small events, in their order."""
-    profiles = {profile.external_id: profile for profile in recipients_upsert([rid for e in small for rid in e.recipients["ids"]])}
+    profiles = {
+        profile.external_id: profile
+        for profile in recipients_upsert([rid for e in small for rid in e.recipients["ids"]])
+    }
     groups: dict[tuple, tuple[PageWriter, list[tuple]]] = {}
     for event in small:
         channels = enabled_channels(event)
@@ -217,7 +230,9 @@ def _write_small(small: list[LockedEvent], now: datetime) -> None:
         for external_id in event.recipients["ids"]:
             profile = profiles[external_id]
             title, body, url = (
-                renderer.render(recipient_context(profile)) if renderer.per_recipient else renderer.shared
+                renderer.render(recipient_context(profile))
+                if renderer.per_recipient
+                else renderer.shared
             )
             rows.append((profile.id, title, body, url, event.id))
 
@@ -235,8 +250,12 @@ def _write_small(small: list[LockedEvent], now: datetime) -> None:
     for event_id, rows in limited_by_event(limited).items():
         event = by_id[event_id]
         deliveries_apply_limits(
-            event_id=event_id, type_key=event.type_key, throttle=event.throttle, data=event.data or {},
-            actor=event.actor, rows=rows,
+            event_id=event_id,
+            type_key=event.type_key,
+            throttle=event.throttle,
+            data=event.data or {},
+            actor=event.actor,
+            rows=rows,
         )
     _record_done(counts)
     if pairs:

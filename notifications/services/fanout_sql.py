@@ -11,13 +11,15 @@ A page is a relation `page(recipient_id, title, body, url)`; the statement
    (`preference`) where the recipient turned the channel off, else `queued`,
    due now or at the end of the quiet hours (`quiet_hours`);
 4. returns the page's size and last recipient, the recipients notified (and
-   their events, for a page of several events), and the queued deliveries that a daily cap or the type's throttle must still
-   pass (checked against Redis counters by services.limits).
+   their events, for a page of several events), and the queued deliveries
+   that a daily cap or the type's throttle must still pass (checked against
+   Redis counters by services.limits).
 
 `critical` bypasses quiet hours, caps and throttles. Preferences and
 settings are read once per page (an index scan on `recipient_id = ANY(page
 ids)`) and hash-joined, never looked up row by row.
 """
+
 from __future__ import annotations
 
 from notifications.services.profiles import profile_columns
@@ -35,7 +37,8 @@ decided AS (
       AND ((p.scope = 'type' AND p.key = %(type_key)s)
         OR (p.scope = 'category' AND p.key = %(category)s)
         OR (p.scope = 'global' AND p.key = ''))
-    ORDER BY p.recipient_id, p.channel, CASE p.scope WHEN 'type' THEN 0 WHEN 'category' THEN 1 ELSE 2 END
+    ORDER BY p.recipient_id, p.channel,
+             CASE p.scope WHEN 'type' THEN 0 WHEN 'category' THEN 1 ELSE 2 END
 ),
 -- Quiet hours, caps and local clock of the page's recipients that have
 -- settings: the time-zone conversion is done once per recipient, here.
@@ -47,21 +50,27 @@ page_settings AS (
     WHERE s.recipient_id = ANY(ARRAY(SELECT recipient_id FROM page))
 ),
 ins AS (
-    INSERT INTO notifications_notification (event_id, recipient_id, title, body, url, visible, created_at)
-    SELECT coalesce(page.event_id, %(event_id)s::uuid), page.recipient_id, page.title, page.body, page.url,
+    INSERT INTO notifications_notification
+        (event_id, recipient_id, title, body, url, visible, created_at)
+    SELECT coalesce(page.event_id, %(event_id)s::uuid), page.recipient_id,
+           page.title, page.body, page.url,
            %(visible)s AND (%(in_app_required)s OR coalesce(in_app.enabled, TRUE)), now()
     FROM page
-    LEFT JOIN decided in_app ON in_app.recipient_id = page.recipient_id AND in_app.channel = 'in_app'
+    LEFT JOIN decided in_app
+        ON in_app.recipient_id = page.recipient_id AND in_app.channel = 'in_app'
     {{order_by}}
     ON CONFLICT (event_id, recipient_id) DO NOTHING
     RETURNING id, recipient_id, event_id
 ),
 rules AS (
-    SELECT ins.id AS notification_id, ins.recipient_id, ins.event_id, s.daily_caps, s.local_now::date AS local_day,
+    SELECT ins.id AS notification_id, ins.recipient_id, ins.event_id, s.daily_caps,
+           s.local_now::date AS local_day,
            CASE WHEN s.quiet_start IS NOT NULL AND NOT %(critical)s AND (
                     CASE WHEN s.quiet_start < s.quiet_end
-                         THEN s.local_now::time >= s.quiet_start AND s.local_now::time < s.quiet_end
-                         ELSE s.local_now::time >= s.quiet_start OR s.local_now::time < s.quiet_end END)
+                         THEN s.local_now::time >= s.quiet_start
+                              AND s.local_now::time < s.quiet_end
+                         ELSE s.local_now::time >= s.quiet_start
+                              OR s.local_now::time < s.quiet_end END)
                 THEN ((CASE WHEN s.local_now::time < s.quiet_end THEN s.local_now::date
                             ELSE s.local_now::date + 1 END) + s.quiet_end) AT TIME ZONE s.tz
            END AS release_at
@@ -69,10 +78,12 @@ rules AS (
 ),
 deliveries AS (
     INSERT INTO notifications_delivery
-        (notification_id, channel, status, reason, address, attempts, next_attempt_at, created_at, updated_at)
+        (notification_id, channel, status, reason, address, attempts, next_attempt_at,
+         created_at, updated_at)
     SELECT rules.notification_id, ch,
            CASE WHEN {_OFF} THEN 'skipped' ELSE 'queued' END,
-           CASE WHEN {_OFF} THEN 'preference' WHEN rules.release_at IS NOT NULL THEN 'quiet_hours' ELSE '' END,
+           CASE WHEN {_OFF} THEN 'preference'
+                WHEN rules.release_at IS NOT NULL THEN 'quiet_hours' ELSE '' END,
            '', 0, coalesce(rules.release_at, %(now)s::timestamptz), now(), now()
     FROM rules CROSS JOIN unnest(%(channels)s::text[]) AS ch
     LEFT JOIN decided ON decided.recipient_id = rules.recipient_id AND decided.channel = ch
@@ -80,16 +91,17 @@ deliveries AS (
     RETURNING id, notification_id, channel, status
 ),
 limited AS (
-    SELECT d.id, rules.recipient_id, d.channel, (rules.daily_caps ->> d.channel)::int AS cap, rules.local_day,
-           rules.event_id
+    SELECT d.id, rules.recipient_id, d.channel, (rules.daily_caps ->> d.channel)::int AS cap,
+           rules.local_day, rules.event_id
     FROM deliveries d JOIN rules ON rules.notification_id = d.notification_id
     WHERE d.status = 'queued' AND NOT %(critical)s
       AND (%(throttled)s OR coalesce(rules.daily_caps ? d.channel, FALSE))
 )
-SELECT (SELECT count(*) FROM page), (SELECT max(recipient_id) FROM page),
-       notified.recipient_ids, notified.event_ids,
-       coalesce((SELECT json_agg(json_build_array(id, recipient_id, channel, cap, local_day::text, event_id))
-                 FROM limited), '[]')
+SELECT (SELECT count(*) FROM page) AS taken, (SELECT max(recipient_id) FROM page) AS last_id,
+       notified.recipient_ids AS notified, notified.event_ids AS notified_events,
+       coalesce((SELECT json_agg(json_build_array(id, recipient_id, channel, cap,
+                                                  local_day::text, event_id))
+                 FROM limited), '[]') AS limited
 -- One pass over the new notifications, so both arrays are in the same order;
 -- their events are only spelled out for a page of several events.
 FROM (SELECT coalesce(array_agg(recipient_id), '{{}}') AS recipient_ids,
@@ -121,7 +133,8 @@ TOPIC_PAGE = """
 # Recipients given by id, with the shared rendering.
 IDS_PAGE = """
     SELECT unnest(%(rids)s::bigint[]) AS recipient_id,
-           %(title)s::text AS title, %(body)s::text AS body, %(url)s::text AS url, NULL::uuid AS event_id
+           %(title)s::text AS title, %(body)s::text AS body, %(url)s::text AS url,
+           NULL::uuid AS event_id
 """
 
 # Recipients rendered one by one.
@@ -134,8 +147,8 @@ RENDERED_PAGE = """
 # Rendered one by one, each under its own event: digest notifications (under
 # their window's first event) and the first pages of several small events.
 EVENTS_PAGE = """
-    SELECT * FROM unnest(%(rids)s::bigint[], %(titles)s::text[], %(bodies)s::text[], %(urls)s::text[],
-                         %(event_ids)s::uuid[]) WITH ORDINALITY
+    SELECT * FROM unnest(%(rids)s::bigint[], %(titles)s::text[], %(bodies)s::text[],
+                         %(urls)s::text[], %(event_ids)s::uuid[]) WITH ORDINALITY
         AS x(recipient_id, title, body, url, event_id, ord)
 """
 

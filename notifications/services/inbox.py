@@ -1,4 +1,5 @@
 """The recipient's inbox: keyset pages, unread count, read/unread/archive."""
+
 from __future__ import annotations
 
 from django.core import signing
@@ -44,10 +45,15 @@ def cursor_decode(*, recipient_id: int, cursor: str) -> int:
             raise ValueError
         return notification_id
     except (ValueError, signing.BadSignature):
-        raise BadCursor("The cursor is not one this API returned to you.", errors={"cursor": ["Invalid cursor."]}) from None
+        raise BadCursor(
+            "The cursor is not one this API returned to you.",
+            errors={"cursor": ["Invalid cursor."]},
+        ) from None
 
 
-def inbox_page(*, recipient_id: int, status: str | None, cursor: str | None, limit: int) -> tuple[list[dict], str | None]:
+def inbox_page(
+    *, recipient_id: int, status: str | None, cursor: str | None, limit: int
+) -> tuple[list[dict], str | None]:
     """Newest first; the cursor is the last id seen, so items arriving meanwhile
     (always newer) never shift a page."""
     condition = STATUS_FILTERS[status]
@@ -61,7 +67,9 @@ def inbox_page(*, recipient_id: int, status: str | None, cursor: str | None, lim
         rows = db.fetchall()
     items = [item_from_row(row) for row in rows[:limit]]
     next_cursor = (
-        cursor_encode(recipient_id=recipient_id, notification_id=rows[limit - 1].id) if len(rows) > limit else None
+        cursor_encode(recipient_id=recipient_id, notification_id=rows[limit - 1].id)
+        if len(rows) > limit
+        else None
     )
     return items, next_cursor
 
@@ -70,7 +78,8 @@ def inbox_items_after(*, recipient_id: int, after_id: int, limit: int = 500) -> 
     """Visible items newer than `after_id`, oldest first (for resuming a feed)."""
     with connection.cursor() as db:
         named_rows(db).execute(
-            f"{ITEM_SQL} WHERE n.recipient_id = %s AND n.visible AND n.id > %s ORDER BY n.id LIMIT %s",
+            f"{ITEM_SQL} WHERE n.recipient_id = %s AND n.visible AND n.id > %s"
+            " ORDER BY n.id LIMIT %s",
             [recipient_id, after_id, limit],
         )
         return [item_from_row(row) for row in db.fetchall()]

@@ -15,6 +15,7 @@ Priorities have separate lanes, so a critical event never waits behind a
 normal backlog (it may overtake it). Pages after the first (topics of more
 than one page) run outside the lanes, in parallel.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

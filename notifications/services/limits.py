@@ -8,6 +8,7 @@ in one step, so concurrent workers cannot both take the last slot.
 
 Held-back deliveries become `skipped` with reason `cap` or `throttle`.
 """
+
 from __future__ import annotations
 
 import time
@@ -78,8 +79,14 @@ def _take(member: str, checks: list[tuple[str, int, int]]) -> list[bool]:
 
 
 def deliveries_apply_limits(
-    *, event_id: str, type_key: str, throttle: dict | None, data: dict, rows: list[LimitedDelivery],
-    actor: str = "", now: float | None = None,
+    *,
+    event_id: str,
+    type_key: str,
+    throttle: dict | None,
+    data: dict,
+    rows: list[LimitedDelivery],
+    actor: str = "",
+    now: float | None = None,
 ) -> dict[str, int]:
     """Skip the deliveries over a throttle or a daily cap; returns counts by reason."""
     if not rows:
@@ -92,7 +99,11 @@ def deliveries_apply_limits(
         key_value = key_render(throttle.get("key") or "", data=data, actor=actor)
         recipients = sorted({row.recipient_id for row in rows})
         checks = [
-            (f"clarion:throttle:{type_key}:{rid}:{key_value}:{int(now // window)}", int(throttle["limit"]), window * 2)
+            (
+                f"clarion:throttle:{type_key}:{rid}:{key_value}:{int(now // window)}",
+                int(throttle["limit"]),
+                window * 2,
+            )
             for rid in recipients
         ]
         throttled = {rid for rid, ok in zip(recipients, _take(event_id, checks)) if not ok}
@@ -102,12 +113,15 @@ def deliveries_apply_limits(
         (f"clarion:cap:{row.recipient_id}:{row.channel}:{row.local_day}", row.cap, DAY_TTL_SECONDS)
         for row in capped_rows
     ]
-    skipped["cap"] = [row.delivery_id for row, ok in zip(capped_rows, _take(event_id, checks)) if not ok]
+    skipped["cap"] = [
+        row.delivery_id for row, ok in zip(capped_rows, _take(event_id, checks)) if not ok
+    ]
     with connection.cursor() as cursor:
         for reason, ids in skipped.items():
             if ids:
                 cursor.execute(
-                    "UPDATE notifications_delivery SET status = 'skipped', reason = %s, updated_at = now()"
+                    "UPDATE notifications_delivery"
+                    " SET status = 'skipped', reason = %s, updated_at = now()"
                     " WHERE id = ANY(%s)",
                     [reason, ids],
                 )

@@ -4,6 +4,7 @@ the rules that hold or skip them, in one statement (fanout_sql.page_statement).
 Fan-out pages, batches of small events and digest flushes all write through
 `page_insert`; `page_params` holds what every slice of one write shares.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from datetime import datetime
 
 from common.choices import Channel, Priority
 from common.prepared import prepared_cursor
+from common.rows import named_rows
 from common.sqljson import from_db_json
 from notifications.services import fanout_sql
 from notifications.services.limits import LimitedDelivery
@@ -24,7 +26,9 @@ class PageWrite:
     last_id: int | None
     notified: list[int]
     limited: list[LimitedDelivery]
-    notified_events: list[str] | None = None  # the event of each notified recipient (pages of several events)
+    notified_events: list[str] | None = (
+        None  # the event of each notified recipient (pages of several events)
+    )
 
 
 def page_params(
@@ -61,8 +65,13 @@ def page_insert(page_sql: str, shared: dict, params: dict) -> PageWrite:
     """Run the page statement over `page_sql` (a relation of recipient ids,
     and rendered titles, bodies, urls and event ids where it has them)."""
     with prepared_cursor() as cursor:
-        cursor.execute(fanout_sql.page_statement(page_sql), {**shared, **params})
-        taken, last_id, notified, event_ids, limited = cursor.fetchone()
+        named_rows(cursor).execute(fanout_sql.page_statement(page_sql), {**shared, **params})
+        row = cursor.fetchone()
     return PageWrite(
-        taken, last_id, list(notified), [LimitedDelivery(*row) for row in from_db_json(limited)], event_ids
+        taken=row.taken,
+        last_id=row.last_id,
+        notified=list(row.notified),
+        # (delivery, recipient, channel, cap, local day, event): as json_build_array built them
+        limited=[LimitedDelivery(*entry) for entry in from_db_json(row.limited)],
+        notified_events=row.notified_events,
     )

@@ -1,5 +1,6 @@
 """Recipient profiles as fan-out, digests and delivery read them, and the
 `recipient` a template sees. The profile's columns are listed here once."""
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -61,7 +62,9 @@ _UPSERT = f"""
     SELECT {profile_columns("r")}
     FROM notifications_recipient r JOIN wanted USING (external_id)
 """
-_BY_EXTERNAL_ID = f"SELECT {profile_columns('r')} FROM notifications_recipient r WHERE r.external_id = ANY(%s)"
+_BY_EXTERNAL_ID = (
+    f"SELECT {profile_columns('r')} FROM notifications_recipient r WHERE r.external_id = ANY(%s)"
+)
 
 
 def recipients_upsert(external_ids: list[str]) -> list[Profile]:
@@ -79,6 +82,9 @@ def recipients_upsert(external_ids: list[str]) -> list[Profile]:
         profiles = [Profile(*row) for row in cursor.fetchall()]
         if len(profiles) < len(wanted):
             found = {profile.external_id for profile in profiles}
-            cursor.execute(_BY_EXTERNAL_ID, [[external_id for external_id in wanted if external_id not in found]])
+            cursor.execute(
+                _BY_EXTERNAL_ID,
+                [[external_id for external_id in wanted if external_id not in found]],
+            )
             profiles.extend(Profile(*row) for row in cursor.fetchall())
     return profiles

@@ -5,12 +5,13 @@ repaired by the client: every notification frame names the recipient's
 previous notification id, so a client that sees a gap asks to `resume`.
 Only recipients with an open socket cost a channel-layer send.
 """
+
 from __future__ import annotations
 
 import logging
 
 from channels.layers import get_channel_layer
-from django.db import connection, transaction
+from django.db import transaction
 from rest_framework.utils.encoders import JSONEncoder
 
 from common.prepared import prepared_cursor
@@ -30,17 +31,26 @@ def group_name(recipient_id: int) -> str:
 
 def json_safe(item: dict) -> dict:
     """Datetimes as the REST API writes them; the channel layer carries plain data."""
-    return {key: (_encoder.default(value) if hasattr(value, "isoformat") else value) for key, value in item.items()}
+    return {
+        key: (_encoder.default(value) if hasattr(value, "isoformat") else value)
+        for key, value in item.items()
+    }
 
 
 def notifications_created_on_commit(*, event_id: str, recipient_ids: list[int]) -> None:
     """After the fan-out page commits, tell the connected recipients among these."""
-    transaction.on_commit(lambda: notifications_created(event_id=event_id, recipient_ids=recipient_ids))
+    transaction.on_commit(
+        lambda: notifications_created(event_id=event_id, recipient_ids=recipient_ids)
+    )
 
 
 def notifications_created(*, event_id: str, recipient_ids: list[int]) -> int:
     """Push the new notifications of `event_id` to the online recipients; returns sends made."""
-    return _push(recipient_ids, "n.event_id = %s AND n.recipient_id = ANY(%s)", lambda online: [event_id, online])
+    return _push(
+        recipient_ids,
+        "n.event_id = %s AND n.recipient_id = ANY(%s)",
+        lambda online: [event_id, online],
+    )
 
 
 def digests_created_on_commit(*, event_ids: list[str], recipient_ids: list[int]) -> None:
@@ -159,6 +169,6 @@ def _send_all(messages: list[tuple[str, dict]]) -> None:
 
     async def send() -> None:
         for start in range(0, len(messages), SEND_BATCH):
-            await layer.group_send_many(messages[start:start + SEND_BATCH])
+            await layer.group_send_many(messages[start : start + SEND_BATCH])
 
     loop.run(send())

@@ -30,6 +30,7 @@ the failure logged and counted (`clarion_rate_limiter_errors_total`), and
 Redis is not asked again for BACKOFF_SECONDS, so an outage costs no request
 more than one short timeout.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,5 @@
 """Recipient profiles: create/replace, erase, export."""
+
 from __future__ import annotations
 
 import re
@@ -9,14 +10,14 @@ from django.core.validators import validate_email
 from django.db import connection, transaction
 
 from common.errors import InvalidInput, NotFound
-from notifications.models import Recipient
 from common.rows import named_rows
 from common.sqljson import from_db_json
-from preferences.models import DeliverySettings
-from preferences.services import preferences_get
+from notifications.models import Recipient
+from notifications.services.push import tokens_revoked_on_commit
 from notifications.services.tokens import recipient_tokens_revoke_before
 from notifications.validation import validate_external_id
-from notifications.services.push import tokens_revoked_on_commit
+from preferences.models import DeliverySettings
+from preferences.services import preferences_get
 
 LOCALE_RE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 PHONE_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
@@ -40,7 +41,9 @@ def check_external_id(external_id: str) -> None:
 def parse_profile(body: object) -> dict:
     """A complete profile from a PUT body; missing fields take their empty value."""
     if not isinstance(body, dict):
-        raise InvalidInput("Expected a JSON object.", errors={"non_field_errors": ["Expected an object."]})
+        raise InvalidInput(
+            "Expected a JSON object.", errors={"non_field_errors": ["Expected an object."]}
+        )
     errors: dict[str, list[str]] = {}
     for name in sorted(set(body) - set(PROFILE_FIELDS) - {"external_id"}):
         errors[name] = ["Unknown field."]
@@ -63,7 +66,9 @@ def parse_profile(body: object) -> dict:
     if profile["locale"] and not LOCALE_RE.match(profile["locale"]):
         errors.setdefault("locale", []).append("Must be a BCP 47 tag such as 'en' or 'pt-BR'.")
     if profile["timezone"] and profile["timezone"] not in _timezones():
-        errors.setdefault("timezone", []).append("Must be an IANA time zone such as 'Europe/Lisbon'.")
+        errors.setdefault("timezone", []).append(
+            "Must be an IANA time zone such as 'Europe/Lisbon'."
+        )
     data = body.get("data")
     if data is not None:
         if not isinstance(data, dict):
@@ -80,9 +85,13 @@ def recipient_put(*, external_id: str, body: object) -> tuple[Recipient, bool]:
     check_external_id(external_id)
     profile = parse_profile(body)
     with transaction.atomic():
-        recipient, created = Recipient.objects.update_or_create(external_id=external_id, defaults=profile)
+        recipient, created = Recipient.objects.update_or_create(
+            external_id=external_id, defaults=profile
+        )
         # Quiet hours are read in the recipient's zone from the settings' copy.
-        DeliverySettings.objects.filter(recipient_id=recipient.id).update(timezone=recipient.timezone)
+        DeliverySettings.objects.filter(recipient_id=recipient.id).update(
+            timezone=recipient.timezone
+        )
     return recipient, created
 
 
@@ -111,7 +120,8 @@ def recipient_erase(*, external_id: str) -> None:
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT id FROM notifications_recipient WHERE external_id = %s FOR UPDATE", [external_id]
+                "SELECT id FROM notifications_recipient WHERE external_id = %s FOR UPDATE",
+                [external_id],
             )
             found = cursor.fetchone()
             if found is None:
@@ -131,10 +141,18 @@ def recipient_erase(*, external_id: str) -> None:
                 " (SELECT id FROM notifications_notification WHERE recipient_id = %s)",
                 [recipient_id],
             )
-            cursor.execute("DELETE FROM notifications_notification WHERE recipient_id = %s", [recipient_id])
-            cursor.execute("DELETE FROM notifications_subscription WHERE recipient_id = %s", [recipient_id])
-            cursor.execute("DELETE FROM preferences_channelpreference WHERE recipient_id = %s", [recipient_id])
-            cursor.execute("DELETE FROM preferences_deliverysettings WHERE recipient_id = %s", [recipient_id])
+            cursor.execute(
+                "DELETE FROM notifications_notification WHERE recipient_id = %s", [recipient_id]
+            )
+            cursor.execute(
+                "DELETE FROM notifications_subscription WHERE recipient_id = %s", [recipient_id]
+            )
+            cursor.execute(
+                "DELETE FROM preferences_channelpreference WHERE recipient_id = %s", [recipient_id]
+            )
+            cursor.execute(
+                "DELETE FROM preferences_deliverysettings WHERE recipient_id = %s", [recipient_id]
+            )
             cursor.execute("DELETE FROM notifications_recipient WHERE id = %s", [recipient_id])
         # Its tokens stop authenticating with the row; its open sockets close.
         tokens_revoked_on_commit(recipient_id=recipient_id, before_ms=2**62, erased=True)
@@ -160,8 +178,8 @@ def recipient_export(*, external_id: str) -> dict:
     with connection.cursor() as cursor:
         named_rows(cursor).execute(
             """
-            SELECT n.id, t.key AS type, n.title, n.body, n.url, n.created_at, n.read_at, n.archived_at,
-                   e.actor, e.data
+            SELECT n.id, t.key AS type, n.title, n.body, n.url, n.created_at, n.read_at,
+                   n.archived_at, e.actor, e.data
             FROM notifications_notification n
             JOIN notifications_event e ON e.id = n.event_id
             JOIN notifications_notificationtype t ON t.id = e.type_id
@@ -171,30 +189,45 @@ def recipient_export(*, external_id: str) -> dict:
         )
         notifications = [
             {
-                "id": str(row.id), "type": row.type, "title": row.title, "body": row.body, "url": row.url,
-                "created_at": row.created_at, "read_at": row.read_at, "archived_at": row.archived_at,
-                "actor": row.actor, "data": from_db_json(row.data),
+                "id": str(row.id),
+                "type": row.type,
+                "title": row.title,
+                "body": row.body,
+                "url": row.url,
+                "created_at": row.created_at,
+                "read_at": row.read_at,
+                "archived_at": row.archived_at,
+                "actor": row.actor,
+                "data": from_db_json(row.data),
             }
             for row in cursor.fetchall()
         ]
         cursor.execute(
             """
-            SELECT d.notification_id, d.channel, d.status, d.reason, d.address, d.content, d.created_at, d.updated_at
-            FROM notifications_delivery d JOIN notifications_notification n ON n.id = d.notification_id
+            SELECT d.notification_id, d.channel, d.status, d.reason, d.address, d.content,
+                   d.created_at, d.updated_at
+            FROM notifications_delivery d
+            JOIN notifications_notification n ON n.id = d.notification_id
             WHERE n.recipient_id = %s ORDER BY d.id
             """,
             [recipient.id],
         )
         deliveries = [
             {
-                "notification_id": str(row.notification_id), "channel": row.channel, "status": row.status,
-                "reason": row.reason, "address": row.address, "content": from_db_json(row.content),
-                "created_at": row.created_at, "updated_at": row.updated_at,
+                "notification_id": str(row.notification_id),
+                "channel": row.channel,
+                "status": row.status,
+                "reason": row.reason,
+                "address": row.address,
+                "content": from_db_json(row.content),
+                "created_at": row.created_at,
+                "updated_at": row.updated_at,
             }
             for row in cursor.fetchall()
         ]
         cursor.execute(
-            "SELECT t.key FROM notifications_subscription s JOIN notifications_topic t ON t.id = s.topic_id"
+            "SELECT t.key FROM notifications_subscription s"
+            " JOIN notifications_topic t ON t.id = s.topic_id"
             " WHERE s.recipient_id = %s ORDER BY t.key",
             [recipient.id],
         )

@@ -16,6 +16,7 @@ their page task and skipped (`FOR UPDATE SKIP LOCKED`), and a duplicate page
 task is a no-op, so relaying too eagerly costs a little work, never a double
 notification.
 """
+
 from __future__ import annotations
 
 import logging
@@ -67,7 +68,8 @@ def events_relay(*, limit: int | None = None) -> int:
                 )
                 UPDATE notifications_event e
                 SET enqueued_at = now(),
-                    relay_attempts = CASE WHEN e.status = 'scheduled' THEN 0 ELSE e.relay_attempts + 1 END,
+                    relay_attempts = CASE WHEN e.status = 'scheduled' THEN 0
+                                          ELSE e.relay_attempts + 1 END,
                     status = CASE WHEN e.status = 'scheduled' THEN 'accepted' ELSE e.status END
                 FROM locked WHERE e.id = locked.id
                 RETURNING e.id, e.fanout_page, e.priority, e.relay_attempts
@@ -84,7 +86,12 @@ def events_relay(*, limit: int | None = None) -> int:
         def publish() -> None:
             for event_id, page, priority, attempts in rows:
                 if attempts:
-                    log.warning("relay re-publishes event_id=%s page=%s attempt=%s", event_id, page, attempts)
+                    log.warning(
+                        "relay re-publishes event_id=%s page=%s attempt=%s",
+                        event_id,
+                        page,
+                        attempts,
+                    )
                 publish_fan_out_page(event_id=str(event_id), page=page, priority=priority)
 
         transaction.on_commit(publish)
@@ -112,7 +119,8 @@ def idempotency_keys_purge() -> int:
     """Forget idempotency keys older than IDEMPOTENCY_TTL_HOURS."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "DELETE FROM notifications_idempotencykey WHERE created_at < now() - make_interval(hours => %s)",
+            "DELETE FROM notifications_idempotencykey"
+            " WHERE created_at < now() - make_interval(hours => %s)",
             [settings.CLARION["IDEMPOTENCY_TTL_HOURS"]],
         )
         return cursor.rowcount

@@ -6,11 +6,12 @@ authenticates only while its recipient exists (erasure ends every token) and
 was issued after the recipient's `tokens_valid_after` (revocation without
 erasure). Open sockets are told at once (notifications.services.push.tokens_revoked).
 """
+
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone as dt_timezone
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.core import signing
@@ -40,7 +41,9 @@ def recipient_token_issue(*, recipient_id: int, ttl_seconds: int | None = None) 
     issued = _now_ms()
     expires = issued // 1000 + ttl
     token = signing.dumps({"r": recipient_id, "e": expires, "i": issued}, salt=SALT, compress=False)
-    return RecipientToken(token=token, expires_at=datetime.fromtimestamp(expires, tz=dt_timezone.utc))
+    return RecipientToken(
+        token=token, expires_at=datetime.fromtimestamp(expires, tz=UTC)
+    )
 
 
 def recipient_token_claims(token: str) -> TokenClaims | None:
@@ -52,7 +55,10 @@ def recipient_token_claims(token: str) -> TokenClaims | None:
     if not isinstance(payload, dict):
         return None
     recipient_id, expires, issued = payload.get("r"), payload.get("e"), payload.get("i", 0)
-    if not all(isinstance(value, int) for value in (recipient_id, expires, issued)) or expires < time.time():
+    if (
+        not all(isinstance(value, int) for value in (recipient_id, expires, issued))
+        or expires < time.time()
+    ):
         return None
     return TokenClaims(recipient_id=recipient_id, issued_ms=issued)
 

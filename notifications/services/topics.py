@@ -1,4 +1,5 @@
 """Topic membership, in bulk."""
+
 from __future__ import annotations
 
 from django.db import connection, transaction
@@ -30,7 +31,10 @@ def topic_subscribers_update(*, key: str, body: object) -> dict[str, int]:
     if problem:
         raise InvalidInput(f"Topic key {problem}.", errors={"key": [problem]})
     if not isinstance(body, dict):
-        raise InvalidInput("Expected a JSON object.", errors={"non_field_errors": ["Expected {\"add\": [...], \"remove\": [...]}."]})
+        raise InvalidInput(
+            "Expected a JSON object.",
+            errors={"non_field_errors": ['Expected {"add": [...], "remove": [...]}.']},
+        )
     errors: dict[str, list[str]] = {}
     for name in sorted(set(body) - {"add", "remove"}):
         errors[name] = ["Unknown field."]
@@ -67,12 +71,16 @@ def topic_subscribers_update(*, key: str, body: object) -> dict[str, int]:
                 [topic_id, remove],
             )
             removed = cursor.rowcount
-        cursor.execute("SELECT count(*) FROM notifications_subscription WHERE topic_id = %s", [topic_id])
+        cursor.execute(
+            "SELECT count(*) FROM notifications_subscription WHERE topic_id = %s", [topic_id]
+        )
         (total,) = cursor.fetchone()
     return {"added": added, "removed": removed, "subscribers": total}
 
 
-def topic_subscribers_page(*, key: str, after: int, limit: int) -> tuple[list[tuple[int, str]], bool]:
+def topic_subscribers_page(
+    *, key: str, after: int, limit: int
+) -> tuple[list[tuple[int, str]], bool]:
     """A keyset page of (recipient id, external id) after `after`; and whether more follow."""
     topic = Topic.objects.filter(key=key).only("id").first()
     if topic is None:

@@ -1,4 +1,5 @@
 """Notification types as code: define, retire, load from a file."""
+
 from __future__ import annotations
 
 import json
@@ -7,18 +8,25 @@ from pathlib import Path
 from django.db import transaction
 from django.utils import timezone
 
-from common.errors import InvalidInput, NotFound
 from common.choices import Channel, Priority
+from common.errors import InvalidInput, NotFound
 from notifications.models import NotificationType
 from notifications.selectors import notification_type_cache_clear
 from notifications.validation import validate_type_key
-from templates_app.rendering import template_gaps, template_problems
 from templates_app.keys import key_problem
+from templates_app.rendering import template_gaps, template_problems
 from templates_app.services import template_versions_record
 
 TYPE_FIELDS = {
-    "category", "priority", "channels", "required_channels", "templates", "digest", "throttle",
-    "default_locale", "sample_data",
+    "category",
+    "priority",
+    "channels",
+    "required_channels",
+    "templates",
+    "digest",
+    "throttle",
+    "default_locale",
+    "sample_data",
 }
 CHANNELS = {c.value for c in Channel}
 
@@ -29,13 +37,17 @@ def parse_type(key: str, body: object) -> dict:
     if key_problem:
         errors["key"] = [f"Key {key_problem}."]
     if not isinstance(body, dict):
-        raise InvalidInput("Expected a JSON object.", errors={"non_field_errors": ["Expected an object."]})
+        raise InvalidInput(
+            "Expected a JSON object.", errors={"non_field_errors": ["Expected an object."]}
+        )
     for name in sorted(set(body) - TYPE_FIELDS):
         errors[name] = ["Unknown field."]
     fields: dict = {}
     category = body.get("category", "general")
     if not isinstance(category, str) or not category or len(category) > 100:
-        errors.setdefault("category", []).append("Must be a non-empty string of at most 100 characters.")
+        errors.setdefault("category", []).append(
+            "Must be a non-empty string of at most 100 characters."
+        )
     fields["category"] = category
     priority = body.get("priority", Priority.NORMAL.value)
     if not isinstance(priority, str) or priority not in {p.value for p in Priority}:
@@ -43,8 +55,12 @@ def parse_type(key: str, body: object) -> dict:
     fields["priority"] = priority
     for name, default in (("channels", [Channel.IN_APP.value]), ("required_channels", [])):
         value = body.get(name, default)
-        if not isinstance(value, list) or not all(isinstance(c, str) and c in CHANNELS for c in value):
-            errors.setdefault(name, []).append(f"Must be a list of channels from {', '.join(sorted(CHANNELS))}.")
+        if not isinstance(value, list) or not all(
+            isinstance(c, str) and c in CHANNELS for c in value
+        ):
+            errors.setdefault(name, []).append(
+                f"Must be a list of channels from {', '.join(sorted(CHANNELS))}."
+            )
             value = []
         fields[name] = list(dict.fromkeys(value))
     if not set(fields["required_channels"]) <= set(fields["channels"]):
@@ -55,14 +71,17 @@ def parse_type(key: str, body: object) -> dict:
     fields["default_locale"] = default_locale
     templates = body.get("templates", {})
     if not isinstance(templates, dict) or not all(
-        k in CHANNELS and isinstance(v, dict) and all(isinstance(loc, str) and isinstance(t, dict) for loc, t in v.items())
+        k in CHANNELS
+        and isinstance(v, dict)
+        and all(isinstance(loc, str) and isinstance(t, dict) for loc, t in v.items())
         for k, v in templates.items()
     ):
         errors.setdefault("templates", []).append("Must map channel → locale → template fields.")
     else:
         # A type is refused when one of its enabled channels could only fail or send nothing.
         gaps = template_gaps(
-            templates=templates, channels=fields["channels"],
+            templates=templates,
+            channels=fields["channels"],
             default_locale=default_locale if isinstance(default_locale, str) else "",
         )
         for found in (template_problems(templates), gaps):
@@ -71,7 +90,9 @@ def parse_type(key: str, body: object) -> dict:
     fields["templates"] = templates
     sample = body.get("sample_data", {})
     if not isinstance(sample, dict):
-        errors.setdefault("sample_data", []).append("Must be an object (example event data for previews).")
+        errors.setdefault("sample_data", []).append(
+            "Must be an object (example event data for previews)."
+        )
     fields["sample_data"] = sample
     fields["digest"] = _parse_digest(body.get("digest"), errors)
     fields["throttle"] = _parse_throttle(body.get("throttle"), errors)
@@ -84,9 +105,15 @@ def _parse_digest(value: object, errors: dict) -> dict | None:
     """{"window_seconds": W, "key": "{{ post_id }}", "mode": "lookback"|"fixed", "max_batch": N}."""
     if value is None:
         return None
-    if not isinstance(value, dict) or not set(value) <= {"window_seconds", "key", "mode", "max_batch"}:
+    if not isinstance(value, dict) or not set(value) <= {
+        "window_seconds",
+        "key",
+        "mode",
+        "max_batch",
+    }:
         errors.setdefault("digest", []).append(
-            'Must be {"window_seconds": W, "key": optional template, "mode": "lookback"|"fixed", "max_batch": N}.'
+            'Must be {"window_seconds": W, "key": optional template,'
+            ' "mode": "lookback"|"fixed", "max_batch": N}.'
         )
         return None
     for name, required in (("window_seconds", True), ("max_batch", False)):
@@ -117,12 +144,16 @@ def _parse_throttle(value: object, errors: dict) -> dict | None:
     if value is None:
         return None
     if not isinstance(value, dict) or not set(value) <= {"limit", "window_seconds", "key"}:
-        errors.setdefault("throttle", []).append('Must be {"limit": N, "window_seconds": W, "key": optional template}.')
+        errors.setdefault("throttle", []).append(
+            'Must be {"limit": N, "window_seconds": W, "key": optional template}.'
+        )
         return None
     for name in ("limit", "window_seconds"):
         number = value.get(name)
         if not isinstance(number, int) or isinstance(number, bool) or number < 1:
-            errors.setdefault(f"throttle.{name}", []).append("Must be a whole number of at least 1.")
+            errors.setdefault(f"throttle.{name}", []).append(
+                "Must be a whole number of at least 1."
+            )
     _check_key(value, "throttle.key", errors)
     return value
 
@@ -131,7 +162,9 @@ def notification_type_put(*, key: str, body: object) -> tuple[NotificationType, 
     fields = parse_type(key, body)
     fields["retired_at"] = None
     with transaction.atomic():
-        notification_type, created = NotificationType.objects.update_or_create(key=key, defaults=fields)
+        notification_type, created = NotificationType.objects.update_or_create(
+            key=key, defaults=fields
+        )
         template_versions_record(type_id=notification_type.id, templates=fields["templates"])
     notification_type_cache_clear()
     return notification_type, created
@@ -139,7 +172,9 @@ def notification_type_put(*, key: str, body: object) -> tuple[NotificationType, 
 
 def notification_type_retire(*, key: str) -> None:
     """Retire a type: new events of it are refused; past ones keep their history."""
-    updated = NotificationType.objects.filter(key=key, retired_at__isnull=True).update(retired_at=timezone.now())
+    updated = NotificationType.objects.filter(key=key, retired_at__isnull=True).update(
+        retired_at=timezone.now()
+    )
     notification_type_cache_clear()
     if not updated and not NotificationType.objects.filter(key=key).exists():
         raise NotFound(f"No notification type {key!r}.")
@@ -162,6 +197,9 @@ def notification_types_load(*, path: Path) -> list[tuple[str, bool]]:
             try:
                 _, created = notification_type_put(key=key, body=body)
             except InvalidInput as error:
-                raise InvalidInput(f"{key}: {error.detail}", errors={f"{key}.{k}": v for k, v in error.errors.items()}) from error
+                raise InvalidInput(
+                    f"{key}: {error.detail}",
+                    errors={f"{key}.{k}": v for k, v in error.errors.items()},
+                ) from error
             results.append((key, created))
     return results

@@ -1,4 +1,5 @@
 """Demo data for `make run`: types, recipients, a topic, and an API key."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +16,12 @@ from notifications.services.types import notification_types_load
 DEMO_RECIPIENTS = {
     "alice": {"email": "alice@example.com", "locale": "en", "timezone": "Europe/London"},
     "bruno": {"email": "bruno@example.com", "locale": "pt-BR", "timezone": "America/Sao_Paulo"},
-    "chen": {"email": "chen@example.com", "locale": "en", "timezone": "Asia/Shanghai", "phone": "+8613800000000"},
+    "chen": {
+        "email": "chen@example.com",
+        "locale": "en",
+        "timezone": "Asia/Shanghai",
+        "phone": "+8613800000000",
+    },
 }
 DEMO_TOPIC = "post:1:followers"
 
@@ -24,7 +30,9 @@ class Command(BaseCommand):
     help = "Load demo notification types, recipients and a topic; print a demo API key."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--key-file", type=Path, help="Keep the demo API key here and reuse it next time.")
+        parser.add_argument(
+            "--key-file", type=Path, help="Keep the demo API key here and reuse it next time."
+        )
 
     def handle(self, *args, key_file: Path | None = None, **options) -> None:
         notification_types_load(path=Path(settings.BASE_DIR) / "demo" / "notification_types.yaml")
@@ -32,12 +40,15 @@ class Command(BaseCommand):
             recipient_put(external_id=external_id, body=profile)
         topic_subscribers_update(key=DEMO_TOPIC, body={"add": list(DEMO_RECIPIENTS)})
         self.stderr.write(
-            f"demo: {len(DEMO_RECIPIENTS)} recipients, topic {DEMO_TOPIC!r}, types from demo/notification_types.yaml"
+            f"demo: {len(DEMO_RECIPIENTS)} recipients, topic {DEMO_TOPIC!r},"
+            " types from demo/notification_types.yaml"
         )
         raw = None
         if key_file and key_file.exists():
             raw = key_file.read_text().strip()
-            if not ApiKey.objects.filter(key_hash=hash_api_key(raw), revoked_at__isnull=True).exists():
+            if not ApiKey.objects.filter(
+                key_hash=hash_api_key(raw), revoked_at__isnull=True
+            ).exists():
                 raw = None
         if raw is None:
             _, raw = api_key_create(name="demo")
