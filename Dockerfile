@@ -43,11 +43,10 @@ COPY . .
 RUN pip install . \
  && rm -rf build ./*.egg-info
 
-# Static files at build time. Settings read DATABASE_URL/REDIS_URL at import
-# (config.env.service_urls() falls back to the embedded servers, which are not
-# installed, only when one is missing) but never connect at import, so dummy
-# values are enough. They are set for this command only, not baked into the
-# image.
+# Static files at build time. Settings require DATABASE_URL/REDIS_URL at import
+# (manage.py would start embedded servers only when one is missing, and they
+# are not installed) but never connect at import, so dummy values are enough.
+# They are set for this command only, not baked into the image.
 RUN DATABASE_URL=postgresql://build:build@127.0.0.1:5432/build \
     REDIS_URL=redis://127.0.0.1:6379/0 \
     SECRET_KEY=collectstatic-only-not-a-secret \

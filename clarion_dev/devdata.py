@@ -4,11 +4,12 @@ The source is public, so a built-in key would let anyone forge sessions and
 recipient tokens. `make run` instead makes a random key once, keeps it in
 ``DEVDATA/secret_key`` (mode 0600) and passes it to every process it starts;
 ``manage.py`` in a second shell on the same private servers reads the same
-file (config/env.py), so tokens minted there verify in the server.
+file (clarion_dev.environment), so tokens minted there verify in the server.
 
-No third-party imports: config/env.py imports this module in any process
-that runs on the development servers.
+No third-party imports: manage.py imports this module (through
+clarion_dev.environment) in every process, production images included.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,9 +20,9 @@ REPO_ROOT: Path = Path(__file__).resolve().parent.parent
 
 #: Where the private servers and `make run` keep their data; ``CLARION_DEVDATA``
 #: overrides it (e.g. a throw-away directory for CI). Read at import time.
-DEVDATA: Path = Path(
-    os.environ.get("CLARION_DEVDATA") or (REPO_ROOT / ".devdata")
-).expanduser().absolute()
+DEVDATA: Path = (
+    Path(os.environ.get("CLARION_DEVDATA") or (REPO_ROOT / ".devdata")).expanduser().absolute()
+)
 
 SECRET_KEY_FILE = "secret_key"
 

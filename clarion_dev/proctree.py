@@ -7,6 +7,7 @@ stuck on SIGTERM while honcho waits for it, children left behind when their
 parent died and were reparented to init) must still end: this module remembers
 every descendant it has seen and SIGKILLs those still alive at the deadline.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -8,6 +8,7 @@ SIGINT/SIGTERM are passed to the command and end the loop.
 
     python -m clarion_dev.respawn celery -A config worker ...
 """
+
 from __future__ import annotations
 
 import signal
@@ -42,8 +43,11 @@ def main(argv: list[str]) -> int:
             return code
         if time.monotonic() - started > HEALTHY_AFTER_SECONDS:
             delay = 1.0
-        print(f"respawn: {argv[0]} exited with code {code}; starting it again in {delay:.0f} s",
-              file=sys.stderr, flush=True)
+        print(
+            f"respawn: {argv[0]} exited with code {code}; starting it again in {delay:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
         deadline = time.monotonic() + delay
         while time.monotonic() < deadline and not state["stopping"]:
             time.sleep(0.1)

@@ -6,6 +6,7 @@ the Celery workers and Beat under honcho (Procfile). Every process gets the
 SECRET_KEY kept in DEVDATA/secret_key (made on the first run). Ctrl-C stops
 them all within STOP_SECONDS.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 from clarion_dev.devdata import DEVDATA, SECRET_KEY_FILE, secret_key_ensure
+from clarion_dev.environment import prepare_services
 from config.env import TRUE_WORDS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,12 +40,9 @@ def _show(path: Path) -> str:
 
 
 def service_env() -> dict[str, str]:
-    env = dict(os.environ)
-    if not (env.get("DATABASE_URL") and env.get("REDIS_URL")):
-        from clarion_dev import services
-
-        env.update(services.ensure_services())
-    return env
+    """This environment, with the private servers for DATABASE_URL / REDIS_URL not set."""
+    prepare_services()
+    return dict(os.environ)
 
 
 def manage(env: dict[str, str], *args: str, capture: bool = False) -> str:
@@ -61,15 +60,21 @@ def manage(env: dict[str, str], *args: str, capture: bool = False) -> str:
 def main() -> int:
     env = service_env()
     # A key of this checkout's own, never one from the public source; a second
-    # shell on the same servers finds it too (config.env.secret_key).
-    key_source = "from the environment" if env.get("SECRET_KEY") else _show(DEVDATA / SECRET_KEY_FILE)
+    # shell on the same servers finds it too (manage.py: clarion_dev.environment).
+    key_source = (
+        "from the environment" if env.get("SECRET_KEY") else _show(DEVDATA / SECRET_KEY_FILE)
+    )
     env["SECRET_KEY"] = env.get("SECRET_KEY") or secret_key_ensure(DEVDATA)
     env.setdefault("DEBUG", "true")  # also what serves the bell demo at /demo/
     # Every external channel "sends" by writing the rendered message to the
     # worker's log, so the whole path is visible without any account.
-    env.setdefault("CLARION_PROVIDERS", ",".join(
-        f"{channel}=delivery.console.ConsoleProvider" for channel in ("email", "sms", "push", "web_push", "webhook")
-    ))
+    env.setdefault(
+        "CLARION_PROVIDERS",
+        ",".join(
+            f"{channel}=delivery.console.ConsoleProvider"
+            for channel in ("email", "sms", "push", "web_push", "webhook")
+        ),
+    )
     # The Procfile's commands (uvicorn, celery) live beside this interpreter.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     port = env.setdefault("PORT", "8000")
@@ -77,7 +82,8 @@ def main() -> int:
     say("applying migrations")
     manage(env, "migrate", "--no-input", "-v", "0")
     say("loading demo data")
-    key = manage(env, "seed_demo", "--key-file", str(DEVDATA / "demo-api-key"), capture=True).strip()
+    key_file = str(DEVDATA / "demo-api-key")
+    key = manage(env, "seed_demo", "--key-file", key_file, capture=True).strip()
     manage(env, "collectstatic", "--no-input", "-v", "0")
     base = f"http://{host}:{port}"
     demo = "(DEBUG is off: not served)"
@@ -139,7 +145,10 @@ def run_until_stopped(command: list[str], env: dict[str, str]) -> int:
     # others) or the deadline has passed: what is left of its tree goes now.
     killed = tree.stop_by(stop_by[0] if stop_by else time.monotonic() + STOP_SECONDS)
     if killed:
-        say(f"killed {len(killed)} process(es) still running {STOP_SECONDS:.0f} s after the stop: {killed}")
+        say(
+            f"killed {len(killed)} process(es) still running {STOP_SECONDS:.0f} s "
+            f"after the stop: {killed}"
+        )
     code = honcho.wait()
     return 0 if stop_by else code
 

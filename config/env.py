@@ -1,4 +1,5 @@
 """Reading settings from the environment, in one place, with the defaults documented."""
+
 from __future__ import annotations
 
 import os
@@ -56,69 +57,50 @@ def env_map(name: str, default: dict[str, str]) -> dict[str, str]:
     for item in raw.split(","):
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
-            raise ImproperlyConfigured(f"{name} must be key=value pairs separated by commas, got {raw!r}")
+            raise ImproperlyConfigured(
+                f"{name} must be key=value pairs separated by commas, got {raw!r}"
+            )
         pairs[key.strip()] = value.strip()
     return pairs
 
 
 def service_urls() -> tuple[str, str]:
-    """DATABASE_URL and REDIS_URL; private embedded servers when either is missing.
+    """DATABASE_URL and REDIS_URL, both required.
 
-    The embedded servers come from the `embedded` extra (development and tests);
-    a production deployment sets both variables and never imports it.
+    Only read here, never started: on a development machine `make run`, `make test`
+    and manage.py put the URLs of private servers into the environment before the
+    settings load (clarion_dev.environment); a deployment sets both.
     """
-    database_url = os.environ.get("DATABASE_URL")
-    redis_url = os.environ.get("REDIS_URL")
-    if database_url and redis_url:
-        return database_url, redis_url
-    try:
-        from clarion_dev import services
-    except ImportError as exc:  # pragma: no cover - production images lack the extra
+    urls = {name: os.environ.get(name, "") for name in ("DATABASE_URL", "REDIS_URL")}
+    missing = [name for name, url in urls.items() if not url]
+    if missing:
         raise ImproperlyConfigured(
-            "Set DATABASE_URL and REDIS_URL, or install the 'embedded' extra "
-            "(pip install -e '.[embedded]') to start private servers."
-        ) from exc
-    if not database_url:
-        database_url = services.ensure_postgres()
-        os.environ["DATABASE_URL"] = database_url
-    if not redis_url:
-        redis_url = services.ensure_redis()
-        os.environ["REDIS_URL"] = redis_url
-    return database_url, redis_url
-
-
-def on_development_servers() -> bool:
-    """Whether this process runs on the private servers of `make run` / `make test`:
-    DATABASE_URL or REDIS_URL missing (service_urls() starts them), or CLARION_EMBEDDED
-    set (clarion_dev.services hands out their URLs with it)."""
-    return bool(os.environ.get("CLARION_EMBEDDED")) or not (
-        os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")
-    )
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set. "
+            "Set DATABASE_URL and REDIS_URL to your PostgreSQL and Redis. For development, "
+            "`make run`, `make test` and `python manage.py` start private servers (the "
+            "'embedded' extra: pip install -e '.[embedded]'); for any other command, run "
+            '`eval "$(python -m clarion_dev.services env)"` in the shell first.'
+        )
+    return urls["DATABASE_URL"], urls["REDIS_URL"]
 
 
 def secret_key() -> str:
-    """SECRET_KEY from the environment; on the development servers, the key `make run` keeps.
+    """SECRET_KEY from the environment; there is no other source.
 
     There is no built-in key, whatever DEBUG says: the source is public, and a
-    key in it would let anyone forge sessions and recipient tokens.
+    key in it would let anyone forge sessions and recipient tokens. `make run`
+    gives its processes the key it keeps; manage.py on its servers reads it
+    (clarion_dev.environment).
     """
     key = os.environ.get("SECRET_KEY", "")
     if key:
         return key
-    if on_development_servers():
-        try:
-            from clarion_dev.devdata import DEVDATA, secret_key_read
-        except ImportError:  # pragma: no cover - production images may lack clarion_dev
-            pass
-        else:
-            key = secret_key_read(DEVDATA) or ""
-            if key:
-                return key
     raise ImproperlyConfigured(
         "SECRET_KEY is not set. It signs sessions and recipient tokens, so it must be a long "
         "random string of your own: SECRET_KEY=$(python3 -c 'import secrets; "
         "print(secrets.token_urlsafe(50))'). For development, `make run` makes one and keeps it "
-        "in .devdata/secret_key."
+        "in .devdata/secret_key, which `python manage.py` on its servers reads; for any other "
+        "command, export SECRET_KEY=$(cat .devdata/secret_key)."
     )
 
 
