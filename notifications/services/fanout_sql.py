@@ -22,6 +22,8 @@ ids)`) and hash-joined, never looked up row by row.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from notifications.services.profiles import profile_columns
 
 _OFF = "decided.enabled IS FALSE AND NOT ch = ANY(%(required)s::text[])"
@@ -115,8 +117,22 @@ def page_statement(page_sql: str) -> str:
     body, url, event_id[, ord]). With `ord`, notifications are created (their
     ids taken) in that order, so several events' notifications keep the events'
     order in the inbox; a single event's order does not matter."""
-    order_by = "ORDER BY page.ord" if page_sql is EVENTS_PAGE else ""
-    return _PAGE_STATEMENT.replace("{page_sql}", page_sql).replace("{order_by}", order_by)
+    return _page_statement(page_sql, page_sql is EVENTS_PAGE)
+
+
+@lru_cache(maxsize=16)
+def _page_statement(page_sql: str, ordered: bool) -> str:
+    order_by = "ORDER BY page.ord" if ordered else ""
+    return _compact(_PAGE_STATEMENT.replace("{page_sql}", page_sql).replace("{order_by}", order_by))
+
+
+def _compact(sql: str) -> str:
+    """The statement without indentation and comment lines. psycopg caches the
+    conversion of a statement to PostgreSQL's placeholders only up to 4,096
+    bytes (`MAX_CACHED_STATEMENT_LENGTH`); written out, the page statement is
+    4,400-4,800, so every page re-parsed it (py-spy: `_query2pg_nocache`)."""
+    lines = (line.strip() for line in sql.splitlines())
+    return "\n".join(line for line in lines if line and not line.startswith("--"))
 
 
 # Pages of a topic, in recipient-id order after a cursor, with the shared rendering.
