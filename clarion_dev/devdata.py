@@ -63,3 +63,28 @@ def secret_key_ensure(devdata: Path = DEVDATA) -> str:
     if not key:
         raise RuntimeError(f"{path} is empty; delete it and start again")
     return key
+
+
+VAPID_FILE = "vapid.json"
+
+
+def vapid_keys_ensure(devdata: Path = DEVDATA) -> tuple[str, str]:
+    """The development VAPID pair (private, public) kept in ``devdata``, made
+    once, so the bell's "notify me on this device" works under ``make run``
+    and a browser's subscription survives restarts."""
+    import json
+
+    path = devdata / VAPID_FILE
+    try:
+        keys = json.loads(path.read_text())
+        return keys["private"], keys["public"]
+    except (FileNotFoundError, ValueError, KeyError):
+        pass
+    from delivery.providers.webpush import vapid_keys_generate
+
+    private, public = vapid_keys_generate()
+    devdata.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"private": private, "public": public}, handle)
+    return private, public

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from clarion_dev.devdata import DEVDATA, SECRET_KEY_FILE, secret_key_ensure
+from clarion_dev.devdata import DEVDATA, SECRET_KEY_FILE, secret_key_ensure, vapid_keys_ensure
 from clarion_dev.environment import prepare_services
 from config.env import TRUE_WORDS
 
@@ -71,10 +71,13 @@ def main() -> int:
     env.setdefault(
         "CLARION_PROVIDERS",
         ",".join(
-            f"{channel}=delivery.console.ConsoleProvider"
-            for channel in ("email", "sms", "push", "web_push", "webhook")
+            f"{channel}=console://" for channel in ("email", "sms", "push", "web_push", "webhook")
         ),
     )
+    if not env.get("CLARION_VAPID_PRIVATE_KEY"):
+        env["CLARION_VAPID_PRIVATE_KEY"], env["CLARION_VAPID_PUBLIC_KEY"] = vapid_keys_ensure(
+            DEVDATA
+        )
     # The Procfile's commands (uvicorn, celery) live beside this interpreter.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     port = env.setdefault("PORT", "8000")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -61,6 +62,25 @@ def env_map(name: str, default: dict[str, str]) -> dict[str, str]:
                 f"{name} must be key=value pairs separated by commas, got {raw!r}"
             )
         pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def env_pairs(name: str, default: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """`key=value, key=value` in order, keys may repeat (e.g. channel=provider URL).
+
+    An item starts at a comma followed by `word=`, so a value may hold commas
+    and `=` of its own (a URL's query string)."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    pairs = []
+    for item in re.split(r",\s*(?=[A-Za-z_][A-Za-z0-9_]*=)", raw.strip().rstrip(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ImproperlyConfigured(
+                f"{name} must be key=value pairs separated by commas, got {raw!r}"
+            )
+        pairs.append((key.strip(), value.strip()))
     return pairs
 
 

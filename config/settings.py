@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -12,7 +13,7 @@ from config.env import (
     env_float,
     env_int,
     env_list,
-    env_map,
+    env_pairs,
     env_str,
     secret_key,
     service_urls,
@@ -227,10 +228,57 @@ CLARION = {
     ),
     "DELIVERY_CLAIM_BATCH": env_int("CLARION_DELIVERY_CLAIM_BATCH", 1000),
     "DELIVERY_LEASE_SECONDS": env_int("CLARION_DELIVERY_LEASE_SECONDS", 600),
-    # Channel -> dotted path of its provider class (delivery/providers.py), from
-    # CLARION_PROVIDERS="email=delivery.console.ConsoleProvider,sms=...".
+    # Providers per channel in failover order, one URL each (docs/providers.md):
+    # CLARION_PROVIDERS="email=smtp://host:587?starttls=1, email=smtp://backup:25,
+    # sms=twilio://SID:TOKEN@api.twilio.com?from=%2B1555..., webhook=webhook://".
     # A channel without one records its deliveries as skipped / no_provider.
-    "PROVIDERS": env_map("CLARION_PROVIDERS", {}),
+    "PROVIDERS": env_pairs("CLARION_PROVIDERS", []),
+    # Retries: attempts before a delivery is dead, and the exponential backoff
+    # with full jitter between them (base * 2**attempt, at most the cap; a
+    # provider's Retry-After is honoured when longer).
+    "DELIVERY_MAX_ATTEMPTS": env_int("CLARION_DELIVERY_MAX_ATTEMPTS", 8),
+    "DELIVERY_RETRY_BASE_SECONDS": env_float("CLARION_DELIVERY_RETRY_BASE_SECONDS", 5.0),
+    "DELIVERY_RETRY_MAX_SECONDS": env_float("CLARION_DELIVERY_RETRY_MAX_SECONDS", 3600.0),
+    # Timeout of every outbound call (connect, read, write, pool), in seconds.
+    "PROVIDER_TIMEOUT_SECONDS": env_float("CLARION_PROVIDER_TIMEOUT_SECONDS", 10.0),
+    # Circuit breaker per provider, shared by all workers through Redis: it
+    # opens when, within the window, at least BREAKER_MIN_CALLS calls were
+    # made and at least BREAKER_FAILURE_RATIO of them failed; after the
+    # cooldown one probe batch is let through (half-open); its success closes it.
+    "BREAKER_WINDOW_SECONDS": env_float("CLARION_BREAKER_WINDOW_SECONDS", 30.0),
+    "BREAKER_MIN_CALLS": env_int("CLARION_BREAKER_MIN_CALLS", 10),
+    "BREAKER_FAILURE_RATIO": env_float("CLARION_BREAKER_FAILURE_RATIO", 0.5),
+    "BREAKER_COOLDOWN_SECONDS": env_float("CLARION_BREAKER_COOLDOWN_SECONDS", 30.0),
+    # Where links in messages point (unsubscribe, open pixel, click redirect,
+    # provider status callbacks): this deployment's public origin.
+    "PUBLIC_URL": env_str("CLARION_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
+    # Opens (a pixel) and clicks (a redirect) of emails, through signed tokens
+    # valid this long.
+    "TRACK_OPENS": env_bool("CLARION_TRACK_OPENS", True),
+    "TRACK_CLICKS": env_bool("CLARION_TRACK_CLICKS", True),
+    "TRACKING_TOKEN_MAX_AGE_SECONDS": env_int(
+        "CLARION_TRACKING_TOKEN_MAX_AGE_SECONDS", 90 * 24 * 3600
+    ),
+    # One-click unsubscribe links (List-Unsubscribe) keep working this long
+    # after the email went out: people unsubscribe from old mail too.
+    "UNSUBSCRIBE_TOKEN_MAX_AGE_SECONDS": env_int(
+        "CLARION_UNSUBSCRIBE_TOKEN_MAX_AGE_SECONDS", 365 * 24 * 3600
+    ),
+    # The Standard Webhooks secret ("whsec_…") that inbound hooks verify
+    # (POST /hooks/email/events); empty: derived from SECRET_KEY, never from
+    # the outbound secret its receivers hold (delivery/hooks/signing.py).
+    "HOOK_SIGNING_SECRET": env_str("CLARION_HOOK_SIGNING_SECRET", ""),
+    # Webhook targets (the webhook channel, status webhooks) may be private or
+    # loopback addresses: development and tests only.
+    "WEBHOOK_ALLOW_PRIVATE": env_bool("CLARION_WEBHOOK_ALLOW_PRIVATE", False),
+    # The Standard Webhooks secret ("whsec_…") that signs the webhook
+    # channel's calls; empty: derived from SECRET_KEY.
+    "WEBHOOK_SIGNING_SECRET": env_str("CLARION_WEBHOOK_SIGNING_SECRET", ""),
+    # Web push VAPID keys (`python manage.py create_vapid_keys` prints them).
+    "VAPID_PRIVATE_KEY": env_str("CLARION_VAPID_PRIVATE_KEY", ""),
+    "VAPID_PUBLIC_KEY": env_str("CLARION_VAPID_PUBLIC_KEY", ""),
+    # How often the Beat sweep sends due status webhook calls.
+    "STATUS_WEBHOOK_INTERVAL_SECONDS": env_float("CLARION_STATUS_WEBHOOK_INTERVAL_SECONDS", 2.0),
     # The API's publisher waits this long after the first accepted event for
     # more, so one Celery message carries many events under load.
     "PUBLISH_LINGER_SECONDS": env_float("CLARION_PUBLISH_LINGER_SECONDS", 0.002),
@@ -245,6 +293,23 @@ CLARION = {
     "MAX_DATA_BYTES": 64 * 1024,
     "MAX_BATCH_EVENTS": 1000,
     "RECIPIENT_TOKEN_TTL_SECONDS": env_int("CLARION_RECIPIENT_TOKEN_TTL_SECONDS", 3600),
+}
+
+# --- Email ------------------------------------------------------------------
+# The From address of email providers without `?from=` (docs/providers.md).
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Clarion <noreply@localhost>")
+# What `email=django://` sends through: any Django email backend, e.g.
+# "anymail.backends.postmark.EmailBackend".
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 10.0)
+# django-anymail's settings from ANYMAIL_* variables, prefix dropped:
+# ANYMAIL_POSTMARK_SERVER_TOKEN=… is ANYMAIL["POSTMARK_SERVER_TOKEN"]. The
+# ESPs' tracking webhooks (/hooks/anymail/<esp>/tracking/) are served only
+# once ANYMAIL_WEBHOOK_SECRET ("user:password", HTTP basic auth) is set.
+ANYMAIL = {
+    name.removeprefix("ANYMAIL_"): value
+    for name, value in os.environ.items()
+    if name.startswith("ANYMAIL_") and name != "ANYMAIL_"
 }
 
 # --- Celery -----------------------------------------------------------------

@@ -22,6 +22,7 @@ urlpatterns = [
         name="docs",
     ),
     re_path(r"^api/", api_not_found),
+    path("", include("delivery.urls")),
     path("healthz", healthz),
     path("readyz", readyz),
     path("", include("django_prometheus.urls")),

@@ -8,9 +8,25 @@ from notifications.models import Delivery, DeliveryAttempt
 
 
 class AttemptInline(admin.TabularInline):
+    """The delivery's attempt timeline, oldest first: which provider, what it answered."""
+
     model = DeliveryAttempt
     extra = 0
-    readonly_fields = ("created_at", "status_code", "duration_ms", "error", "response")
+    can_delete = False
+    ordering = ("id",)
+    fields = (
+        "created_at",
+        "provider",
+        "outcome",
+        "status_code",
+        "duration_ms",
+        "error",
+        "response",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(Delivery)
@@ -22,6 +38,7 @@ class DeliveryAdmin(LargeTableAdmin):
         "status",
         "reason",
         "attempts",
+        "provider",
         "next_attempt_at",
         "updated_at",
     )
@@ -37,15 +54,25 @@ class DeliveryAdmin(LargeTableAdmin):
             request, f"{released} held deliveries released; the dispatch sweep sends them next."
         )
 
-    @admin.action(description="Queue again (failed or without provider)")
+    @admin.action(description="Replay (failed, dead or without provider)")
     def requeue(self, request, queryset):
         queued = deliveries_requeue(delivery_ids=list(queryset.values_list("id", flat=True)))
         self.message_user(
-            request, f"{queued} deliveries queued again; others were left as they are."
+            request,
+            f"{queued} deliveries queued again with fresh attempts; others were left as they are.",
         )
 
 
 @admin.register(DeliveryAttempt)
 class DeliveryAttemptAdmin(LargeTableAdmin):
-    list_display = ("id", "delivery_id", "status_code", "duration_ms", "created_at")
+    list_display = (
+        "id",
+        "delivery_id",
+        "provider",
+        "outcome",
+        "status_code",
+        "duration_ms",
+        "created_at",
+    )
+    list_filter = ("outcome",)
     raw_id_fields = ("delivery",)

@@ -9,6 +9,7 @@ from django.db import OperationalError
 
 from delivery.services.dispatch import deliveries_dispatch_due
 from delivery.services.send import deliveries_send
+from delivery.services.status_webhooks import status_webhooks_send_due
 
 DB_RETRY = {
     "autoretry_for": (OperationalError,),
@@ -26,3 +27,8 @@ def dispatch_due() -> int:
 @shared_task(name="clarion.delivery.send", **DB_RETRY)
 def send(*, delivery_ids: list[int], lease: str) -> dict[str, int]:
     return deliveries_send(delivery_ids=delivery_ids, lease=datetime.fromisoformat(lease))
+
+
+@shared_task(name="clarion.delivery.status_webhooks_send", **DB_RETRY)
+def status_webhooks_send() -> dict[str, int]:
+    return status_webhooks_send_due()

@@ -280,6 +280,12 @@ class Delivery(models.Model):
     address = models.TextField(blank=True, default="")
     content = models.JSONField(null=True, blank=True)
     attempts = models.IntegerField(default=0)
+    # The provider that took it last, and its id for the message (a Twilio
+    # SID, an ESP's message id), which its status callbacks name.
+    provider = models.CharField(max_length=100, blank=True, default="", db_default="")
+    provider_message_id = models.CharField(
+        max_length=255, blank=True, default="", db_default=""
+    )
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -298,6 +304,18 @@ class Delivery(models.Model):
                 name="delivery_due_idx",
                 condition=Q(status__in=["queued", "failed"]),
             ),
+            # Provider status callbacks name the provider's id for a message.
+            models.Index(
+                fields=["provider_message_id"],
+                name="delivery_provider_msg_idx",
+                condition=~Q(provider_message_id=""),
+            ),
+            # Dead letters and failures, by channel, for replay.
+            models.Index(
+                fields=["channel", "id"],
+                name="delivery_undelivered_idx",
+                condition=Q(status__in=["failed", "dead"]),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -311,9 +329,100 @@ class DeliveryAttempt(models.Model):
     response = models.TextField(blank=True, default="")
     duration_ms = models.IntegerField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
+    # Which provider answered ("email:smtp:mail.example.com") and what it
+    # meant: sent, retry (a failure worth trying again) or failed.
+    provider = models.CharField(max_length=100, blank=True, default="", db_default="")
+    outcome = models.CharField(max_length=16, blank=True, default="", db_default="")
 
     def __str__(self) -> str:
         return f"{self.delivery_id} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class PushToken(models.Model):
+    """A mobile device's push token (FCM or APNs) of a recipient."""
+
+    class Platform(models.TextChoices):
+        FCM = "fcm"
+        APNS = "apns"
+
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="push_tokens")
+    platform = models.CharField(max_length=8, choices=Platform.choices)
+    token = models.CharField(max_length=4096)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["recipient", "token"], name="push_token_uniq")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.platform} {self.token[:12]}…"
+
+
+class WebPushSubscription(models.Model):
+    """A browser's push subscription (the PushSubscription JSON) of a recipient."""
+
+    recipient = models.ForeignKey(
+        Recipient, on_delete=models.CASCADE, related_name="web_push_subscriptions"
+    )
+    endpoint = models.CharField(max_length=2048)
+    p256dh = models.CharField(max_length=255)
+    auth = models.CharField(max_length=255)
+    user_agent = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["recipient", "endpoint"], name="web_push_endpoint_uniq")
+        ]
+
+    def __str__(self) -> str:
+        return self.endpoint[:80]
+
+
+class WebhookEndpoint(models.Model):
+    """A producer's subscription to status events (`delivery.sent`, …)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.CASCADE)
+    url = models.CharField(max_length=2048)
+    event_types = ArrayField(models.CharField(max_length=40), default=list)
+    secret = models.CharField(max_length=100)  # whsec_… (Standard Webhooks)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class StatusWebhookCall(models.Model):
+    """One status event to one endpoint: an outbox row, sent and retried like a delivery."""
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, db_index=False)
+    message_id = models.CharField(max_length=64, unique=True)  # webhook-id: msg_…
+    event_type = models.CharField(max_length=40)
+    payload = models.JSONField()
+    status = models.CharField(max_length=8, default="queued")  # queued | sent | dead
+    attempts = models.IntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.IntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                name="status_webhook_due_idx",
+                condition=Q(status="queued"),
+            ),
+            models.Index(fields=["endpoint", "created_at"], name="status_webhook_endpoint_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} to {self.endpoint_id} ({self.status})"
 
 
 class DigestWindow(models.Model):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 from django.conf import settings
+from django.contrib.staticfiles import finders
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import path
 from django.views.decorators.csrf import ensure_csrf_cookie
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from common.errors import ClarionError
 from notifications.models import Recipient
@@ -72,8 +73,32 @@ def demo_send(request):
     return JsonResponse(json.loads(json.dumps(accepted.as_response())), status=202)
 
 
+SERVICE_WORKER = "clarion/clarion-sw.js"
+
+
+@require_safe
+def service_worker(request):
+    """The bell's service worker (web push), served from the site's root: a
+    worker's scope is at most its script's directory, and one under
+    /static/clarion/ could not cover the pages that register it.
+    `Service-Worker-Allowed: /` lets a page widen the scope to the whole site
+    whichever path it registers."""
+    found = finders.find(SERVICE_WORKER)
+    if not found:
+        raise Http404("The service worker's file is missing.")
+    with open(found, "rb") as source:
+        script = source.read()
+    return HttpResponse(
+        script,
+        content_type="text/javascript; charset=utf-8",
+        # Browsers check for a new worker at most daily anyway; never serve a stale one.
+        headers={"Service-Worker-Allowed": "/", "Cache-Control": "no-cache"},
+    )
+
+
 urlpatterns = [
     path("", home, name="home"),
+    path("clarion-sw.js", service_worker, name="clarion-service-worker"),
 ]
 
 # The bell demo issues a recipient token to anyone who asks: it exists only

@@ -42,6 +42,12 @@ def schedules() -> list[Schedule]:
             "high",
         ),
         Schedule(
+            "status webhooks",
+            "clarion.delivery.status_webhooks_send",
+            config["STATUS_WEBHOOK_INTERVAL_SECONDS"],
+            "normal",
+        ),
+        Schedule(
             "purge idempotency keys", "clarion.maintenance.purge_idempotency_keys", 3600, "low"
         ),
         Schedule("realtime presence sweep", "clarion.realtime.presence_sweep", 60, "low"),

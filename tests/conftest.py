@@ -90,6 +90,38 @@ def comment_type(db):
     return notification_type
 
 
+@pytest.fixture
+def social_type(db, clean_redis):
+    """comment.created on in-app, email and SMS (tests/test_dispatch.py's TYPE)."""
+    from tests.test_dispatch import TYPE
+
+    notification_type_cache_clear()
+    return notification_type_put(key="comment.created", body=TYPE)[0]
+
+
+@pytest.fixture
+def chain(settings, clean_redis):
+    """Configure the email channel's provider chain (tests.providers classes)
+    with small breaker and retry limits; the scripted providers start empty."""
+    from tests.providers import PrimaryProvider, SecondaryProvider
+
+    PrimaryProvider.reset()
+    SecondaryProvider.reset()
+
+    def configure(*providers: str, **overrides) -> None:
+        settings.CLARION = {
+            **settings.CLARION,
+            "PROVIDERS": [("email", p) for p in providers],
+            "BREAKER_MIN_CALLS": 3,
+            "BREAKER_FAILURE_RATIO": 0.5,
+            "BREAKER_COOLDOWN_SECONDS": 30.0,
+            "DELIVERY_MAX_ATTEMPTS": 3,
+            **overrides,
+        }
+
+    return configure
+
+
 def inbox_client(producer: APIClient, external_id: str) -> APIClient:
     token = producer.post(f"/api/v1/recipients/{external_id}/token").json()["token"]
     client = APIClient()

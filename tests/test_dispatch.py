@@ -35,12 +35,6 @@ NIGHT = datetime(2026, 7, 1, 23, 30, tzinfo=UTC)  # inside 22:00-07:00 UTC
 MORNING = datetime(2026, 7, 2, 7, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def social_type(db, clean_redis):
-    notification_type_cache_clear()
-    return notification_type_put(key="comment.created", body=TYPE)[0]
-
-
 def send_event(api_key, external_id: str, now: datetime, **extra) -> str:
     Recipient.objects.update_or_create(
         external_id=external_id,
@@ -83,8 +77,8 @@ def test_a_delivery_held_by_quiet_hours_is_claimed_only_when_they_end(api_key, s
 
     assert sorted(channel for _, channel, _ in claim.deliveries) == ["email", "sms"]
     assert [(d.status, d.reason, d.next_attempt_at) for d in deliveries_of(event_id)] == [
-        ("queued", "", claim.lease),
-        ("queued", "", claim.lease),
+        ("queued", "sending", claim.lease),
+        ("queued", "sending", claim.lease),
     ]
 
 
@@ -316,7 +310,7 @@ def test_a_provider_sends_the_rendered_message_and_the_delivery_is_sent(
 
 
 @pytest.mark.django_db
-def test_a_provider_that_fails_fails_its_deliveries_with_the_error_logged(
+def test_a_provider_that_cannot_be_reached_queues_its_deliveries_for_a_retry_with_the_error_logged(
     api_key, social_type, settings
 ):
     email_only(settings, "tests.providers.UnreachableProvider")
@@ -324,12 +318,14 @@ def test_a_provider_that_fails_fails_its_deliveries_with_the_error_logged(
     claim = deliveries_claim_due(now=NIGHT)
 
     assert deliveries_send(delivery_ids=[d for d, _, _ in claim.deliveries], lease=claim.lease) == {
-        "failed": 1,
+        "queued": 1,
         "no_provider": 1,
     }
     email = deliveries_of(event_id)[0]
-    assert (email.status, email.reason, email.attempts) == ("failed", "provider_error", 1)
-    assert "connection refused" in email.attempt_log.get().error
+    assert (email.status, email.reason, email.attempts) == ("queued", "provider_error", 1)
+    assert email.next_attempt_at is not None and email.next_attempt_at != claim.lease
+    attempt = email.attempt_log.get()
+    assert "connection refused" in attempt.error and attempt.outcome == "retry"
 
 
 @pytest.mark.django_db
@@ -348,14 +344,19 @@ def test_an_outcome_that_comes_after_the_lease_ended_is_not_recorded(
     )  # the new claim owns it now
 
 
-def test_providers_are_read_from_channel_path_pairs(monkeypatch):
-    from config.env import env_map
+def test_providers_are_read_in_order_and_a_channel_may_repeat(monkeypatch):
+    from config.env import env_pairs
 
-    monkeypatch.setenv("CLARION_PROVIDERS", "email=delivery.console.ConsoleProvider, sms=x.Y")
-    assert env_map("CLARION_PROVIDERS", {}) == {
-        "email": "delivery.console.ConsoleProvider",
-        "sms": "x.Y",
-    }
+    monkeypatch.setenv(
+        "CLARION_PROVIDERS",
+        "email=smtp://u:p@mail.example.com:587?starttls=1&from=a@b.c,\n"
+        "  email=smtp://backup.example.com:25, sms=twilio://AC1:tok@api.twilio.com?from=%2B1555,",
+    )
+    assert env_pairs("CLARION_PROVIDERS", []) == [
+        ("email", "smtp://u:p@mail.example.com:587?starttls=1&from=a@b.c"),
+        ("email", "smtp://backup.example.com:25"),
+        ("sms", "twilio://AC1:tok@api.twilio.com?from=%2B1555"),
+    ]
     monkeypatch.setenv("CLARION_PROVIDERS", "email")
     with pytest.raises(Exception, match="key=value"):
-        env_map("CLARION_PROVIDERS", {})
+        env_pairs("CLARION_PROVIDERS", [])

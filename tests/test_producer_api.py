@@ -203,3 +203,30 @@ def test_readiness_is_503_naming_an_unreachable_redis(client, settings):
     assert body["checks"]["database"] == "ok"
     assert body["checks"]["redis"].startswith("unreachable")
     assert "redis" in body["detail"]
+
+
+SUBSCRIPTION = {
+    "endpoint": "https://push.example.com/send/abc",
+    "keys": {
+        "p256dh": "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u"
+        "-Ts1XbjhazAkj7I99e8QcYP7DkM",
+        "auth": "tBHItJI5svbpez7KI4CCXg",
+    },
+}
+
+
+def test_erase_removes_push_tokens_and_web_push_subscriptions_and_export_shows_them(producer):
+    producer.put("/api/v1/recipients/ana", {"email": "ana@example.com"}, format="json")
+    assert producer.put(
+        "/api/v1/recipients/ana/push-tokens", {"token": "tok-1", "platform": "fcm"}, format="json"
+    ).status_code in (200, 201)
+    assert producer.put(
+        "/api/v1/recipients/ana/web-push-subscriptions", SUBSCRIPTION, format="json"
+    ).status_code in (200, 201)
+
+    export = producer.get("/api/v1/recipients/ana/export").json()
+    assert [t["token"] for t in export["push_tokens"]] == ["tok-1"]
+    assert [s["endpoint"] for s in export["web_push_subscriptions"]] == [SUBSCRIPTION["endpoint"]]
+
+    assert producer.delete("/api/v1/recipients/ana").status_code == 204
+    assert not Recipient.objects.filter(external_id="ana").exists()

@@ -2,7 +2,8 @@
 
 A delivery is due when it is `queued` and its `next_attempt_at` has come:
 at once for most, at the end of the recipient's quiet hours for the held ones
-(reason `quiet_hours`), which the claim releases. Claiming moves
+(reason `quiet_hours`), after the backoff for a retry. A claimed delivery
+reads reason `sending` until its outcome is recorded. Claiming moves
 `next_attempt_at` to the end of a lease, in one statement with `FOR UPDATE
 SKIP LOCKED`, so concurrent sweeps never claim the same delivery; if the
 worker holding it dies, the lease ends and the next sweep claims it again.
@@ -36,7 +37,7 @@ WITH due AS (
 )
 UPDATE notifications_delivery d
 SET next_attempt_at = %(lease)s,
-    reason = CASE WHEN d.reason = 'quiet_hours' THEN '' ELSE d.reason END,
+    reason = 'sending',
     updated_at = now()
 FROM due, notifications_notification n, notifications_event e
 WHERE d.id = due.id AND n.id = d.notification_id AND e.id = n.event_id

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from django.db import connection
 
-# Skips an operator may undo: the ones no preference or limit decided.
-REQUEUEABLE = "(status IN ('failed', 'dead') OR (status = 'skipped' AND reason = 'no_provider'))"
+from notifications.services.deliveries import ReplaySelection, deliveries_replay
 
 
 def deliveries_send_now(*, delivery_ids: list[int]) -> int:
-    """Release deliveries held by quiet hours: the next dispatch sweep sends them."""
+    """Release deliveries held by quiet hours, a retry's backoff or an open
+    breaker: the next dispatch sweep sends them."""
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE notifications_delivery"
@@ -21,12 +21,5 @@ def deliveries_send_now(*, delivery_ids: list[int]) -> int:
 
 
 def deliveries_requeue(*, delivery_ids: list[int]) -> int:
-    """Queue failed or provider-less deliveries again, due now."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE notifications_delivery"
-            " SET status = 'queued', reason = '', next_attempt_at = now(),"
-            f" updated_at = now() WHERE id = ANY(%s) AND {REQUEUEABLE}",
-            [delivery_ids],
-        )
-        return cursor.rowcount
+    """Replay failed, dead or provider-less deliveries, due now."""
+    return deliveries_replay(ReplaySelection(ids=sorted(set(delivery_ids)))) if delivery_ids else 0

@@ -1,10 +1,31 @@
 from django.urls import path
 
-from notifications.api import inbox, producer
+from notifications.api import (
+    deliveries,
+    inbox,
+    producer,
+    push_tokens,
+    web_push,
+    webhook_endpoints,
+)
 
 urlpatterns = [
     path("events", producer.EventsView.as_view(), name="events"),
+    path("deliveries", deliveries.DeliveriesView.as_view(), name="deliveries"),
+    path(
+        "deliveries/replay", deliveries.DeliveriesReplayView.as_view(), name="deliveries-replay"
+    ),
     path("events/batch", producer.EventsBatchView.as_view(), name="events-batch"),
+    path(
+        "webhook-endpoints",
+        webhook_endpoints.WebhookEndpointsView.as_view(),
+        name="webhook-endpoints",
+    ),
+    path(
+        "webhook-endpoints/<str:endpoint_id>",
+        webhook_endpoints.WebhookEndpointView.as_view(),
+        name="webhook-endpoint",
+    ),
     path("events/<str:event_id>", producer.EventDetailView.as_view(), name="event-detail"),
     path("recipients/<str:external_id>", producer.RecipientView.as_view(), name="recipient"),
     path(
@@ -28,6 +49,16 @@ urlpatterns = [
         name="recipient-tokens",
     ),
     path(
+        "recipients/<str:external_id>/push-tokens",
+        push_tokens.RecipientPushTokensView.as_view(),
+        name="recipient-push-tokens",
+    ),
+    path(
+        "recipients/<str:external_id>/web-push-subscriptions",
+        web_push.RecipientWebPushSubscriptionsView.as_view(),
+        name="recipient-web-push-subscriptions",
+    ),
+    path(
         "topics/<str:key>/subscribers",
         producer.TopicSubscribersView.as_view(),
         name="topic-subscribers",
@@ -42,6 +73,12 @@ urlpatterns = [
     path("inbox/unread-count", inbox.UnreadCountView.as_view(), name="inbox-unread-count"),
     path("inbox/read-all", inbox.ReadAllView.as_view(), name="inbox-read-all"),
     path("inbox/preferences", inbox.InboxPreferencesView.as_view(), name="inbox-preferences"),
+    path(
+        "inbox/web-push-subscriptions",
+        web_push.InboxWebPushSubscriptionsView.as_view(),
+        name="inbox-web-push-subscriptions",
+    ),
+    path("inbox/web-push-key", web_push.InboxWebPushKeyView.as_view(), name="inbox-web-push-key"),
     path(
         "inbox/<str:notification_id>/read",
         inbox.MarkView.as_view(action_name="read"),

@@ -10,6 +10,7 @@ from common.rows import named_rows
 from notifications.inbox_items import ITEM_SQL, item_from_row
 from notifications.selectors import unread_count  # noqa: F401  (part of the inbox's API)
 from notifications.services.push import unread_changed_on_commit
+from notifications.services.read_effects import notifications_read
 
 STATUS_FILTERS = {
     # No status: the live inbox (read and unread, not archived).
@@ -108,6 +109,8 @@ def notification_mark(*, recipient_id: int, notification_id: str, action: str) -
         )
         if db.fetchone() is None:
             raise NotFound("No such notification.")
+        if action == "read":
+            notifications_read([nid])
         named_rows(db).execute(f"{ITEM_SQL} WHERE n.id = %s", [nid])
         item = item_from_row(db.fetchone())
         unread_changed_on_commit(recipient_id=recipient_id)
@@ -118,10 +121,13 @@ def inbox_read_all(*, recipient_id: int) -> int:
     with transaction.atomic(), connection.cursor() as db:
         db.execute(
             "UPDATE notifications_notification SET read_at = now()"
-            " WHERE recipient_id = %s AND visible AND read_at IS NULL AND archived_at IS NULL",
+            " WHERE recipient_id = %s AND visible AND read_at IS NULL AND archived_at IS NULL"
+            " RETURNING id",
             [recipient_id],
         )
-        count = db.rowcount
+        read = [row[0] for row in db.fetchall()]
+        count = len(read)
         if count:
+            notifications_read(read)
             unread_changed_on_commit(recipient_id=recipient_id)
     return count

@@ -153,6 +153,8 @@ def recipient_erase(*, external_id: str) -> None:
             cursor.execute(
                 "DELETE FROM preferences_deliverysettings WHERE recipient_id = %s", [recipient_id]
             )
+            for table in ("notifications_pushtoken", "notifications_webpushsubscription"):
+                cursor.execute(f"DELETE FROM {table} WHERE recipient_id = %s", [recipient_id])
             cursor.execute("DELETE FROM notifications_recipient WHERE id = %s", [recipient_id])
         # Its tokens stop authenticating with the row; its open sockets close.
         tokens_revoked_on_commit(recipient_id=recipient_id, before_ms=2**62, erased=True)
@@ -232,10 +234,24 @@ def recipient_export(*, external_id: str) -> dict:
             [recipient.id],
         )
         topics = [row.key for row in cursor.fetchall()]
+        cursor.execute(
+            "SELECT platform, token, created_at FROM notifications_pushtoken"
+            " WHERE recipient_id = %s ORDER BY id",
+            [recipient.id],
+        )
+        push_tokens = [row._asdict() for row in cursor.fetchall()]
+        cursor.execute(
+            "SELECT endpoint, user_agent, created_at FROM notifications_webpushsubscription"
+            " WHERE recipient_id = %s ORDER BY id",
+            [recipient.id],
+        )
+        web_push = [row._asdict() for row in cursor.fetchall()]
     return {
         "recipient": recipient_json(recipient),
         "preferences": preferences_get(recipient_id=recipient.id),
         "topics": topics,
         "notifications": notifications,
         "deliveries": deliveries,
+        "push_tokens": push_tokens,
+        "web_push_subscriptions": web_push,
     }

@@ -8,6 +8,7 @@
  *       server: "https://clarion.example.com",        // where Clarion runs
  *       token: "<recipient token from POST /api/v1/recipients/{id}/token>",
  *       getToken: async () => (await fetch("/my-app/clarion-token")).text(),  // optional: renew on expiry
+ *       serviceWorker: "/clarion-sw.js",  // optional: see "Web push" below
  *     });
  *   </script>
  *
@@ -15,6 +16,16 @@
  * the inbox API; live frames carry `previous_id`, and on any gap, reconnect or
  * doubt the bell asks the server to `resume` after the newest id it holds
  * without a gap. Items are de-duplicated by id, so nothing shows twice.
+ *
+ * Web push: when the browser has the Push API and Clarion serves a VAPID key
+ * (GET /api/v1/inbox/web-push-key), the panel offers "Notify me on this
+ * device". It registers Clarion's service worker (clarion-sw.js), subscribes
+ * with that key and registers the subscription as the recipient (PUT
+ * /api/v1/inbox/web-push-subscriptions). A service worker must come from the
+ * page's own origin: when Clarion is on the page's origin the bell uses its
+ * /clarion-sw.js; elsewhere serve a copy of static/clarion/clarion-sw.js from
+ * your site and pass its URL as `serviceWorker` (without one, no opt-in is
+ * shown). `webPush: false` turns the control off.
  */
 
 const STYLE = `
@@ -42,6 +53,11 @@ const STYLE = `
 .clarion-bell__empty,.clarion-bell__status{padding:18px 14px;color:#6b7280;text-align:center}
 .clarion-bell__status{padding:6px 14px;font-size:12px}
 .clarion-bell__status[hidden]{display:none}
+.clarion-bell__push{display:flex;align-items:center;flex-wrap:wrap;gap:8px;padding:8px 14px;border-top:1px solid #f0f0f0;font-size:13px}
+.clarion-bell__push[hidden],.clarion-bell__pushbutton[hidden]{display:none}
+.clarion-bell__pushbutton{background:none;border:1px solid #d1d5db;border-radius:6px;padding:4px 10px;cursor:pointer;font:inherit;color:inherit}
+.clarion-bell__pushbutton:disabled{color:#9ca3af;cursor:default}
+.clarion-bell__pushstatus{color:#6b7280}
 `;
 
 const BELL_SVG = '<svg class="clarion-bell__icon" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true"><path d="M18 8a6 6 0 0 0-12 0c0 7-3 9-3 9h18s-3-2-3-9"/><path d="M13.73 21a2 2 0 0 1-3.46 0"/></svg>';
@@ -51,6 +67,14 @@ const PING_MS = 25000;
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 30000;
 const GAP_GRACE_MS = 300;
+const PUSH_SUBSCRIPTIONS = "/api/v1/inbox/web-push-subscriptions";
+const PUSH_STATES = {
+  off: ["Notify me on this device", ""],
+  working: ["Notify me on this device", "Turning on…"],
+  on: ["Stop notifying this device", "Notifications are on for this device."],
+  blocked: [null, "Notifications are blocked for this site in the browser's settings."],
+  error: ["Notify me on this device", "Could not turn on notifications on this device."],
+};
 
 function injectStyle() {
   if (document.getElementById("clarion-bell-style")) return;
@@ -106,6 +130,32 @@ export function relativeTime(iso, now = Date.now(), locale = undefined) {
   return Math.abs(seconds) < 10 ? format.format(0, "second") : format.format(seconds, "second");
 }
 
+// An applicationServerKey from its base64url text (what Clarion serves).
+export function base64UrlToBytes(text) {
+  const base64 = (text + "===".slice((text.length + 3) % 4)).replace(/-/g, "+").replace(/_/g, "/");
+  return Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+}
+
+function sameBytes(buffer, bytes) {
+  if (!buffer) return false;
+  const held = new Uint8Array(buffer);
+  return held.length === bytes.length && held.every((value, i) => value === bytes[i]);
+}
+
+// The registration once its worker is active (PushManager.subscribe needs one).
+function activated(registration) {
+  if (registration.active) return Promise.resolve(registration);
+  const worker = registration.installing || registration.waiting;
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      if (worker.state === "activated") resolve(registration);
+      else if (worker.state === "redundant") reject(new Error("the service worker did not install"));
+    };
+    worker.addEventListener("statechange", check);
+    check();
+  });
+}
+
 export class ClarionBell {
   constructor(root, options) {
     this.root = root;
@@ -123,7 +173,19 @@ export class ClarionBell {
     this.resuming = false;
     this.backoff = BACKOFF_MIN_MS;
     this.closedByUs = false;
+    this.serviceWorker = this.serviceWorkerUrl(options);
+    this.serviceWorkerScope = options.serviceWorkerScope
+      || (this.serviceWorker ? new URL("./", this.serviceWorker).href : null);
+    this.vapidKey = null;
+    this.pushState = "off";
     this.render();
+  }
+
+  serviceWorkerUrl(options) {
+    if (options.webPush === false) return null;
+    if (options.serviceWorker) return new URL(options.serviceWorker, window.location.href).href;
+    // Only a same-origin worker can be registered: Clarion's own, when it serves this page.
+    return new URL(this.server).origin === window.location.origin ? `${this.server}/clarion-sw.js` : null;
   }
 
   // ---- lifecycle ----------------------------------------------------------
@@ -131,6 +193,7 @@ export class ClarionBell {
     await this.loadFirstPage();
     this.connect();
     this.clock = setInterval(() => this.renderTimes(), 30000);
+    this.pushReady = this.setupPush();
     return this;
   }
 
@@ -154,7 +217,7 @@ export class ClarionBell {
         continue;
       }
       if (!response.ok) throw new Error(`Clarion ${path}: ${response.status}`);
-      return response.json();
+      return response.status === 204 ? null : response.json();
     }
   }
 
@@ -337,6 +400,99 @@ export class ClarionBell {
     } catch (error) { /* the next frame or reconnect repairs it */ }
   }
 
+  // ---- web push -----------------------------------------------------------
+  pushSupported() {
+    return Boolean(this.serviceWorker) && window.isSecureContext && "serviceWorker" in navigator
+      && "PushManager" in window && "Notification" in window;
+  }
+
+  // Show the opt-in only where it can work: the Push API, and a key served.
+  async setupPush() {
+    if (!this.pushSupported()) return;
+    try {
+      this.vapidKey = (await this.api("/api/v1/inbox/web-push-key")).public_key;
+    } catch (error) {
+      return; // web push is not configured on this Clarion
+    }
+    if (!this.vapidKey) return;
+    this.pushBar.hidden = false;
+    if (Notification.permission === "denied") return this.setPushState("blocked");
+    try {
+      const subscription = await this.browserSubscription();
+      if (subscription && Notification.permission === "granted") {
+        // On only if this recipient holds this browser's subscription (not another account's).
+        const held = await this.api(PUSH_SUBSCRIPTIONS);
+        if (held.results.some((s) => s.endpoint === subscription.endpoint)) return this.setPushState("on");
+      }
+    } catch (error) { /* shown as off: the button registers again */ }
+    this.setPushState("off");
+  }
+
+  async browserSubscription() {
+    const registration = await navigator.serviceWorker.getRegistration(this.serviceWorkerScope);
+    return registration ? registration.pushManager.getSubscription() : null;
+  }
+
+  async enablePush() {
+    this.setPushState("working");
+    try {
+      // Asked first, still inside the click: some browsers prompt only from a user gesture.
+      const permission = Notification.permission === "granted"
+        ? "granted" : await Notification.requestPermission();
+      if (permission !== "granted") return this.setPushState(permission === "denied" ? "blocked" : "off");
+      const registration = await activated(
+        await navigator.serviceWorker.register(this.serviceWorker, { scope: this.serviceWorkerScope }),
+      );
+      const key = base64UrlToBytes(this.vapidKey);
+      let subscription = await registration.pushManager.getSubscription();
+      if (subscription && !sameBytes(subscription.options.applicationServerKey, key)) {
+        await subscription.unsubscribe(); // made with a key Clarion no longer signs with
+        subscription = null;
+      }
+      if (!subscription) {
+        subscription = await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key });
+      }
+      const { endpoint, keys } = subscription.toJSON();
+      await this.api(PUSH_SUBSCRIPTIONS, {
+        method: "PUT",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ endpoint, keys, user_agent: navigator.userAgent.slice(0, 255) }),
+      });
+      this.setPushState("on");
+      this.root.dispatchEvent(new CustomEvent("clarion:push-subscribed", { detail: { endpoint } }));
+    } catch (error) {
+      this.setPushState(Notification.permission === "denied" ? "blocked" : "error");
+    }
+  }
+
+  async disablePush() {
+    this.setPushState("working");
+    try {
+      const subscription = await this.browserSubscription();
+      if (subscription) {
+        await this.api(PUSH_SUBSCRIPTIONS, {
+          method: "DELETE",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ endpoint: subscription.endpoint }),
+        });
+        await subscription.unsubscribe();
+      }
+      this.setPushState("off");
+    } catch (error) {
+      this.setPushState("on");
+    }
+  }
+
+  setPushState(state) {
+    const [label, text] = PUSH_STATES[state];
+    this.pushState = state;
+    this.pushButton.hidden = label === null;
+    if (label !== null) this.pushButton.textContent = label;
+    this.pushButton.disabled = state === "working";
+    this.pushStatus.textContent = text;
+    this.pushBar.dataset.state = state;
+  }
+
   // ---- rendering ----------------------------------------------------------
   render() {
     injectStyle();
@@ -363,11 +519,21 @@ export class ClarionBell {
     this.status = el("div", "clarion-bell__status");
     this.status.hidden = true;
     this.list = el("ul", "clarion-bell__list");
-    this.panel.append(head, this.status, this.list);
+    this.pushBar = el("div", "clarion-bell__push");
+    this.pushBar.hidden = true; // until setupPush() finds the Push API and a key
+    this.pushBar.setAttribute("data-testid", "clarion-push");
+    this.pushButton = el("button", "clarion-bell__pushbutton", PUSH_STATES.off[0]);
+    this.pushButton.type = "button";
+    this.pushButton.setAttribute("data-testid", "clarion-push-optin");
+    this.pushStatus = el("span", "clarion-bell__pushstatus");
+    this.pushStatus.setAttribute("role", "status");
+    this.pushBar.append(this.pushButton, this.pushStatus);
+    this.panel.append(head, this.status, this.list, this.pushBar);
     this.root.append(this.button, this.panel);
 
     this.button.addEventListener("click", () => this.toggle());
     this.readAll.addEventListener("click", () => this.markAllRead());
+    this.pushButton.addEventListener("click", () => (this.pushState === "on" ? this.disablePush() : this.enablePush()));
     this.list.addEventListener("scroll", () => {
       if (this.list.scrollTop + this.list.clientHeight >= this.list.scrollHeight - 60) this.loadMore();
     });
