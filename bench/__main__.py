@@ -34,6 +34,8 @@ SCENARIOS = (
     "sustained_batch",
     "sustained_latency",
     "sustained_backpressure",
+    "delivery_throughput",
+    "delivery_latency",
 )
 DEFAULT = ("ingest", "fanout", "inbox")
 
@@ -88,6 +90,10 @@ def _runner(name: str):
         from bench import idle
 
         return idle.run
+    if name in ("delivery_throughput", "delivery_latency"):
+        from bench import delivery
+
+        return delivery.run_throughput if name == "delivery_throughput" else delivery.run_latency
     raise KeyError(name)
 
 
@@ -202,9 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             say(f"=== {name} ===")
             t0 = time.monotonic()
-            repeat = (
-                1 if name.startswith("sustained") else (args.repeat or (1 if args.quick else 3))
-            )
+            # sustained* and delivery_throughput repeat inside (runs, clean/failing pairs).
+            inside = name.startswith("sustained") or name == "delivery_throughput"
+            repeat = 1 if inside else (args.repeat or (1 if args.quick else 3))
             runs = []
             for attempt in range(repeat):
                 if repeat > 1:

@@ -384,6 +384,11 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # One INFO line per outbound request, with the full URL: a chat
+        # webhook's URL carries its secret in the path, and at a thousand
+        # sends a second the lines cost CPU. Attempts are in the database.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
     },
 }
 

@@ -91,6 +91,17 @@ def comment_type(db):
 
 
 @pytest.fixture
+def private_redis():
+    """A Redis server of the test's own (persistent, restartable: tests/redis_server.py)."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def social_type(db, clean_redis):
     """comment.created on in-app, email and SMS (tests/test_dispatch.py's TYPE)."""
     from tests.test_dispatch import TYPE

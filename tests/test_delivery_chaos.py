@@ -25,7 +25,6 @@ from notifications.services.types import notification_type_put
 from tests.fakes.smtp_server import FakeSmtpServer
 from tests.fakes.twilio_server import TwilioFake
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.redis_server import RedisServer
 from tests.workers import WorkerProcess, database_url_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.pipeline]
@@ -45,14 +44,6 @@ TYPE = {
         "sms": {"en": {"text": "Alert {{ n }}"}},
     },
 }
-
-
-@pytest.fixture
-def private_redis():
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -258,3 +258,28 @@ def test_metrics_show_breaker_states_and_dead_letters(api_key, social_type, chai
     breaker = 'clarion_provider_breaker_state{channel="email",provider="email:PrimaryProvider"}'
     assert f"{breaker} 2.0" in text
     assert 'clarion_deliveries_undelivered{channel="email",status="dead"} 1.0' in text
+
+
+class CallbackFirstProvider(PrimaryProvider):
+    """Sends, and the provider's 'delivered' callback arrives before the send is recorded."""
+
+    def send(self, messages):
+        from notifications.services.delivery_status import deliveries_advance
+
+        outcomes = super().send(messages)
+        deliveries_advance(status="delivered", delivery_ids=[m.delivery_id for m in messages])
+        return outcomes
+
+
+@pytest.mark.django_db
+def test_a_callback_that_overtakes_the_record_of_its_send_keeps_its_status(
+    api_key, social_type, chain
+):
+    chain("tests.test_delivery_retries.CallbackFirstProvider")
+    event_id = send_event(api_key, "cb1", NIGHT)
+
+    send_due()
+
+    email = email_of(event_id)
+    assert (email.status, email.next_attempt_at) == ("delivered", None)
+    assert email.provider_message_id and email.attempt_log.get().outcome == "sent"

@@ -10,20 +10,11 @@ from django.db import connection
 from notifications import publish
 from notifications.services.relay import events_relay
 from tests.helpers import event_row, scalar, wait_for
-from tests.redis_server import RedisServer
 from tests.workers import WorkerProcess, database_url_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.pipeline]
 
 EVENT = {"type": "comment.created", "actor": "ana", "data": {"comment": "hi"}}
-
-
-@pytest.fixture
-def private_redis():
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -305,10 +305,15 @@ class WebPushProvider:
         cached = self._jwts.get(audience)
         if cached and cached[1] - now > JWT_RENEW_BEFORE:
             return cached[0]
-        expires = int(now) + JWT_LIFETIME
-        token = jwt_sign({"aud": audience, "exp": expires, "sub": self.subject}, self._key)
-        header = f"vapid t={token}, k={self.public_key}"
+        # Signed under the lock, looked up again first: the threads of one
+        # batch share one JWT per push service instead of each making its own.
         with self._jwt_lock:
+            cached = self._jwts.get(audience)
+            if cached and cached[1] - now > JWT_RENEW_BEFORE:
+                return cached[0]
+            expires = int(now) + JWT_LIFETIME
+            token = jwt_sign({"aud": audience, "exp": expires, "sub": self.subject}, self._key)
+            header = f"vapid t={token}, k={self.public_key}"
             if len(self._jwts) >= JWT_CACHE_MAX:
                 self._jwts.clear()
             self._jwts[audience] = (header, expires)

@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 # refused by its breaker. The delivery waits without spending an attempt.
 DEFERRED = "deferred"
 TARGET_CHANNELS = (Channel.PUSH.value, Channel.WEB_PUSH.value)
+# What a provider's callback may have made of a delivery before its send was recorded.
+ADVANCED = ("delivered", "opened", "clicked", "failed")
 
 _CLAIMED = f"""
 SELECT d.id AS delivery_id, d.channel, d.content, d.attempts, n.event_id, e.actor, e.data,
@@ -394,8 +396,14 @@ def _settle(
         providers.append(result.provider[:100])
         message_ids.append(outcome.provider_message_id[:255])
     with transaction.atomic(), connection.cursor() as cursor:
+        # A provider's callback may come before this record (an SMS delivered
+        # while the rest of its batch was still being sent): deliveries_advance
+        # then moved the row on under the same lease, and its status stays;
+        # the provider, its message id and the attempt log are still recorded.
         cursor.execute(
-            "UPDATE notifications_delivery d SET status = v.status, reason = v.reason,"
+            "UPDATE notifications_delivery d SET"
+            " status = CASE WHEN d.status = 'queued' THEN v.status ELSE d.status END,"
+            " reason = CASE WHEN d.status = 'queued' THEN v.reason ELSE d.reason END,"
             " next_attempt_at = v.next_at, attempts = d.attempts - v.refund,"
             " provider = CASE WHEN v.provider = '' THEN d.provider ELSE v.provider END,"
             " provider_message_id = CASE WHEN v.message_id = '' THEN d.provider_message_id"
@@ -403,17 +411,19 @@ def _settle(
             " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::timestamptz[], %s::int[],"
             "             %s::text[], %s::text[])"
             "   AS v(id, status, reason, next_at, refund, provider, message_id)"
-            " WHERE d.id = v.id AND d.status = 'queued' AND d.next_attempt_at = %s"
-            " RETURNING d.id, d.status, d.channel",
-            [ids, statuses, reasons, nexts, uncount, providers, message_ids, lease],
+            " WHERE d.id = v.id AND d.next_attempt_at = %s AND (d.status = 'queued'"
+            "   OR (v.status IN ('sent', 'delivered') AND d.status = ANY(%s::text[])))"
+            " RETURNING d.id, d.status, d.channel, d.status = v.status",
+            [ids, statuses, reasons, nexts, uncount, providers, message_ids, lease, list(ADVANCED)],
         )
         settled = cursor.fetchall()
         settled_ids = {row[0] for row in settled}
         _log_attempts([(i, results[i]) for i in ids if i in settled_ids])
         _prune([(i, results[i].outcome) for i in ids if i in settled_ids], recipients)
         by_status: dict[str, list[int]] = {}
-        for delivery_id, status, channel in settled:
-            by_status.setdefault(status, []).append(delivery_id)
+        for delivery_id, status, channel, ours in settled:
+            if ours:  # an early callback's status was announced when it came
+                by_status.setdefault(status, []).append(delivery_id)
             DELIVERY_OUTCOMES.labels(channel, status).inc()
             counts[status] = counts.get(status, 0) + 1
         for status in (

@@ -1,6 +1,8 @@
 """What providers report after a send: a delivery moves forward through
 `sent → delivered → opened → clicked`, never back, or fails after all
 (a bounce, an undeliverable SMS). One statement for any number of deliveries.
+A delivery whose send is not recorded yet (`queued`, reason `sending`) moves
+too: the callback may overtake the record.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ def deliveries_advance(
             "UPDATE notifications_delivery SET status = %s, reason = %s, updated_at = now()"
             " WHERE (id = ANY(%s::bigint[]) OR (provider_message_id <> ''"
             "        AND provider_message_id = ANY(%s::text[])))"
-            " AND status = ANY(%s::text[]) RETURNING id",
+            # Or still being sent: a callback can overtake the record of its send
+            # (delivery/services/send.py keeps the status it finds then).
+            " AND (status = ANY(%s::text[]) OR (status = 'queued' AND reason = 'sending'))"
+            " RETURNING id",
             [status, reason, list(delivery_ids), list(provider_message_ids), list(allowed)],
         )
         moved = [row[0] for row in cursor.fetchall()]

@@ -36,6 +36,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.fakes import ThreadedHttpFake
+
 MAX_BODY = 4096
 MAX_EXP_SECONDS = 24 * 3600
 URGENCIES = frozenset({"very-low", "low", "normal", "high"})
@@ -120,7 +122,7 @@ class _Failure:
     remaining: int
 
 
-class PushServiceFake:
+class PushServiceFake(ThreadedHttpFake):
     """Start with `with PushServiceFake() as push:` (or start()/stop())."""
 
     def __init__(self) -> None:
@@ -129,32 +131,13 @@ class PushServiceFake:
         self._gone: set[str] = set()
         self._next: _Failure | None = None
         self._lock = threading.Lock()
-        self._server: _Server | None = None
 
     # --- lifecycle -----------------------------------------------------------
     def start(self) -> PushServiceFake:
         server = _Server(("127.0.0.1", 0), _Handler)
         server.fake = self
-        self._server = server
-        threading.Thread(
-            target=server.serve_forever,
-            name="push-service-fake",
-            kwargs={"poll_interval": 0.05},
-            daemon=True,
-        ).start()
+        self._serve(server, "push-service-fake")
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> PushServiceFake:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     @property
     def origin(self) -> str:

@@ -29,6 +29,8 @@ from urllib.parse import parse_qs, quote
 import httpx
 from twilio.request_validator import RequestValidator
 
+from tests.fakes import ThreadedHttpFake
+
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 FROM_NUMBER = "+15550001111"
@@ -72,7 +74,7 @@ class _Failure:
     every: int = 0  # for fail_every
 
 
-class TwilioFake:
+class TwilioFake(ThreadedHttpFake):
     """Start with `with TwilioFake() as fake:` (or start()/stop())."""
 
     def __init__(
@@ -92,34 +94,13 @@ class TwilioFake:
         self._every: _Failure | None = None
         self._by_key: dict[str, str] = {}  # Idempotency-Key -> sid: a repeat is not sent again
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # --- lifecycle -----------------------------------------------------------
     def start(self) -> TwilioFake:
         server = _Server(("127.0.0.1", 0), _Handler)
         server.fake = self
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            name="twilio-fake",
-            kwargs={"poll_interval": 0.05},
-            daemon=True,
-        )
-        self._thread.start()
+        self._serve(server, "twilio-fake")
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> TwilioFake:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     @property
     def base_url(self) -> str:

@@ -23,6 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks import Webhook
 
+from tests.fakes import ThreadedHttpFake
+
 
 @dataclass(frozen=True)
 class Received:
@@ -39,7 +41,7 @@ class Answer:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-class WebhookReceiver:
+class WebhookReceiver(ThreadedHttpFake):
     """Start with `with WebhookReceiver() as receiver:`; `receiver.url("/path")`."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
@@ -52,8 +54,6 @@ class WebhookReceiver:
         self._default = Answer()
         self._next: deque[Answer] = deque()
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # --- set-up ---------------------------------------------------------------
 
@@ -130,19 +130,5 @@ class WebhookReceiver:
             def handle_error(self, request, client_address) -> None:
                 pass  # a client that timed out and left: not the test's failure
 
-        self._server = Server((self.host, 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._serve(Server((self.host, 0), Handler), "webhook-receiver")
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> WebhookReceiver:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
