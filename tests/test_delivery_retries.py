@@ -283,3 +283,39 @@ def test_a_callback_that_overtakes_the_record_of_its_send_keeps_its_status(
     email = email_of(event_id)
     assert (email.status, email.next_attempt_at) == ("delivered", None)
     assert email.provider_message_id and email.attempt_log.get().outcome == "sent"
+
+
+class OwnDestinationProvider(PrimaryProvider):
+    """Like the webhook channel: every message goes to its recipient's own destination."""
+
+    uses_breaker = False
+
+
+@pytest.mark.django_db
+def test_a_provider_of_many_destinations_has_no_shared_breaker(api_key, social_type, chain):
+    chain("tests.test_delivery_retries.OwnDestinationProvider", BREAKER_MIN_CALLS=1)
+    OwnDestinationProvider.reset(default=503)
+    for i in range(3):
+        send_event(api_key, f"o{i}", NIGHT)
+
+    send_due()
+    send_due(now=later())
+
+    assert len(OwnDestinationProvider.calls) == 2  # never refused
+    name = "email:OwnDestinationProvider"
+    assert breaker_states([name]) == {name: "closed"}
+
+
+@pytest.mark.django_db
+def test_a_probe_that_half_fails_opens_the_breaker_again(api_key, social_type, chain):
+    from delivery.services.breaker import breaker_allow, breaker_record
+
+    chain(PRIMARY, BREAKER_COOLDOWN_SECONDS=0.05)
+    name = "email:probe-test"
+    assert breaker_record(name, successes=0, failures=5) == "open"
+    import time
+
+    time.sleep(0.1)
+    permit = breaker_allow(name)
+    assert permit.allowed and permit.probe
+    assert breaker_record(name, successes=5, failures=5, probe=True) == "open"

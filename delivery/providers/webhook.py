@@ -145,6 +145,10 @@ def _post_bounded(
 class WebhookProvider:
     """Sends the webhook channel; one instance per worker process."""
 
+    # Each recipient's URL is its own destination: one that fails says
+    # nothing of the others, so no shared circuit breaker (retries are per delivery).
+    uses_breaker = False
+
     def __init__(self, *, timeout: float | None = None, client: httpx.Client | None = None):
         self._timeout = timeout
         self._client = client  # tests: a guarded client with their own resolver

@@ -155,6 +155,9 @@ class _Subscription:
 class WebPushProvider:
     """Sends the web_push channel; one instance per worker process."""
 
+    # Each subscription names its own push service: no shared breaker.
+    uses_breaker = False
+
     def __init__(
         self,
         *,

@@ -4,9 +4,15 @@ closed -> open: within a window of BREAKER_WINDOW_SECONDS, at least
 BREAKER_MIN_CALLS calls and a share of failures of at least
 BREAKER_FAILURE_RATIO. open -> half_open: after BREAKER_COOLDOWN_SECONDS the
 next caller is let through alone as the probe (other callers wait while it is
-out). half_open -> closed on the probe's success, back to open on its failure.
+out). half_open -> closed when the probe's failures are below the ratio, back
+to open otherwise.
 A probe that never reports (its worker died) lets another through after the
 cooldown again.
+
+Only providers that are one service have a breaker: a webhook's or a web
+push subscription's failures belong to its own destination, so those
+providers say `uses_breaker = False` and one broken receiver never stops the
+others; their retries are per delivery.
 
 Each transition is one Lua script, so concurrent workers cannot both take
 the probe or miss a trip. When Redis cannot be reached the breaker lets
@@ -49,7 +55,7 @@ local ok, bad = tonumber(ARGV[2]), tonumber(ARGV[3])
 local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
 if state == 'half_open' then
   if ARGV[8] ~= '1' then return state end
-  if bad > 0 and ok == 0 then
+  if bad > 0 and bad >= tonumber(ARGV[6]) * (ok + bad) then
     redis.call('HSET', KEYS[1], 'state', 'open', 'until', now + tonumber(ARGV[7]),
                'opened_at', now)
     return 'open'

@@ -46,7 +46,7 @@ from delivery.providers.base import DELIVERED, FAILED, RETRY, SENT, Message, Out
 from delivery.providers.http import RESPONSE_KEEP_CHARS
 from delivery.providers.registry import ConfiguredProvider, providers_for
 from delivery.services.backoff import retry_delay
-from delivery.services.breaker import breaker_allow, breaker_record
+from delivery.services.breaker import Permit, breaker_allow, breaker_record
 from delivery.tracking import tracked_html
 from notifications.services.profiles import Profile, profile_columns, recipient_context
 from notifications.services.status_webhooks import status_events_record
@@ -61,6 +61,7 @@ DEFERRED = "deferred"
 TARGET_CHANNELS = (Channel.PUSH.value, Channel.WEB_PUSH.value)
 # What a provider's callback may have made of a delivery before its send was recorded.
 ADVANCED = ("delivered", "opened", "clicked", "failed")
+ALLOWED = Permit(True)  # a provider without a breaker
 
 _CLAIMED = f"""
 SELECT d.id AS delivery_id, d.channel, d.content, d.attempts, n.event_id, e.actor, e.data,
@@ -301,15 +302,17 @@ def send_through_chain(
     for configured in chain:
         if not pending:
             break
-        permit = breaker_allow(configured.name)
+        guarded = getattr(configured.provider, "uses_breaker", True)
+        permit = breaker_allow(configured.name) if guarded else ALLOWED
         if not permit.allowed:
             retry_at = min(filter(None, (retry_at, permit.retry_at)), default=None)
             continue
         outcomes = _call(configured, pending)
         ok = sum(1 for o in outcomes.values() if not o.retryable)
-        breaker_record(
-            configured.name, successes=ok, failures=len(outcomes) - ok, probe=permit.probe
-        )
+        if guarded:
+            breaker_record(
+                configured.name, successes=ok, failures=len(outcomes) - ok, probe=permit.probe
+            )
         for message in pending:
             outcome = outcomes[message.delivery_id]
             result = results.setdefault(message.delivery_id, Result(outcome))
