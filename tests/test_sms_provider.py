@@ -183,9 +183,10 @@ def test_fifty_messages_go_over_a_few_kept_alive_connections(twilio, fake):
     outcomes = twilio.send([sms(i, to=f"+1555765{i:04d}") for i in range(50)])
     assert {o.status for o in outcomes} == {SENT}
     assert 1 <= fake.connections <= 8
-    opened = fake.connections
     twilio.send([sms(i, to=f"+1555765{i:04d}") for i in range(50, 100)])
-    assert fake.connections == opened  # the next batch reuses them
+    # The next batch reuses them: the pool may grow to the 8 in flight, never more
+    # (the first batch's threads may not all have been busy at once).
+    assert fake.connections <= 8
 
 
 def test_a_batch_has_up_to_eight_requests_in_flight(twilio, fake):
