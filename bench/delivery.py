@@ -66,6 +66,7 @@ from bench.procs import (
 )
 
 RECIPIENT_PREFIX = "bench-dlv-"
+PROFILE = {"on": False}
 BUILD_CHUNK = 20_000
 QUICK_SIZE = 5_000
 GOAL_RATIO = 0.80
@@ -496,6 +497,37 @@ def _dispatch_until_settled(env: BenchEnv, channel: str, n: int, min_id: int, ti
             time.sleep(SETTLE_POLL_S)
 
 
+def _start_profile(env: BenchEnv, worker: Managed, channel: str, mode: str, pair: int):
+    """With --profile, py-spy the send worker through the first clean run of each channel."""
+    if not PROFILE["on"] or mode != "clean" or pair != 1:
+        return None
+    from bench import profiling
+
+    out = env.log_dir / f"profile-send-{channel}.raw"
+    return out, profiling.start_record(worker.pid, 600, out, subprocesses=True)
+
+
+def _finish_profile(profiler) -> dict | None:
+    if profiler is None:
+        return None
+    from bench import profiling
+
+    out, managed = profiler
+    if managed is not None:
+        import signal
+
+        managed.popen.send_signal(signal.SIGINT)  # py-spy writes what it sampled on SIGINT only
+        try:
+            managed.popen.wait(20)
+        except Exception:  # noqa: BLE001 - a profiler that hangs is stopped below
+            pass
+        REGISTRY.stop(managed, timeout=5)
+    summary = profiling.summarize(out)
+    for name, pct in summary.get("self_pct", [])[:20]:
+        say(f"  profile self {pct:5.1f}%  {name}")
+    return summary
+
+
 def _one_run(
     env: BenchEnv, spec: ChannelSpec, mode: str, n: int, pair: int, webhook_port: int
 ) -> dict:
@@ -551,6 +583,7 @@ def _one_run(
         lease = settings.CLARION["DELIVERY_LEASE_SECONDS"]
         settings.CLARION["DELIVERY_LEASE_SECONDS"] = max(lease, int(timeout) + 120)
         load0, cpu0 = loadavg(), psutil.cpu_times()
+        profiler = _start_profile(env, worker, channel, mode, pair)
         meter.start()
         try:
             t0, dispatched, dispatch_s, timed_out = _dispatch_until_settled(
@@ -560,6 +593,7 @@ def _one_run(
             settings.CLARION["DELIVERY_LEASE_SECONDS"] = lease
         cpu = meter.stop()
         busy = _machine_busy(cpu0, psutil.cpu_times())
+        profile = _finish_profile(profiler)
         after = _event_deliveries(env, event_id)
         sink_stats = [{"sink": f"{s.kind}:{s.port}", **s.stats()} for s in sinks]
     finally:
@@ -597,6 +631,8 @@ def _one_run(
         "attempts": after["attempts"],
         "providers": [url.split("?")[0] for _, url in providers],
     }
+    if profile is not None:
+        result["profile"] = profile
     first = sink_stats[0]
     say(
         f"{channel} {mode} #{pair}: {sent:,}/{n:,} sent in {elapsed:.1f}s ="
@@ -696,6 +732,7 @@ def _channels_wanted() -> list[str]:
 
 
 def run_throughput(env: BenchEnv, opts) -> dict:
+    PROFILE["on"] = bool(getattr(opts, "profile", False))
     django_setup()
     channels = _channels_wanted()
     pairs = opts.repeat or (1 if opts.quick else 3)

@@ -20,7 +20,7 @@ def py_spy_path() -> str | None:
     return str(candidate) if candidate.exists() else shutil.which("py-spy")
 
 
-def start_record(pid: int, seconds: int, out: Path, rate: int = 200):
+def start_record(pid: int, seconds: int, out: Path, rate: int = 200, subprocesses: bool = False):
     """py-spy record in the background; returns the Managed process or None when unavailable."""
     exe = py_spy_path()
     if exe is None:
@@ -41,7 +41,7 @@ def start_record(pid: int, seconds: int, out: Path, rate: int = 200):
         str(out),
         "--nonblocking",
         "--gil",
-    ]
+    ] + (["--subprocesses"] if subprocesses else [])
     return REGISTRY.start(
         "py-spy", argv, env={"PATH": "/usr/bin:/bin"}, log_path=out.with_suffix(".log")
     )

@@ -12,8 +12,9 @@ urlpatterns: list = [
     path("t/o/<str:token>", tracking.open_pixel, name="delivery-open"),
     path("t/c/<str:token>", tracking.click, name="delivery-click"),
     # <path:…>: a mangled token (a "/" in it) still reaches the view and gets its 400 page.
-    path("hooks/unsubscribe/<path:token>", unsubscribe.unsubscribe_view,
-         name="delivery-unsubscribe"),
+    path(
+        "hooks/unsubscribe/<path:token>", unsubscribe.unsubscribe_view, name="delivery-unsubscribe"
+    ),
     path("hooks/email/events", email_events.email_events_view, name="delivery-email-events"),
 ]
 

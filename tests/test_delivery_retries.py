@@ -9,12 +9,13 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from delivery.providers.base import RETRY, SENT, Message, Outcome
 from delivery.services.breaker import breaker_states
 from delivery.services.dispatch import deliveries_claim_due
 from delivery.services.send import deliveries_send
-from notifications.models import Delivery
+from notifications.models import Delivery, Recipient
 from notifications.services.deliveries import ReplaySelection, deliveries_replay
-from tests.providers import PrimaryProvider, SecondaryProvider
+from tests.providers import PrimaryProvider, ScriptedProvider, SecondaryProvider
 from tests.test_dispatch import NIGHT, deliveries_of, send_event
 
 PRIMARY = "tests.providers.PrimaryProvider"
@@ -319,3 +320,88 @@ def test_a_probe_that_half_fails_opens_the_breaker_again(api_key, social_type, c
     permit = breaker_allow(name)
     assert permit.allowed and permit.probe
     assert breaker_record(name, successes=5, failures=5, probe=True) == "open"
+
+
+class DestinationsProvider(ScriptedProvider):
+    """Like the webhook channel: messages name their destination (here the
+    address's domain); those to a domain in `down` answer 503."""
+
+    answers, calls = [], []
+    down: set[str] = set()
+    uses_breaker = False
+
+    @staticmethod
+    def destination_of(message: Message) -> str:
+        return message.address.rpartition("@")[2]
+
+    def send(self, messages: list[Message]) -> list[Outcome]:
+        type(self).calls.append([m.delivery_id for m in messages])
+        return [
+            Outcome(m.delivery_id, RETRY, reason="http_503", status_code=503)
+            if self.destination_of(m) in self.down
+            else Outcome(m.delivery_id, SENT, status_code=200)
+            for m in messages
+        ]
+
+
+def on_domain(external_id: str, domain: str) -> None:
+    Recipient.objects.filter(external_id=external_id).update(email=f"{external_id}@{domain}")
+
+
+@pytest.mark.django_db
+def test_a_failing_destination_opens_its_own_breaker_and_fails_over_alone(
+    api_key, social_type, chain
+):
+    chain("tests.test_delivery_retries.DestinationsProvider", SECONDARY, BREAKER_MIN_CALLS=2)
+    DestinationsProvider.reset()
+    DestinationsProvider.down = {"down.example"}
+    SecondaryProvider.reset()
+    first = {}
+    for name, domain in [("d1", "down.example"), ("d2", "down.example"), ("u1", "up.example")]:
+        first[name] = send_event(api_key, name, NIGHT)
+        on_domain(name, domain)
+
+    send_due()
+
+    provider = "email:DestinationsProvider"
+    assert breaker_states([f"{provider}@down.example", f"{provider}@up.example"]) == {
+        f"{provider}@down.example": "open",
+        f"{provider}@up.example": "closed",
+    }
+    assert {name: email_of(e).provider for name, e in first.items()} == {
+        "d1": "email:SecondaryProvider",
+        "d2": "email:SecondaryProvider",
+        "u1": provider,
+    }
+    DestinationsProvider.calls.clear()
+    again = {name: send_event(api_key, name, NIGHT) for name in ("d1", "u1")}
+    on_domain("d1", "down.example")
+    on_domain("u1", "up.example")
+
+    send_due()
+
+    called = {i for batch in DestinationsProvider.calls for i in batch}
+    assert called == {email_of(again["u1"]).id}  # the open destination is skipped
+    assert email_of(again["d1"]).provider == "email:SecondaryProvider"
+    assert email_of(again["d1"]).attempt_log.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_destination_whose_only_provider_is_open_waits_without_spending_an_attempt(
+    api_key, social_type, chain
+):
+    chain("tests.test_delivery_retries.DestinationsProvider", BREAKER_MIN_CALLS=1)
+    DestinationsProvider.reset()
+    DestinationsProvider.down = {"down.example"}
+    first = send_event(api_key, "w1", NIGHT)
+    on_domain("w1", "down.example")
+    send_due()
+    assert email_of(first).attempts == 1
+
+    second = send_event(api_key, "w2", NIGHT)
+    on_domain("w2", "down.example")
+    send_due()
+
+    email = email_of(second)
+    assert (email.status, email.attempts, email.reason) == ("queued", 0, "breaker_open")
+    assert email.next_attempt_at is not None

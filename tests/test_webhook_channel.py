@@ -245,3 +245,20 @@ def test_a_webhook_delivery_is_sent_to_the_recipients_webhook_url(
     assert Webhook(webhook_signing_secret()).verify(request.body, request.headers) == {
         "text": "Deployed 1.2"
     }
+
+
+@pytest.mark.parametrize(
+    ("url", "destination"),
+    [
+        ("https://Hooks.Example.com/a?b=1", "hooks.example.com:443"),
+        ("http://hooks.example.com/a", "hooks.example.com:80"),
+        ("https://hooks.example.com:8443/", "hooks.example.com:8443"),
+        ("https://[2001:db8::1]:9000/x", "2001:db8::1:9000"),
+        ("https://hooks.example.com:99999/", ""),
+        ("not a url", ""),
+        ("", ""),
+    ],
+)
+def test_the_breaker_destination_of_a_webhook_is_its_host_and_port(url, destination):
+    message = Message(delivery_id=1, channel="webhook", address=url, content={})
+    assert WebhookProvider.destination_of(message) == destination

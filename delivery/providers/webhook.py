@@ -27,6 +27,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -146,8 +147,21 @@ class WebhookProvider:
     """Sends the webhook channel; one instance per worker process."""
 
     # Each recipient's URL is its own destination: one that fails says
-    # nothing of the others, so no shared circuit breaker (retries are per delivery).
+    # nothing of the others, so no shared circuit breaker; a breaker per
+    # destination host instead (delivery/services/breaker.py).
     uses_breaker = False
+
+    @staticmethod
+    def destination_of(message: Message) -> str:
+        """The receiver a message goes to: host and port of its URL (empty when unparsable)."""
+        try:
+            parts = urlsplit(message.address)
+            host, port = (parts.hostname or "").lower(), parts.port
+        except ValueError:  # e.g. a port out of range
+            return ""
+        if not host:
+            return ""
+        return f"{host}:{port or (443 if parts.scheme == 'https' else 80)}"
 
     def __init__(self, *, timeout: float | None = None, client: httpx.Client | None = None):
         self._timeout = timeout

@@ -9,10 +9,14 @@ to open otherwise.
 A probe that never reports (its worker died) lets another through after the
 cooldown again.
 
-Only providers that are one service have a breaker: a webhook's or a web
-push subscription's failures belong to its own destination, so those
-providers say `uses_breaker = False` and one broken receiver never stops the
-others; their retries are per delivery.
+Providers that are one service have one breaker. A webhook's failures
+belong to its own destination: the webhook provider says `uses_breaker =
+False` and names each message's destination (`destination_of`, the URL's
+host and port), which gets a breaker of its own (`provider@host:port`), so
+one broken receiver never stops the others and a failing one is skipped,
+not hammered. Web push subscriptions (a message may reach several push
+services) have none; their retries are per delivery. Destination breakers
+are not exported as metrics (their number is unbounded).
 
 Each transition is one Lua script, so concurrent workers cannot both take
 the probe or miss a trip. When Redis cannot be reached the breaker lets
@@ -140,6 +144,70 @@ def breaker_allow(name: str, *, now: float | None = None) -> Permit:
     return Permit(True, probe=code == 2)
 
 
+def breakers_allow(names: list[str], *, now: float | None = None) -> dict[str, Permit]:
+    """breaker_allow for several breakers in one round trip."""
+    if len(names) <= 1:
+        return {name: breaker_allow(name, now=now) for name in names}
+    now = time.time() if now is None else now
+    args = [_ms(now), _ms(settings.CLARION["BREAKER_COOLDOWN_SECONDS"])]
+    answers = _pipeline("allow", [(name, args) for name in names])
+    permits = {}
+    for name, answer in zip(names, answers):
+        if answer is None:
+            permits[name] = Permit(True)
+            continue
+        code, until_ms = int(answer[0]), int(answer[1])
+        permits[name] = (
+            Permit(False, retry_at=until_ms / 1000) if code == 0 else Permit(True, probe=code == 2)
+        )
+    return permits
+
+
+def breakers_record(counts: dict[str, tuple[int, int, bool]], *, now: float | None = None) -> None:
+    """breaker_record for several breakers (name -> successes, failures, probe)
+    in one round trip."""
+    counts = {name: c for name, c in counts.items() if c[0] or c[1]}
+    if len(counts) <= 1:
+        for name, (ok, bad, probe) in counts.items():
+            breaker_record(name, successes=ok, failures=bad, probe=probe, now=now)
+        return
+    now = time.time() if now is None else now
+    calls = [(name, _record_args(now, ok, bad, probe)) for name, (ok, bad, probe) in counts.items()]
+    for (name, _), state in zip(calls, _pipeline("record", calls)):
+        if state in (OPEN, OPEN.encode()):
+            log.warning("provider %s: circuit open", name)
+
+
+def _pipeline(script: str, calls: list[tuple[str, list]]) -> list:
+    """Run one script for several breakers in a pipeline; Nones when Redis is away."""
+    if time.monotonic() < _Redis.down_until:
+        return [None] * len(calls)
+    try:
+        client = _client()
+        pipe = client.pipeline(transaction=False)
+        for name, args in calls:
+            _Redis.scripts[script](keys=[KEY.format(name)], args=args, client=pipe)
+        return pipe.execute()
+    except redis.RedisError as exc:
+        _Redis.down_until = time.monotonic() + REDIS_BACKOFF_SECONDS
+        log.warning("breaker state unavailable, letting calls through: %r", exc)
+        return [None] * len(calls)
+
+
+def _record_args(now: float, successes: int, failures: int, probe: bool) -> list:
+    cfg = settings.CLARION
+    return [
+        _ms(now),
+        successes,
+        failures,
+        _ms(cfg["BREAKER_WINDOW_SECONDS"]),
+        cfg["BREAKER_MIN_CALLS"],
+        cfg["BREAKER_FAILURE_RATIO"],
+        _ms(cfg["BREAKER_COOLDOWN_SECONDS"]),
+        "1" if probe else "0",
+    ]
+
+
 def breaker_record(
     name: str, *, successes: int, failures: int, probe: bool = False, now: float | None = None
 ) -> str | None:
@@ -147,21 +215,7 @@ def breaker_record(
     if not successes and not failures:
         return None
     now = time.time() if now is None else now
-    cfg = settings.CLARION
-    state = _run(
-        "record",
-        name,
-        [
-            _ms(now),
-            successes,
-            failures,
-            _ms(cfg["BREAKER_WINDOW_SECONDS"]),
-            cfg["BREAKER_MIN_CALLS"],
-            cfg["BREAKER_FAILURE_RATIO"],
-            _ms(cfg["BREAKER_COOLDOWN_SECONDS"]),
-            "1" if probe else "0",
-        ],
-    )
+    state = _run("record", name, _record_args(now, successes, failures, probe))
     if state is None:
         return None
     state = state.decode() if isinstance(state, bytes) else str(state)

@@ -46,7 +46,7 @@ from delivery.providers.base import DELIVERED, FAILED, RETRY, SENT, Message, Out
 from delivery.providers.http import RESPONSE_KEEP_CHARS
 from delivery.providers.registry import ConfiguredProvider, providers_for
 from delivery.services.backoff import retry_delay
-from delivery.services.breaker import Permit, breaker_allow, breaker_record
+from delivery.services.breaker import Permit, breakers_allow, breakers_record
 from delivery.tracking import tracked_html
 from notifications.services.profiles import Profile, profile_columns, recipient_context
 from notifications.services.status_webhooks import status_events_record
@@ -302,23 +302,33 @@ def send_through_chain(
     for configured in chain:
         if not pending:
             break
-        guarded = getattr(configured.provider, "uses_breaker", True)
-        permit = breaker_allow(configured.name) if guarded else ALLOWED
-        if not permit.allowed:
-            retry_at = min(filter(None, (retry_at, permit.retry_at)), default=None)
+        groups = _breaker_groups(configured, pending)
+        permits = breakers_allow([name for name in groups if name is not None])
+        admitted: list[Message] = []
+        refused: list[Message] = []
+        for name, group in groups.items():
+            permit = permits.get(name, ALLOWED) if name is not None else ALLOWED
+            if permit.allowed:
+                admitted.extend(group)
+            else:
+                refused.extend(group)
+                retry_at = min(filter(None, (retry_at, permit.retry_at)), default=None)
+        if not admitted:
             continue
-        outcomes = _call(configured, pending)
-        ok = sum(1 for o in outcomes.values() if not o.retryable)
-        if guarded:
-            breaker_record(
-                configured.name, successes=ok, failures=len(outcomes) - ok, probe=permit.probe
-            )
-        for message in pending:
+        outcomes = _call(configured, admitted)
+        counts = {}
+        for name, group in groups.items():
+            if name is None or not permits[name].allowed:
+                continue
+            ok = sum(1 for m in group if not outcomes[m.delivery_id].retryable)
+            counts[name] = (ok, len(group) - ok, permits[name].probe)
+        breakers_record(counts)
+        for message in admitted:
             outcome = outcomes[message.delivery_id]
             result = results.setdefault(message.delivery_id, Result(outcome))
             result.outcome, result.provider = outcome, configured.name
             result.tries.append((configured.name, outcome))
-        pending = [m for m in pending if outcomes[m.delivery_id].retryable]
+        pending = refused + [m for m in admitted if outcomes[m.delivery_id].retryable]
     for message in pending:
         if message.delivery_id not in results:
             wait = max(1.0, (retry_at or time.time() + 1) - time.time())
@@ -326,6 +336,25 @@ def send_through_chain(
                 Outcome(message.delivery_id, DEFERRED, reason="breaker_open", retry_after=wait)
             )
     return results
+
+
+def _breaker_groups(
+    configured: ConfiguredProvider, messages: list[Message]
+) -> dict[str | None, list[Message]]:
+    """The messages by the breaker that guards them (None: no breaker): the
+    provider's own, or one per destination when the provider names them."""
+    provider = configured.provider
+    if getattr(provider, "uses_breaker", True):
+        return {configured.name: messages}
+    destination_of = getattr(provider, "destination_of", None)
+    if destination_of is None:
+        return {None: messages}
+    groups: dict[str | None, list[Message]] = {}
+    for message in messages:
+        destination = destination_of(message)
+        name = f"{configured.name}@{destination}" if destination else None
+        groups.setdefault(name, []).append(message)
+    return groups
 
 
 def _call(configured: ConfiguredProvider, messages: list[Message]) -> dict[int, Outcome]:
