@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "templates_app",
     "delivery",
     "realtime",
+    "triggers",
 ]
 
 MIDDLEWARE = [
@@ -293,6 +294,24 @@ CLARION = {
     "MAX_DATA_BYTES": 64 * 1024,
     "MAX_BATCH_EVENTS": 1000,
     "RECIPIENT_TOKEN_TTL_SECONDS": env_int("CLARION_RECIPIENT_TOKEN_TTL_SECONDS", 3600),
+    # --- Triggers and sweeps (triggers/) ---
+    # How often Beat runs each sweep.
+    "SAVED_SEARCH_SWEEP_INTERVAL_SECONDS": env_float(
+        "CLARION_SAVED_SEARCH_SWEEP_INTERVAL_SECONDS", 30.0
+    ),
+    "REMINDER_SWEEP_INTERVAL_SECONDS": env_float("CLARION_REMINDER_SWEEP_INTERVAL_SECONDS", 30.0),
+    "ESCALATION_SWEEP_INTERVAL_SECONDS": env_float(
+        "CLARION_ESCALATION_SWEEP_INTERVAL_SECONDS", 30.0
+    ),
+    # Items a saved-search sweep matches per statement (its memory bound).
+    "SWEEP_ITEM_CHUNK": env_int("CLARION_SWEEP_ITEM_CHUNK", 10_000),
+    # Due reminder offsets released per statement.
+    "SWEEP_REMINDER_CHUNK": env_int("CLARION_SWEEP_REMINDER_CHUNK", 50_000),
+    # A posted item's attributes, as JSON.
+    "MAX_ITEM_ATTRIBUTES_BYTES": env_int("CLARION_MAX_ITEM_ATTRIBUTES_BYTES", 16 * 1024),
+    "MAX_TRIGGERS_PER_RECIPIENT": env_int("CLARION_MAX_TRIGGERS_PER_RECIPIENT", 100),
+    # How long GET /api/v1/sweeps and the admin keep sweep runs.
+    "SWEEP_RUN_RETENTION_DAYS": env_int("CLARION_SWEEP_RUN_RETENTION_DAYS", 7),
 }
 
 # --- Email ------------------------------------------------------------------

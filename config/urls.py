@@ -9,6 +9,7 @@ from notifications.health import healthz, readyz
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("notifications.api.urls")),
+    path("api/v1/", include("triggers.api.urls")),
     path(
         "api/schema/",
         SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]),

@@ -99,8 +99,17 @@ class NotificationTypeForm(forms.ModelForm):
     class Meta:
         model = NotificationType
         fields = (
-            "key", "category", "priority", "channels", "required_channels", "default_locale",
-            "templates", "sample_data", "digest", "throttle", "retired_at",
+            "key",
+            "category",
+            "priority",
+            "channels",
+            "required_channels",
+            "default_locale",
+            "templates",
+            "sample_data",
+            "digest",
+            "throttle",
+            "retired_at",
         )
 
     def clean(self) -> dict:

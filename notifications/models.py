@@ -115,7 +115,7 @@ class Event(models.Model):
         ApiKey, null=True, blank=True, on_delete=models.SET_NULL, db_index=False
     )
     type = models.ForeignKey(NotificationType, on_delete=models.PROTECT, db_index=False)
-    # [["u1", "u2"], {"topic": "k"}, ...] normalised: explicit ids first, then topics.
+    # {"ids": ["u1", "u2"], "topics": ["k"]}: explicit ids and topic keys, deduplicated.
     recipients = models.JSONField()
     actor = models.CharField(max_length=128, blank=True, default="")
     data = models.JSONField(default=dict, blank=True)
@@ -283,9 +283,7 @@ class Delivery(models.Model):
     # The provider that took it last, and its id for the message (a Twilio
     # SID, an ESP's message id), which its status callbacks name.
     provider = models.CharField(max_length=100, blank=True, default="", db_default="")
-    provider_message_id = models.CharField(
-        max_length=255, blank=True, default="", db_default=""
-    )
+    provider_message_id = models.CharField(max_length=255, blank=True, default="", db_default="")
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -471,3 +469,25 @@ class DigestItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.window_id}: {self.event_id}"
+
+
+class SweepRun(models.Model):
+    """One run of a scheduled sweep (Beat): what it looked at and what it made."""
+
+    name = models.CharField(max_length=64)
+    started_at = models.DateTimeField()
+    duration_ms = models.IntegerField()
+    rows_examined = models.BigIntegerField(default=0)
+    events_produced = models.BigIntegerField(default=0)
+    # ok, skipped (another run of the same sweep held it), failed
+    status = models.CharField(max_length=8, default="ok")
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["-started_at"], name="sweeprun_started_idx"),
+            models.Index(fields=["name", "-started_at"], name="sweeprun_name_started_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} @ {self.started_at:%Y-%m-%d %H:%M:%S}"

@@ -47,6 +47,13 @@ def schedules() -> list[Schedule]:
             config["STATUS_WEBHOOK_INTERVAL_SECONDS"],
             "normal",
         ),
+        # Trigger sweeps (the triggers app; named by task, not imported).
+        Schedule(
+            "saved searches",
+            "clarion.triggers.saved_searches_sweep",
+            config["SAVED_SEARCH_SWEEP_INTERVAL_SECONDS"],
+            "normal",
+        ),
         Schedule(
             "purge idempotency keys", "clarion.maintenance.purge_idempotency_keys", 3600, "low"
         ),

@@ -15,6 +15,7 @@ from notifications.services.digests import digests_flush_due
 from notifications.services.fanout import event_fan_out_page
 from notifications.services.fanout_small import events_fan_out_small
 from notifications.services.relay import events_relay, idempotency_keys_purge
+from notifications.services.sweep_runs import sweep_run, sweep_runs_purge
 from notifications.wakeups import wake_release
 
 log = logging.getLogger(__name__)
@@ -101,15 +102,20 @@ def _run_first_pages(event_ids: list[str], sweep: str | None = None) -> None:
 
 @shared_task(name="clarion.events.relay")
 def relay() -> int:
-    return events_relay()
+    # Releases due send_at events and re-publishes stale ones.
+    with sweep_run("event relay") as tally:
+        tally.examined = tally.produced = events_relay()
+    return tally.produced
 
 
 @shared_task(name="clarion.maintenance.purge_idempotency_keys")
 def purge_idempotency_keys() -> int:
+    sweep_runs_purge()
     return idempotency_keys_purge()
 
 
 @shared_task(name="clarion.digests.flush_due", **DB_RETRY)
 def flush_due_digests() -> int:
-    with _reconnect_on_retry():
-        return digests_flush_due()
+    with _reconnect_on_retry(), sweep_run("digest flush") as tally:
+        tally.examined = tally.produced = digests_flush_due()
+    return tally.produced

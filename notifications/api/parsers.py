@@ -75,7 +75,9 @@ def int_param(request, name: str, *, default: int, maximum: int) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    # ASCII digits only, and few enough that int() cannot refuse them (Python
+    # caps int() at 4,300 digits; "١٢" is a digit string too).
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18) or not 1 <= int(raw) <= maximum:
         raise ClarionError(
             f"{name} must be an integer from 1 to {maximum}.",
             errors={name: [f"Must be 1 to {maximum}."]},

@@ -5,6 +5,7 @@ from notifications.api import (
     inbox,
     producer,
     push_tokens,
+    sweeps,
     web_push,
     webhook_endpoints,
 )
@@ -12,9 +13,8 @@ from notifications.api import (
 urlpatterns = [
     path("events", producer.EventsView.as_view(), name="events"),
     path("deliveries", deliveries.DeliveriesView.as_view(), name="deliveries"),
-    path(
-        "deliveries/replay", deliveries.DeliveriesReplayView.as_view(), name="deliveries-replay"
-    ),
+    path("sweeps", sweeps.SweepsView.as_view(), name="sweeps"),
+    path("deliveries/replay", deliveries.DeliveriesReplayView.as_view(), name="deliveries-replay"),
     path("events/batch", producer.EventsBatchView.as_view(), name="events-batch"),
     path(
         "webhook-endpoints",

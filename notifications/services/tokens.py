@@ -41,9 +41,7 @@ def recipient_token_issue(*, recipient_id: int, ttl_seconds: int | None = None) 
     issued = _now_ms()
     expires = issued // 1000 + ttl
     token = signing.dumps({"r": recipient_id, "e": expires, "i": issued}, salt=SALT, compress=False)
-    return RecipientToken(
-        token=token, expires_at=datetime.fromtimestamp(expires, tz=UTC)
-    )
+    return RecipientToken(token=token, expires_at=datetime.fromtimestamp(expires, tz=UTC))
 
 
 def recipient_token_claims(token: str) -> TokenClaims | None:

@@ -1,0 +1,24 @@
+"""Celery tasks of the triggers app: thin wrappers over triggers.services,
+each run recorded (notifications/services/sweep_runs.py)."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import OperationalError
+
+from notifications.services.sweep_runs import sweep_run
+from triggers.services import saved_search_sweep
+
+DB_RETRY = {
+    "autoretry_for": (OperationalError,),
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "max_retries": 8,
+}
+
+
+@shared_task(name="clarion.triggers.saved_searches_sweep", **DB_RETRY)
+def saved_searches_sweep() -> int:
+    with sweep_run(saved_search_sweep.NAME) as tally:
+        saved_search_sweep.saved_searches_sweep(tally)
+    return tally.produced
