@@ -55,6 +55,12 @@ def schedules() -> list[Schedule]:
             "normal",
         ),
         Schedule(
+            "reminders",
+            "clarion.triggers.reminders_sweep",
+            config["REMINDER_SWEEP_INTERVAL_SECONDS"],
+            "normal",
+        ),
+        Schedule(
             "purge idempotency keys", "clarion.maintenance.purge_idempotency_keys", 3600, "low"
         ),
         Schedule("realtime presence sweep", "clarion.realtime.presence_sweep", 60, "low"),

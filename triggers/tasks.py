@@ -7,7 +7,7 @@ from celery import shared_task
 from django.db import OperationalError
 
 from notifications.services.sweep_runs import sweep_run
-from triggers.services import saved_search_sweep
+from triggers.services import reminder_sweep, saved_search_sweep
 
 DB_RETRY = {
     "autoretry_for": (OperationalError,),
@@ -21,4 +21,11 @@ DB_RETRY = {
 def saved_searches_sweep() -> int:
     with sweep_run(saved_search_sweep.NAME) as tally:
         saved_search_sweep.saved_searches_sweep(tally)
+    return tally.produced
+
+
+@shared_task(name="clarion.triggers.reminders_sweep", **DB_RETRY)
+def reminders_sweep() -> int:
+    with sweep_run(reminder_sweep.NAME) as tally:
+        reminder_sweep.reminders_sweep(tally)
     return tally.produced

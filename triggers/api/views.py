@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 
 from notifications.api.parsers import request_json
 from notifications.api.path_ids import CheckedPathView, check_recipient_id
-from triggers.services import items, saved_searches
+from triggers.services import items, reminders, saved_searches
 
 
 class ItemsView(APIView):
@@ -53,4 +53,28 @@ class RecipientTriggerView(CheckedPathView):
     @extend_schema(responses={204: None}, summary="Remove a saved-search trigger")
     def delete(self, request, external_id: str, key: str):
         saved_searches.trigger_delete(external_id=external_id, key=key)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ReminderView(APIView):
+    @extend_schema(summary="A reminder and the state of each offset")
+    def get(self, request, key: str):
+        row = reminders.reminder_get(api_key_id=request.user.api_key_id, key=key)
+        return Response(row.as_json())
+
+    @extend_schema(
+        request=None,
+        summary='Create or replace a reminder: {"type", "recipients", "due_at", "offsets", "data"}',
+    )
+    def put(self, request, key: str):
+        row, created = reminders.reminder_put(
+            api_key_id=request.user.api_key_id, key=key, body=request_json(request)
+        )
+        return Response(
+            row.as_json(), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
+
+    @extend_schema(responses={204: None}, summary="Cancel what has not fired of a reminder")
+    def delete(self, request, key: str):
+        reminders.reminder_delete(api_key_id=request.user.api_key_id, key=key)
         return Response(status=status.HTTP_204_NO_CONTENT)
