@@ -305,6 +305,8 @@ CLARION = {
     ),
     # Items a saved-search sweep matches per statement (its memory bound).
     "SWEEP_ITEM_CHUNK": env_int("CLARION_SWEEP_ITEM_CHUNK", 10_000),
+    # Notifications an escalation sweep reads per statement.
+    "SWEEP_ESCALATION_CHUNK": env_int("CLARION_SWEEP_ESCALATION_CHUNK", 10_000),
     # Due reminder offsets released per statement.
     "SWEEP_REMINDER_CHUNK": env_int("CLARION_SWEEP_REMINDER_CHUNK", 50_000),
     # A posted item's attributes, as JSON.

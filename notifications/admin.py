@@ -109,6 +109,7 @@ class NotificationTypeForm(forms.ModelForm):
             "sample_data",
             "digest",
             "throttle",
+            "escalation",
             "retired_at",
         )
 

@@ -99,6 +99,9 @@ class NotificationType(models.Model):
     sample_data = models.JSONField(default=dict, blank=True)
     digest = models.JSONField(null=True, blank=True)
     throttle = models.JSONField(null=True, blank=True)
+    # {"after_seconds": S, "channels": [...]}: an in-app item still unread S
+    # seconds after it was created is also delivered on those channels.
+    escalation = models.JSONField(null=True, blank=True)
     retired_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

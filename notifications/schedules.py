@@ -61,6 +61,12 @@ def schedules() -> list[Schedule]:
             "normal",
         ),
         Schedule(
+            "escalations",
+            "clarion.triggers.escalations_sweep",
+            config["ESCALATION_SWEEP_INTERVAL_SECONDS"],
+            "normal",
+        ),
+        Schedule(
             "purge idempotency keys", "clarion.maintenance.purge_idempotency_keys", 3600, "low"
         ),
         Schedule("realtime presence sweep", "clarion.realtime.presence_sweep", 60, "low"),

@@ -7,7 +7,7 @@ from celery import shared_task
 from django.db import OperationalError
 
 from notifications.services.sweep_runs import sweep_run
-from triggers.services import reminder_sweep, saved_search_sweep
+from triggers.services import escalation_sweep, reminder_sweep, saved_search_sweep
 
 DB_RETRY = {
     "autoretry_for": (OperationalError,),
@@ -28,4 +28,11 @@ def saved_searches_sweep() -> int:
 def reminders_sweep() -> int:
     with sweep_run(reminder_sweep.NAME) as tally:
         reminder_sweep.reminders_sweep(tally)
+    return tally.produced
+
+
+@shared_task(name="clarion.triggers.escalations_sweep", **DB_RETRY)
+def escalations_sweep() -> int:
+    with sweep_run(escalation_sweep.NAME) as tally:
+        escalation_sweep.escalations_sweep(tally)
     return tally.produced

@@ -21,6 +21,7 @@ def type_json(notification_type: NotificationType) -> dict:
         "sample_data": notification_type.sample_data,
         "digest": notification_type.digest,
         "throttle": notification_type.throttle,
+        "escalation": notification_type.escalation,
         "retired_at": notification_type.retired_at,
         "updated_at": notification_type.updated_at,
     }

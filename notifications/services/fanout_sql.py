@@ -26,31 +26,54 @@ from functools import lru_cache
 
 from notifications.services.profiles import profile_columns
 
-_OFF = "decided.enabled IS FALSE AND NOT ch = ANY(%(required)s::text[])"
+OFF = "decided.enabled IS FALSE AND NOT ch = ANY(%(required)s::text[])"
+_OFF = OFF
 
-_PAGE_STATEMENT = f"""
-WITH page AS MATERIALIZED ({{page_sql}}),
--- The most specific on/off per (recipient, channel): type, then category, then
--- global. One index scan for the whole page (recipient_id = ANY(page's ids)).
-decided AS (
+# The rules every statement that creates deliveries applies, as SQL pieces
+# (also triggers/services/escalation_sweep.py). `{rows}` names a relation
+# with a recipient_id column.
+#
+# The most specific on/off per (recipient, channel): type, then category,
+# then global. One index scan for all the rows (recipient_id = ANY(ids)).
+DECIDED = """
     SELECT DISTINCT ON (p.recipient_id, p.channel) p.recipient_id, p.channel, p.enabled
     FROM preferences_channelpreference p
-    WHERE p.recipient_id = ANY(ARRAY(SELECT recipient_id FROM page))
+    WHERE p.recipient_id = ANY(ARRAY(SELECT recipient_id FROM {rows}))
       AND ((p.scope = 'type' AND p.key = %(type_key)s)
         OR (p.scope = 'category' AND p.key = %(category)s)
         OR (p.scope = 'global' AND p.key = ''))
     ORDER BY p.recipient_id, p.channel,
              CASE p.scope WHEN 'type' THEN 0 WHEN 'category' THEN 1 ELSE 2 END
-),
--- Quiet hours, caps and local clock of the page's recipients that have
--- settings: the time-zone conversion is done once per recipient, here.
-page_settings AS (
+"""
+# Quiet hours, caps and local clock of the recipients that have settings:
+# the time-zone conversion is done once per recipient, here.
+SETTINGS = """
     SELECT s.recipient_id, s.quiet_start, s.quiet_end, s.daily_caps, z.tz,
            (%(now)s::timestamptz AT TIME ZONE z.tz) AS local_now
     FROM preferences_deliverysettings s
     CROSS JOIN LATERAL (SELECT coalesce(nullif(s.timezone, ''), 'UTC') AS tz) z
-    WHERE s.recipient_id = ANY(ARRAY(SELECT recipient_id FROM page))
-),
+    WHERE s.recipient_id = ANY(ARRAY(SELECT recipient_id FROM {rows}))
+"""
+# When quiet hours that are on now end (NULL: not in quiet hours), from a
+# row `s` of SETTINGS.
+QUIET_RELEASE_AT = """CASE WHEN s.quiet_start IS NOT NULL AND NOT %(critical)s AND (
+                    CASE WHEN s.quiet_start < s.quiet_end
+                         THEN s.local_now::time >= s.quiet_start
+                              AND s.local_now::time < s.quiet_end
+                         ELSE s.local_now::time >= s.quiet_start
+                              OR s.local_now::time < s.quiet_end END)
+                THEN ((CASE WHEN s.local_now::time < s.quiet_end THEN s.local_now::date
+                            ELSE s.local_now::date + 1 END) + s.quiet_end) AT TIME ZONE s.tz
+           END"""
+
+_PAGE_STATEMENT = f"""
+WITH page AS MATERIALIZED ({{page_sql}}),
+-- The most specific on/off per (recipient, channel): type, then category, then
+-- global. One index scan for the whole page (recipient_id = ANY(page's ids)).
+decided AS ({DECIDED.format(rows="page")}),
+-- Quiet hours, caps and local clock of the page's recipients that have
+-- settings: the time-zone conversion is done once per recipient, here.
+page_settings AS ({SETTINGS.format(rows="page")}),
 ins AS (
     INSERT INTO notifications_notification
         (event_id, recipient_id, title, body, url, visible, created_at)
@@ -67,15 +90,7 @@ ins AS (
 rules AS (
     SELECT ins.id AS notification_id, ins.recipient_id, ins.event_id, s.daily_caps,
            s.local_now::date AS local_day,
-           CASE WHEN s.quiet_start IS NOT NULL AND NOT %(critical)s AND (
-                    CASE WHEN s.quiet_start < s.quiet_end
-                         THEN s.local_now::time >= s.quiet_start
-                              AND s.local_now::time < s.quiet_end
-                         ELSE s.local_now::time >= s.quiet_start
-                              OR s.local_now::time < s.quiet_end END)
-                THEN ((CASE WHEN s.local_now::time < s.quiet_end THEN s.local_now::date
-                            ELSE s.local_now::date + 1 END) + s.quiet_end) AT TIME ZONE s.tz
-           END AS release_at
+           {QUIET_RELEASE_AT} AS release_at
     FROM ins LEFT JOIN page_settings s ON s.recipient_id = ins.recipient_id
 ),
 deliveries AS (

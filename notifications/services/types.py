@@ -25,6 +25,7 @@ TYPE_FIELDS = {
     "templates",
     "digest",
     "throttle",
+    "escalation",
     "default_locale",
     "sample_data",
 }
@@ -96,6 +97,9 @@ def parse_type(key: str, body: object) -> dict:
     fields["sample_data"] = sample
     fields["digest"] = _parse_digest(body.get("digest"), errors)
     fields["throttle"] = _parse_throttle(body.get("throttle"), errors)
+    fields["escalation"] = _parse_escalation(
+        body.get("escalation"), templates, default_locale, errors
+    )
     if errors:
         raise InvalidInput("The notification type has invalid fields.", errors=errors)
     return fields
@@ -125,6 +129,50 @@ def _parse_digest(value: object, errors: dict) -> dict | None:
     if value.get("mode", "lookback") not in ("lookback", "fixed"):
         errors.setdefault("digest.mode", []).append("Must be lookback or fixed.")
     _check_key(value, "digest.key", errors)
+    return value
+
+
+ESCALATION_MIN_SECONDS = 60
+ESCALATION_MAX_SECONDS = 30 * 86400
+
+
+def _parse_escalation(
+    value: object, templates: object, default_locale: object, errors: dict
+) -> dict | None:
+    """{"after_seconds": S, "channels": [external channels]}: at least a minute
+    (the sweep reads committed notifications by id; a minute is far beyond any
+    fan-out transaction), and a template for each channel."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"after_seconds", "channels"}:
+        errors.setdefault("escalation", []).append(
+            'Must be {"after_seconds": S, "channels": ["email", ...]}.'
+        )
+        return None
+    seconds = value["after_seconds"]
+    if (
+        not isinstance(seconds, int)
+        or isinstance(seconds, bool)
+        or not ESCALATION_MIN_SECONDS <= seconds <= ESCALATION_MAX_SECONDS
+    ):
+        errors.setdefault("escalation.after_seconds", []).append(
+            f"Must be whole seconds from {ESCALATION_MIN_SECONDS} to {ESCALATION_MAX_SECONDS}."
+        )
+    channels = value["channels"]
+    external = sorted(CHANNELS - {Channel.IN_APP.value})
+    if (
+        not isinstance(channels, list)
+        or not channels
+        or not all(isinstance(c, str) and c in external for c in channels)
+    ):
+        errors.setdefault("escalation.channels", []).append(
+            f"Must be a non-empty list of channels from {', '.join(external)}."
+        )
+    elif isinstance(templates, dict) and isinstance(default_locale, str):
+        gaps = template_gaps(templates=templates, channels=channels, default_locale=default_locale)
+        for path, problems in gaps.items():
+            errors.setdefault(path, []).extend(problems)
+        value = {"after_seconds": seconds, "channels": list(dict.fromkeys(channels))}
     return value
 
 
