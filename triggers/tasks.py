@@ -7,7 +7,7 @@ from celery import shared_task
 from django.db import OperationalError
 
 from notifications.services.sweep_runs import sweep_run
-from triggers.services import escalation_sweep, reminder_sweep, saved_search_sweep
+from triggers.services import broadcasts, escalation_sweep, reminder_sweep, saved_search_sweep
 
 DB_RETRY = {
     "autoretry_for": (OperationalError,),
@@ -36,3 +36,11 @@ def escalations_sweep() -> int:
     with sweep_run(escalation_sweep.NAME) as tally:
         escalation_sweep.escalations_sweep(tally)
     return tally.produced
+
+
+@shared_task(name=broadcasts.TASK, **DB_RETRY)
+def broadcast_fire(*, broadcast_id: int) -> str | None:
+    with sweep_run("broadcasts") as tally:
+        fired = broadcasts.broadcast_fire(broadcast_id=broadcast_id)
+        tally.examined, tally.produced = 1, 1 if fired.event_id else 0
+    return fired.event_id

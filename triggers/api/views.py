@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 
 from notifications.api.parsers import request_json
 from notifications.api.path_ids import CheckedPathView, check_recipient_id
-from triggers.services import items, reminders, saved_searches
+from triggers.services import broadcasts, items, reminders, saved_searches
 
 
 class ItemsView(APIView):
@@ -77,4 +77,28 @@ class ReminderView(APIView):
     @extend_schema(responses={204: None}, summary="Cancel what has not fired of a reminder")
     def delete(self, request, key: str):
         reminders.reminder_delete(api_key_id=request.user.api_key_id, key=key)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class BroadcastView(APIView):
+    @extend_schema(summary="A broadcast, its next run and the last slot it fired")
+    def get(self, request, key: str):
+        row = broadcasts.broadcast_get(api_key_id=request.user.api_key_id, key=key)
+        return Response(row.as_json())
+
+    @extend_schema(
+        request=None,
+        summary='Create or replace a broadcast: {"cron", "timezone", "event"}',
+    )
+    def put(self, request, key: str):
+        row, created = broadcasts.broadcast_put(
+            api_key_id=request.user.api_key_id, key=key, body=request_json(request)
+        )
+        return Response(
+            row.as_json(), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
+
+    @extend_schema(responses={204: None}, summary="Remove a broadcast and its schedule")
+    def delete(self, request, key: str):
+        broadcasts.broadcast_delete(api_key_id=request.user.api_key_id, key=key)
         return Response(status=status.HTTP_204_NO_CONTENT)
