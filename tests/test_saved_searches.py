@@ -401,3 +401,26 @@ def test_a_bad_sweeps_limit_is_a_400(producer, limit):
 
     assert response.status_code == 400
     assert "limit" in response.json()["errors"]
+
+
+@pytest.mark.django_db
+def test_erasing_a_recipient_erases_its_triggers_and_the_export_lists_them(producer, load_type):
+    watch("carrier-1")
+    put_items(load("L-1", origin="Dallas, TX", equipment="van", rate=2.5))
+    sweep()
+
+    exported = producer.get("/api/v1/recipients/carrier-1/export").json()
+    erased = producer.delete("/api/v1/recipients/carrier-1")
+
+    assert [t["key"] for t in exported["triggers"]] == ["dallas"]
+    assert erased.status_code == 204, erased.content
+    assert not Trigger.objects.exists() and not TriggerFire.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ["a%00b", "x" * 65, "%1F"])
+def test_a_bad_sweeps_name_is_a_400(producer, name):
+    response = producer.get(f"/api/v1/sweeps?name={name}")
+
+    assert response.status_code == 400
+    assert "name" in response.json()["errors"]

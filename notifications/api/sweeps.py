@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.errors import ClarionError
 from notifications.api.parsers import int_param
 from notifications.services.sweep_runs import PAGE_MAX, sweep_runs_list
+
+SWEEP_NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")
 
 
 class SweepsView(APIView):
@@ -20,7 +25,14 @@ class SweepsView(APIView):
     )
     def get(self, request):
         limit = int_param(request, "limit", default=100, maximum=PAGE_MAX)
-        runs = sweep_runs_list(name=request.query_params.get("name") or None, limit=limit)
+        name = request.query_params.get("name") or None
+        if name is not None and not SWEEP_NAME_RE.match(name):
+            raise ClarionError(
+                "name must be a sweep's name (1 to 64 characters, no control characters).",
+                errors={"name": ["Must be 1 to 64 characters without control characters."]},
+                status=400,
+            )
+        runs = sweep_runs_list(name=name, limit=limit)
         return Response(
             {
                 "results": [

@@ -13,6 +13,7 @@ from common.errors import InvalidInput, NotFound
 from common.rows import named_rows
 from common.sqljson import from_db_json
 from notifications.models import Recipient
+from notifications.recipient_signals import recipient_erasing, recipient_exporting
 from notifications.services.push import tokens_revoked_on_commit
 from notifications.services.tokens import recipient_tokens_revoke_before
 from notifications.validation import validate_external_id
@@ -155,6 +156,7 @@ def recipient_erase(*, external_id: str) -> None:
             )
             for table in ("notifications_pushtoken", "notifications_webpushsubscription"):
                 cursor.execute(f"DELETE FROM {table} WHERE recipient_id = %s", [recipient_id])
+            recipient_erasing.send(sender=Recipient, recipient_id=recipient_id)
             cursor.execute("DELETE FROM notifications_recipient WHERE id = %s", [recipient_id])
         # Its tokens stop authenticating with the row; its open sockets close.
         tokens_revoked_on_commit(recipient_id=recipient_id, before_ms=2**62, erased=True)
@@ -246,7 +248,7 @@ def recipient_export(*, external_id: str) -> dict:
             [recipient.id],
         )
         web_push = [row._asdict() for row in cursor.fetchall()]
-    return {
+    export = {
         "recipient": recipient_json(recipient),
         "preferences": preferences_get(recipient_id=recipient.id),
         "topics": topics,
@@ -255,3 +257,6 @@ def recipient_export(*, external_id: str) -> dict:
         "push_tokens": push_tokens,
         "web_push_subscriptions": web_push,
     }
+    for _, sections in recipient_exporting.send(sender=Recipient, recipient_id=recipient.id):
+        export.update(sections or {})
+    return export
