@@ -31,8 +31,17 @@ RANGE_OPERATORS = ("gte", "gt", "lte", "lt")
 
 @dataclass(frozen=True)
 class Anchor:
-    attribute: str  # "" for a trigger compared with every item of its kind
-    values: tuple  # JSON values; (None,) for the scan anchor
+    """The attributes (sorted) a sweep looks the trigger up by, and the keys:
+    one tuple of their values per combination. No attributes: compared with
+    every item of its kind."""
+
+    attributes: tuple[str, ...]
+    keys: tuple[tuple, ...]
+
+
+# An anchor of two any-of lists is their product: past this many rows, the
+# trigger is anchored by its more selective condition alone.
+MAX_ANCHOR_ROWS = 100
 
 
 def _scalar_problem(value: object) -> str | None:
@@ -98,30 +107,47 @@ def match_problems(match: object) -> dict[str, list[str]]:
     return errors
 
 
+def _selectivity_rank(name: str, condition: object) -> tuple | None:
+    """Lower is more selective; None: not an equality (ranges cannot anchor)."""
+    if name == "id":
+        return (0, 0)
+    if isinstance(condition, dict):
+        return None
+    if isinstance(condition, str):
+        return (1, 0)
+    if isinstance(condition, list):
+        return (2, len(condition))
+    if isinstance(condition, bool):
+        return (4, 0)  # two values: hardly narrows anything
+    return (3, 0)
+
+
 def anchor_of(match: dict) -> Anchor:
-    """The condition a sweep looks the trigger up by: the item id when named,
-    else a string equality, else the shortest any-of list, else a number or
-    boolean equality; a trigger of ranges only is compared with every item."""
-    if "id" in match:
-        condition = match["id"]
-        return Anchor("id", tuple(condition) if isinstance(condition, list) else (condition,))
-    equalities = [(n, c) for n, c in match.items() if not isinstance(c, dict | list)]
-    for name, condition in equalities:
-        if isinstance(condition, str):
-            return Anchor(name, (condition,))
-    lists = sorted(
-        ((n, c) for n, c in match.items() if isinstance(c, list)), key=lambda nc: len(nc[1])
+    """The trigger's one or two most selective equality conditions: the item
+    id when named, then strings, then the shortest any-of lists, then numbers,
+    then booleans. Two when both exist and their product of values stays
+    within MAX_ANCHOR_ROWS: items meet far fewer triggers on two values (an
+    origin and a destination) than on one."""
+    ranked = sorted(
+        (rank, name)
+        for name, condition in match.items()
+        if (rank := _selectivity_rank(name, condition)) is not None
     )
-    if lists:
-        name, values = lists[0]
-        return Anchor(name, tuple(dict.fromkeys(values)))
-    for name, condition in equalities:
-        if not isinstance(condition, bool):
-            return Anchor(name, (condition,))
-    if equalities:
-        name, condition = equalities[0]
-        return Anchor(name, (condition,))
-    return Anchor("", (None,))
+    chosen = [name for _, name in ranked[:2]]
+    if len(chosen) == 2 and (
+        chosen[0] == "id"
+        or len(_values(match[chosen[0]])) * len(_values(match[chosen[1]])) > MAX_ANCHOR_ROWS
+    ):
+        chosen = chosen[:1]
+    attributes = tuple(sorted(chosen))
+    keys: list[tuple] = [()]
+    for name in attributes:
+        keys = [key + (value,) for key in keys for value in _values(match[name])]
+    return Anchor(attributes, tuple(keys))
+
+
+def _values(condition: object) -> list:
+    return list(dict.fromkeys(condition)) if isinstance(condition, list) else [condition]
 
 
 def matches(match: dict, attributes: dict, item_id: str) -> bool:

@@ -66,24 +66,26 @@ class Trigger(models.Model):
 
 
 class TriggerAnchor(models.Model):
-    """Where a sweep finds a trigger's candidate items: one row per value of
-    the trigger's most selective equality (or any-of) condition, so matching is
-    an index join of (kind, attribute, value) from the items' side. A trigger
-    with only ranges has one row with attribute "" (compared with every item of
-    its kind)."""
+    """Where a sweep finds a trigger's candidate items: rows keyed by the
+    values of the trigger's one or two most selective equality (or any-of)
+    conditions — `attributes` (sorted) and `key`, their values in that order,
+    one row per combination — so matching starts with an index join from the
+    items' side (an item's values of the same attributes). A trigger of
+    ranges only has one row with no attributes and key `[]` (compared with
+    every item of its kind)."""
 
     trigger = models.ForeignKey(Trigger, on_delete=models.CASCADE, related_name="anchors")
     kind = models.CharField(max_length=64)
-    attribute = models.CharField(max_length=64)
-    value = models.JSONField(null=True)
+    attributes = ArrayField(models.CharField(max_length=64))
+    key = models.JSONField()
 
     class Meta:
         indexes = [
-            models.Index(fields=["kind", "attribute", "value"], name="anchor_lookup_idx"),
+            models.Index(fields=["kind", "attributes", "key"], name="anchor_lookup_idx"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind}.{self.attribute}={self.value!r}"
+        return f"{self.kind}.{'+'.join(self.attributes)}={self.key!r}"
 
 
 class TriggerFire(models.Model):

@@ -60,6 +60,18 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 """
 
+# The values an attribute offers to an anchor: an array's scalar elements, a
+# scalar itself; nothing for null, an object or a missing attribute.
+VALUES = """
+CREATE OR REPLACE FUNCTION clarion_values(v jsonb) RETURNS SETOF jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT v WHERE jsonb_typeof(v) IN ('string', 'number', 'boolean')
+  UNION ALL
+  SELECT e FROM jsonb_array_elements(CASE WHEN jsonb_typeof(v) = 'array' THEN v END) e
+  WHERE jsonb_typeof(e) IN ('string', 'number', 'boolean')
+$$;
+"""
+
 
 class Migration(migrations.Migration):
     dependencies = [("triggers", "0001_initial")]
@@ -73,4 +85,5 @@ class Migration(migrations.Migration):
         migrations.RunSQL(
             MATCHES, "DROP FUNCTION IF EXISTS clarion_trigger_matches(jsonb, jsonb)"
         ),
+        migrations.RunSQL(VALUES, "DROP FUNCTION IF EXISTS clarion_values(jsonb)"),
     ]

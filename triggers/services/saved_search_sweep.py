@@ -45,24 +45,33 @@ WITH chunk AS (
     WHERE changed_seq > %(after)s AND changed_seq <= %(until)s
       AND (expires_at IS NULL OR expires_at > now())
 ),
-item_values AS (
-    SELECT c.id AS item_id, c.kind, e.key AS attribute, e.value
-    FROM chunk c CROSS JOIN LATERAL jsonb_each(c.attrs) e
-    WHERE jsonb_typeof(e.value) NOT IN ('array', 'object')
-    UNION ALL
-    SELECT c.id, c.kind, e.key, x.value
-    FROM chunk c CROSS JOIN LATERAL jsonb_each(c.attrs) e
-    CROSS JOIN LATERAL jsonb_array_elements(
-        CASE WHEN jsonb_typeof(e.value) = 'array' THEN e.value ELSE '[]'::jsonb END) x(value)
+-- The anchor shapes in use for the chunk's kinds (a handful: ["origin",
+-- "destination"], ["id"], []), then each item's keys for each shape: the
+-- product of its values of those attributes, in the anchors' order.
+shapes AS (
+    SELECT DISTINCT a.kind, a.attributes FROM triggers_triggeranchor a
+    WHERE a.kind IN (SELECT DISTINCT kind FROM chunk)
+),
+item_keys AS (
+    SELECT c.id AS item_id, s.kind, s.attributes, k.key
+    FROM chunk c JOIN shapes s ON s.kind = c.kind
+    CROSS JOIN LATERAL (
+        SELECT '[]'::jsonb AS key WHERE cardinality(s.attributes) = 0
+        UNION ALL
+        SELECT jsonb_build_array(v1) FROM clarion_values(c.attrs -> s.attributes[1]) v1
+        WHERE cardinality(s.attributes) = 1
+        UNION ALL
+        SELECT jsonb_build_array(v1, v2)
+        FROM clarion_values(c.attrs -> s.attributes[1]) v1,
+             clarion_values(c.attrs -> s.attributes[2]) v2
+        WHERE cardinality(s.attributes) = 2
+    ) k
 ),
 candidates AS (
-    SELECT a.trigger_id, v.item_id
-    FROM item_values v
+    SELECT DISTINCT a.trigger_id, k.item_id
+    FROM item_keys k
     JOIN triggers_triggeranchor a
-      ON a.kind = v.kind AND a.attribute = v.attribute AND a.value = v.value
-    UNION
-    SELECT a.trigger_id, c.id
-    FROM chunk c JOIN triggers_triggeranchor a ON a.kind = c.kind AND a.attribute = ''
+      ON a.kind = k.kind AND a.attributes = k.attributes AND a.key = k.key
 ),
 matched AS (
     SELECT t.id AS trigger_id, c.id AS item_id,

@@ -149,8 +149,10 @@ def trigger_put(*, external_id: str, key: str, body: object) -> tuple[TriggerRow
             )
         TriggerAnchor.objects.filter(trigger=trigger).delete()
         TriggerAnchor.objects.bulk_create(
-            TriggerAnchor(trigger=trigger, kind=parsed.kind, attribute=anchor.attribute, value=v)
-            for v in anchor.values
+            TriggerAnchor(
+                trigger=trigger, kind=parsed.kind, attributes=list(anchor.attributes), key=list(k)
+            )
+            for k in anchor.keys
         )
     return TriggerRow.of(trigger, parsed.type_key), created
 
