@@ -36,6 +36,9 @@ SCENARIOS = (
     "sustained_backpressure",
     "delivery_throughput",
     "delivery_latency",
+    "sweep_saved_searches",
+    "sweep_scaling",
+    "sweep_reminders",
 )
 DEFAULT = ("ingest", "fanout", "inbox")
 
@@ -94,6 +97,14 @@ def _runner(name: str):
         from bench import delivery
 
         return delivery.run_throughput if name == "delivery_throughput" else delivery.run_latency
+    if name.startswith("sweep_"):
+        from bench import triggers
+
+        return {
+            "sweep_saved_searches": triggers.run_saved_searches,
+            "sweep_scaling": triggers.run_scaling,
+            "sweep_reminders": triggers.run_reminders,
+        }[name]
     raise KeyError(name)
 
 
@@ -209,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
             say(f"=== {name} ===")
             t0 = time.monotonic()
             # sustained* and delivery_throughput repeat inside (runs, clean/failing pairs).
-            inside = name.startswith("sustained") or name == "delivery_throughput"
+            inside = name.startswith("sustained") or name in (
+                "delivery_throughput",
+                "sweep_saved_searches",
+            )
             repeat = 1 if inside else (args.repeat or (1 if args.quick else 3))
             runs = []
             for attempt in range(repeat):

@@ -13,6 +13,15 @@ from tests.test_saved_searches import load_type as load_type  # noqa: F401, PLC0
 from triggers.matching import MAX_ANCHOR_ROWS, Anchor, anchor_of, matches
 
 
+def test_strings_and_lists_up_to_three_anchor_the_trigger_together():
+    anchor = anchor_of(
+        {"origin": "D", "dest": ["A", "B"], "equipment": ["van"], "extra": ["1", "2", "3"]}
+    )
+
+    assert anchor.attributes == ("dest", "equipment", "origin")
+    assert anchor.keys == (("A", "van", "D"), ("B", "van", "D"))
+
+
 def test_two_string_equalities_anchor_the_trigger_together():
     assert anchor_of({"origin": "Dallas", "rate": {"gte": 2}, "dest": "Austin"}) == Anchor(
         ("dest", "origin"), (("Austin", "Dallas"),)
@@ -31,10 +40,15 @@ def test_the_item_id_anchors_a_favourite_alone():
     )
 
 
-def test_a_product_of_lists_too_large_falls_back_to_the_shorter_list():
+def test_a_product_of_lists_too_large_leaves_the_widest_list_to_the_check():
     big = [f"v{i}" for i in range(MAX_ANCHOR_ROWS)]
     anchor = anchor_of({"a": big, "b": ["x", "y"]})
     assert anchor.attributes == ("b",) and len(anchor.keys) == 2
+
+
+def test_numbers_and_booleans_anchor_only_when_nothing_else_does():
+    assert anchor_of({"origin": "D", "weight": 40000, "hazmat": True}).attributes == ("origin",)
+    assert anchor_of({"weight": 40000, "hazmat": True}).attributes == ("weight",)
 
 
 def test_ranges_only_anchor_on_nothing():
@@ -43,11 +57,7 @@ def test_ranges_only_anchor_on_nothing():
 
 
 def test_booleans_anchor_last():
-    assert anchor_of({"hazmat": True, "weight": 40000}).attributes == ("hazmat", "weight")
-    assert anchor_of({"hazmat": True, "origin": "x", "dest": "y"}).attributes == (
-        "dest",
-        "origin",
-    )
+    assert anchor_of({"hazmat": True}).attributes == ("hazmat",)
 
 
 CITIES = ["A", "B", "C", "D"]

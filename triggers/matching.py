@@ -39,9 +39,10 @@ class Anchor:
     keys: tuple[tuple, ...]
 
 
-# An anchor of two any-of lists is their product: past this many rows, the
-# trigger is anchored by its more selective condition alone.
+# An anchor of any-of lists is their product: a condition that would take
+# it past this many rows is left to the check after the lookup.
 MAX_ANCHOR_ROWS = 100
+MAX_ANCHOR_ATTRIBUTES = 3
 
 
 def _scalar_problem(value: object) -> str | None:
@@ -123,22 +124,31 @@ def _selectivity_rank(name: str, condition: object) -> tuple | None:
 
 
 def anchor_of(match: dict) -> Anchor:
-    """The trigger's one or two most selective equality conditions: the item
-    id when named, then strings, then the shortest any-of lists, then numbers,
-    then booleans. Two when both exist and their product of values stays
-    within MAX_ANCHOR_ROWS: items meet far fewer triggers on two values (an
-    origin and a destination) than on one."""
+    """The equality conditions a sweep looks the trigger up by: the item id
+    alone when named; else up to MAX_ANCHOR_ATTRIBUTES of its strings and
+    any-of lists (shortest lists first) while their product of values stays
+    within MAX_ANCHOR_ROWS; numbers and booleans only when there is nothing
+    else. An item then meets only the triggers of its exact combination (an
+    origin, a destination and a kind of equipment) instead of every trigger
+    sharing one of them, and the rest is checked on few candidates."""
     ranked = sorted(
         (rank, name)
         for name, condition in match.items()
         if (rank := _selectivity_rank(name, condition)) is not None
     )
-    chosen = [name for _, name in ranked[:2]]
-    if len(chosen) == 2 and (
-        chosen[0] == "id"
-        or len(_values(match[chosen[0]])) * len(_values(match[chosen[1]])) > MAX_ANCHOR_ROWS
-    ):
-        chosen = chosen[:1]
+    if not ranked:
+        return Anchor((), ((),))
+    if ranked[0][1] == "id":
+        chosen = ["id"]
+    else:
+        strong = [name for rank, name in ranked if rank[0] <= 2] or [ranked[0][1]]
+        chosen, rows = [], 1
+        for name in strong[:MAX_ANCHOR_ATTRIBUTES]:
+            width = len(_values(match[name]))
+            if chosen and rows * width > MAX_ANCHOR_ROWS:
+                continue
+            chosen.append(name)
+            rows *= width
     attributes = tuple(sorted(chosen))
     keys: list[tuple] = [()]
     for name in attributes:

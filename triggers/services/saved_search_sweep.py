@@ -45,9 +45,9 @@ WITH chunk AS (
     WHERE changed_seq > %(after)s AND changed_seq <= %(until)s
       AND (expires_at IS NULL OR expires_at > now())
 ),
--- The anchor shapes in use for the chunk's kinds (a handful: ["origin",
--- "destination"], ["id"], []), then each item's keys for each shape: the
--- product of its values of those attributes, in the anchors' order.
+-- The anchor shapes in use for the chunk's kinds (a handful: ["destination",
+-- "equipment", "origin"], ["id"], []), then each item's keys for each shape:
+-- the product of its values of those attributes, in the anchors' order.
 shapes AS (
     SELECT DISTINCT a.kind, a.attributes FROM triggers_triggeranchor a
     WHERE a.kind IN (SELECT DISTINCT kind FROM chunk)
@@ -65,6 +65,12 @@ item_keys AS (
         FROM clarion_values(c.attrs -> s.attributes[1]) v1,
              clarion_values(c.attrs -> s.attributes[2]) v2
         WHERE cardinality(s.attributes) = 2
+        UNION ALL
+        SELECT jsonb_build_array(v1, v2, v3)
+        FROM clarion_values(c.attrs -> s.attributes[1]) v1,
+             clarion_values(c.attrs -> s.attributes[2]) v2,
+             clarion_values(c.attrs -> s.attributes[3]) v3
+        WHERE cardinality(s.attributes) = 3
     ) k
 ),
 candidates AS (
