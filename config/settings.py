@@ -309,6 +309,9 @@ CLARION = {
     "SWEEP_ESCALATION_CHUNK": env_int("CLARION_SWEEP_ESCALATION_CHUNK", 10_000),
     # Due reminder offsets released per statement.
     "SWEEP_REMINDER_CHUNK": env_int("CLARION_SWEEP_REMINDER_CHUNK", 50_000),
+    # The item kinds producers may post and search (comma-separated); empty:
+    # any kind that is a well-formed name.
+    "ITEM_KINDS": env_list("CLARION_ITEM_KINDS", []),
     # A posted item's attributes, as JSON.
     "MAX_ITEM_ATTRIBUTES_BYTES": env_int("CLARION_MAX_ITEM_ATTRIBUTES_BYTES", 16 * 1024),
     "MAX_TRIGGERS_PER_RECIPIENT": env_int("CLARION_MAX_TRIGGERS_PER_RECIPIENT", 100),

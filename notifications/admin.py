@@ -17,6 +17,7 @@ from notifications.models import (
     NotificationType,
     Recipient,
     Subscription,
+    SweepRun,
     Topic,
 )
 from notifications.publish import publish_fan_out_page
@@ -268,3 +269,25 @@ class NotificationAdmin(LargeTableAdmin):
     raw_id_fields = ("event", "recipient")
     list_select_related = ("recipient",)
     search_fields = ("=recipient__external_id",)
+
+
+@admin.register(SweepRun)
+class SweepRunAdmin(LargeTableAdmin):
+    """Runs of the scheduled sweeps: a record, so read-only."""
+
+    list_display = (
+        "name",
+        "started_at",
+        "duration_ms",
+        "rows_examined",
+        "events_produced",
+        "status",
+    )
+    list_filter = ("name", "status")
+    readonly_fields = [f.name for f in SweepRun._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -424,3 +424,55 @@ def test_a_bad_sweeps_name_is_a_400(producer, name):
 
     assert response.status_code == 400
     assert "name" in response.json()["errors"]
+
+
+@pytest.mark.django_db
+def test_three_hundred_matches_in_an_hour_become_one_digest_not_three_hundred_emails(db):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from notifications.models import Delivery, Notification
+    from notifications.services.digests import digests_flush_due
+    from notifications.services.fanout import event_fan_out_page
+
+    notification_type_cache_clear()
+    notification_type_put(
+        key="load.match",
+        body={
+            "category": "loads",
+            "channels": ["in_app", "email"],
+            "digest": {"window_seconds": 3600, "max_batch": 500},
+            "templates": {
+                "in_app": {"en": {"title": "{{ digest.count }} new loads", "body": "x"}},
+                "email": {"en": {"subject": "{{ digest.count }} new loads", "text": "x"}},
+            },
+        },
+    )
+    Recipient.objects.create(external_id="carrier-1", email="c1@example.com")
+    watch("carrier-1", match={"origin": "Dallas, TX"})
+    put_items(*(load(f"L-{i}", origin="Dallas, TX") for i in range(300)))
+
+    assert sweep().produced == 300
+    for event in events_of("carrier-1"):
+        event_fan_out_page(event_id=str(event.id), page=0)
+    digests_flush_due(now=timezone.now() + timedelta(hours=2))
+
+    [notification] = Notification.objects.filter(recipient__external_id="carrier-1")
+    assert notification.title == "300 new loads"
+    assert Delivery.objects.filter(channel="email").count() == 1
+
+
+@pytest.mark.django_db
+def test_with_item_kinds_configured_an_unknown_kind_is_refused(producer, load_type, settings):
+    settings.CLARION = {**settings.CLARION, "ITEM_KINDS": ["load"]}
+    item = producer.post("/api/v1/items", {"kind": "truck", "id": "T1"}, format="json")
+    trigger = producer.put(
+        "/api/v1/recipients/c1/triggers/t1",
+        {"kind": "truck", "match": {}, "type": "load.match"},
+        format="json",
+    )
+    known = producer.post("/api/v1/items", {"kind": "load", "id": "L1"}, format="json")
+
+    assert (item.status_code, trigger.status_code, known.status_code) == (422, 422, 202)
+    assert "kind" in item.json()["errors"] and "kind" in trigger.json()["errors"]

@@ -41,6 +41,9 @@ class ItemInput:
 def validate_kind(value: object) -> str | None:
     if not isinstance(value, str) or not KIND_RE.match(value):
         return "Must be 1 to 64 letters, digits or _ . : -"
+    known = settings.CLARION["ITEM_KINDS"]
+    if known and value not in known:
+        return f"Unknown kind {value!r}; this deployment takes {', '.join(known)}."
     return None
 
 
