@@ -309,6 +309,8 @@ CLARION = {
     "SWEEP_ESCALATION_CHUNK": env_int("CLARION_SWEEP_ESCALATION_CHUNK", 10_000),
     # Due reminder offsets released per statement.
     "SWEEP_REMINDER_CHUNK": env_int("CLARION_SWEEP_REMINDER_CHUNK", 50_000),
+    # Database sessions that release a backlog of due reminders together.
+    "SWEEP_REMINDER_SESSIONS": env_int("CLARION_SWEEP_REMINDER_SESSIONS", 2),
     # The item kinds producers may post and search (comma-separated); empty:
     # any kind that is a well-formed name.
     "ITEM_KINDS": env_list("CLARION_ITEM_KINDS", []),

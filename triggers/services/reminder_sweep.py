@@ -9,6 +9,9 @@ memory a run holds is one chunk's event ids.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 from django.conf import settings
 from django.db import connection, transaction
 
@@ -47,19 +50,54 @@ SELECT (SELECT count(*) FROM fired), NULL, NULL, NULL
 """
 
 
-def reminders_sweep(tally: SweepTally) -> SweepTally:
-    """Release due offsets until none is due; counts on the tally."""
+def reminders_sweep(tally: SweepTally, *, sessions: int | None = None) -> SweepTally:
+    """Release due offsets until none is due; counts on the tally.
+
+    With a backlog (a chunk came back full) the rest is released by
+    SWEEP_REMINDER_SESSIONS database sessions at once: the statement is all
+    PostgreSQL's work, and SKIP LOCKED gives each session other rows."""
     limit = settings.CLARION["SWEEP_REMINDER_CHUNK"]
+    sessions = sessions or settings.CLARION["SWEEP_REMINDER_SESSIONS"]
+    released, produced = _release_chunk(limit)
+    tally.examined += released
+    tally.produced += produced
+    if released < limit or sessions <= 1:
+        if released == limit:
+            _release_all(limit, tally)
+        return tally
+    lock = threading.Lock()
+
+    def drain() -> None:
+        try:
+            local = SweepTally()
+            _release_all(limit, local)
+            with lock:
+                tally.examined += local.examined
+                tally.produced += local.produced
+        finally:
+            connection.close()  # this thread's own session
+
+    with ThreadPoolExecutor(max_workers=sessions) as pool:
+        for future in [pool.submit(drain) for _ in range(sessions)]:
+            future.result()
+    return tally
+
+
+def _release_all(limit: int, tally: SweepTally) -> None:
     while True:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(_RELEASE, {"limit": limit})
-            rows = cursor.fetchall()
-            released = rows[0][0] if rows else 0
-            events = [
-                (event_id, priority, small) for _, event_id, priority, small in rows if event_id
-            ]
-            publish_on_commit(events)
+        released, produced = _release_chunk(limit)
         tally.examined += released
-        tally.produced += len(events)
+        tally.produced += produced
         if released < limit:
-            return tally
+            return
+
+
+def _release_chunk(limit: int) -> tuple[int, int]:
+    """One statement in one transaction: (offsets released, events written)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_RELEASE, {"limit": limit})
+        rows = cursor.fetchall()
+        released = rows[0][0] if rows else 0
+        events = [(event_id, priority, small) for _, event_id, priority, small in rows if event_id]
+        publish_on_commit(events)
+    return released, len(events)
