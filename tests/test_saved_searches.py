@@ -476,3 +476,17 @@ def test_with_item_kinds_configured_an_unknown_kind_is_refused(producer, load_ty
 
     assert (item.status_code, trigger.status_code, known.status_code) == (422, 422, 202)
     assert "kind" in item.json()["errors"] and "kind" in trigger.json()["errors"]
+
+
+@pytest.mark.django_db
+def test_the_pipelines_own_sweeps_record_their_runs_too(producer, clean_redis):
+    from delivery.tasks import dispatch_due, status_webhooks_send
+    from notifications.services import sweep_runs
+    from notifications.tasks import flush_due_digests, relay
+
+    sweep_runs._idle_recorded.clear()  # idle runs are recorded once a minute per process
+    for task in (relay, flush_due_digests, dispatch_due, status_webhooks_send):
+        task()
+
+    names = {r["name"] for r in producer.get("/api/v1/sweeps").json()["results"]}
+    assert {"event relay", "digest flush", "delivery dispatch", "status webhooks"} <= names
