@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from notifications.api.middleware import api_not_found
 from notifications.api.problems import django_problem_view
@@ -21,6 +21,16 @@ urlpatterns = [
             url_name="schema", authentication_classes=[], permission_classes=[]
         ),
         name="docs",
+    ),
+    path(
+        "api/redoc/",
+        SpectacularRedocView.as_view(
+            url_name="schema",
+            template_name="api_docs/redoc.html",
+            authentication_classes=[],
+            permission_classes=[],
+        ),
+        name="redoc",
     ),
     re_path(r"^api/", api_not_found),
     path("", include("delivery.urls")),

@@ -90,7 +90,7 @@ def test_every_route_answers_hostile_path_ids_without_a_500(server, api_key, com
     "method, path",
     [
         ("GET", "/api/"),
-        ("GET", "/api/v1/"),
+        ("GET", "/api/v1"),  # /api/v1/ is the index
         ("GET", "/api/v1/no-such-thing"),
         ("POST", "/api/v2/events"),
         ("DELETE", "/api/v1/recipients/a/b/c/d"),

@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 from common.errors import ClarionError
 from notifications.api import serializers as s
 from notifications.api.parsers import int_param, request_json
+from notifications.api.schema import problems
 from notifications.models import Recipient
 from notifications.services import inbox
 from notifications.services.tokens import recipient_token_verify
@@ -62,10 +63,16 @@ class InboxView(APIView):
 
 class InboxListView(InboxView):
     @extend_schema(
+        operation_id="inbox_list",
         parameters=[
-            OpenApiParameter("limit", int),
-            OpenApiParameter("cursor", str),
-            OpenApiParameter("status", str, enum=["unread", "read", "archived", "all"]),
+            OpenApiParameter("limit", int, description="1 to 100; 20 by default."),
+            OpenApiParameter("cursor", str, description="`next_cursor` of the previous page."),
+            OpenApiParameter(
+                "status",
+                str,
+                enum=["unread", "read", "archived", "all"],
+                description="Without it: the live inbox, read and unread, not archived.",
+            ),
         ],
         responses={200: s.InboxPage},
         summary="The recipient's notifications, newest first",
@@ -89,7 +96,7 @@ class InboxListView(InboxView):
 
 
 class UnreadCountView(InboxView):
-    @extend_schema(summary="How many unread notifications")
+    @extend_schema(responses={200: s.UnreadCount}, summary="How many unread notifications")
     def get(self, request):
         return Response({"count": inbox.unread_count(recipient_id=self.recipient_id)})
 
@@ -97,7 +104,11 @@ class UnreadCountView(InboxView):
 class MarkView(InboxView):
     action_name = "read"
 
-    @extend_schema(request=None, responses={200: s.InboxItem}, summary="Mark a notification")
+    @extend_schema(
+        request=None,
+        responses={200: s.InboxItem, **problems(404)},
+        summary="Mark a notification read, unread or archived",
+    )
     def post(self, request, notification_id: str):
         return Response(
             inbox.notification_mark(
@@ -109,16 +120,20 @@ class MarkView(InboxView):
 
 
 class ReadAllView(InboxView):
-    @extend_schema(request=None, summary="Mark every notification read")
+    @extend_schema(request=None, responses={200: s.ReadAll}, summary="Mark every notification read")
     def post(self, request):
         return Response({"updated": inbox.inbox_read_all(recipient_id=self.recipient_id)})
 
 
 class InboxPreferencesView(InboxView):
-    @extend_schema(summary="The recipient's own preference center")
+    @extend_schema(responses={200: s.Preferences}, summary="The recipient's own preferences")
     def get(self, request):
         return Response(preferences_get(recipient_id=self.recipient_id))
 
-    @extend_schema(request=None, summary="Replace the recipient's own preferences")
+    @extend_schema(
+        request=s.Preferences,
+        responses={200: s.Preferences, **problems(422)},
+        summary="Replace the recipient's own preferences",
+    )
     def put(self, request):
         return Response(preferences_put(recipient_id=self.recipient_id, body=request_json(request)))

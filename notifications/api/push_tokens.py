@@ -6,22 +6,31 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 
+from notifications.api import serializers as s
 from notifications.api.parsers import request_json
 from notifications.api.path_ids import CheckedPathView, check_recipient_id
+from notifications.api.schema import problems
 from notifications.services import push_tokens
 
 
 class RecipientPushTokensView(CheckedPathView):
     path_checks = {"external_id": check_recipient_id}
 
-    @extend_schema(summary="A recipient's push tokens")
+    @extend_schema(
+        operation_id="recipients_push_tokens_list",
+        responses={200: s.PushTokenList, **problems(404, 422)},
+        summary="A recipient's push tokens",
+    )
     def get(self, request, external_id: str):
         rows = push_tokens.push_tokens_list(external_id=external_id)
         return Response({"results": [row.as_json() for row in rows]})
 
     @extend_schema(
-        request=None,
-        summary='Register a device token: {"token": "…", "platform": "fcm" | "apns"}',
+        request=s.PushTokenRequest,
+        responses={200: s.PushToken, 201: s.PushToken, **problems(422)},
+        summary="Register a device token",
+        description="201 for a new token, 200 when it was known (its `last_seen_at` is"
+        " refreshed). The recipient is created if unknown.",
     )
     def put(self, request, external_id: str):
         row, created = push_tokens.push_token_put(
@@ -32,10 +41,14 @@ class RecipientPushTokensView(CheckedPathView):
         )
 
     @extend_schema(
-        request=None,
-        parameters=[OpenApiParameter("token", str, required=False)],
-        responses={204: None},
-        summary='Remove a device token ({"token": "…"} or ?token=)',
+        request=s.PushTokenRef,
+        parameters=[
+            OpenApiParameter("token", str, required=False, description="Instead of a body.")
+        ],
+        responses={204: None, **problems(400, 404, 413, 415, 422)},
+        summary="Remove a device token",
+        description='`?token=`, or the body `{"token": "…"}` (OpenAPI 3.0 cannot show a'
+        " DELETE body).",
     )
     def delete(self, request, external_id: str):
         token = request.query_params.get("token")

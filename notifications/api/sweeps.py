@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.errors import ClarionError
+from notifications.api import serializers as s
 from notifications.api.parsers import int_param
 from notifications.services.sweep_runs import PAGE_MAX, sweep_runs_list
 
@@ -18,9 +19,11 @@ SWEEP_NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")
 class SweepsView(APIView):
     @extend_schema(
         parameters=[
-            OpenApiParameter("name", str, required=False),
-            OpenApiParameter("limit", int, required=False),
+            OpenApiParameter("name", str, required=False, description="Only this sweep's runs."),
+            OpenApiParameter("limit", int, required=False, description="1 to 500; 100 by default."),
         ],
+        operation_id="sweeps_list",
+        responses={200: s.SweepRunList},
         summary="Recent sweep runs, newest first",
     )
     def get(self, request):

@@ -3,6 +3,7 @@ from django.urls import path
 from notifications.api import (
     deliveries,
     inbox,
+    index,
     producer,
     push_tokens,
     sweeps,
@@ -11,6 +12,7 @@ from notifications.api import (
 )
 
 urlpatterns = [
+    path("", index.ApiIndexView.as_view(), name="api-index"),
     path("events", producer.EventsView.as_view(), name="events"),
     path("deliveries", deliveries.DeliveriesView.as_view(), name="deliveries"),
     path("sweeps", sweeps.SweepsView.as_view(), name="sweeps"),

@@ -12,6 +12,7 @@ from common.errors import NotFound
 from notifications.api.inbox import InboxView
 from notifications.api.parsers import request_json
 from notifications.api.path_ids import CheckedPathView, check_recipient_id
+from notifications.api.schema import problems
 from notifications.models import Recipient
 from notifications.services import recipients
 from notifications.services import web_push_subscriptions as subscriptions
@@ -80,7 +81,7 @@ class RecipientWebPushSubscriptionsView(CheckedPathView):
 
     @extend_schema(
         request=SubscriptionRequest,
-        responses={200: Subscription, 201: Subscription},
+        responses={200: Subscription, 201: Subscription, **problems(422)},
         summary="Register a browser push subscription",
     )
     def put(self, request, external_id: str):
@@ -88,7 +89,10 @@ class RecipientWebPushSubscriptionsView(CheckedPathView):
         return _put(recipient.id, request)
 
     @extend_schema(
-        request=EndpointRequest, responses={204: None}, summary="Remove a push subscription"
+        request=EndpointRequest,
+        responses={204: None, **problems(400, 413, 415, 422)},
+        summary="Remove a push subscription",
+        description='Body: `{"endpoint": "https://…"}` (OpenAPI 3.0 cannot show a DELETE body).',
     )
     def delete(self, request, external_id: str):
         recipient_id = (
@@ -96,7 +100,11 @@ class RecipientWebPushSubscriptionsView(CheckedPathView):
         )
         return _delete(recipient_id, request)
 
-    @extend_schema(responses=SubscriptionList, summary="A recipient's browser push subscriptions")
+    @extend_schema(
+        operation_id="recipients_web_push_subscriptions_list",
+        responses={200: SubscriptionList, **problems(404, 422)},
+        summary="A recipient's browser push subscriptions",
+    )
     def get(self, request, external_id: str):
         return _list(recipients.recipient_get(external_id=external_id).id)
 
@@ -106,20 +114,25 @@ class InboxWebPushSubscriptionsView(InboxView):
 
     @extend_schema(
         request=SubscriptionRequest,
-        responses={200: Subscription, 201: Subscription},
+        responses={200: Subscription, 201: Subscription, **problems(422)},
         summary="Register this browser's push subscription",
     )
     def put(self, request):
         return _put(self.recipient_id, request)
 
     @extend_schema(
-        request=EndpointRequest, responses={204: None}, summary="Remove a push subscription"
+        request=EndpointRequest,
+        responses={204: None, **problems(400, 413, 415, 422)},
+        summary="Remove this browser's push subscription",
+        description='Body: `{"endpoint": "https://…"}` (OpenAPI 3.0 cannot show a DELETE body).',
     )
     def delete(self, request):
         return _delete(self.recipient_id, request)
 
     @extend_schema(
-        responses=SubscriptionList, summary="The recipient's own browser push subscriptions"
+        operation_id="inbox_web_push_subscriptions_list",
+        responses=SubscriptionList,
+        summary="The recipient's own browser push subscriptions",
     )
     def get(self, request):
         return _list(self.recipient_id)
@@ -128,7 +141,10 @@ class InboxWebPushSubscriptionsView(InboxView):
 class InboxWebPushKeyView(InboxView):
     """`/api/v1/inbox/web-push-key`: the `applicationServerKey` to subscribe with."""
 
-    @extend_schema(responses=PublicKey, summary="The VAPID public key browsers subscribe with")
+    @extend_schema(
+        responses={200: PublicKey, **problems(404)},
+        summary="The VAPID public key browsers subscribe with",
+    )
     def get(self, request):
         key = subscriptions.web_push_public_key()
         if not key:

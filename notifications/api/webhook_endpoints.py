@@ -3,12 +3,14 @@ Thin views; the work is in notifications.services.webhook_endpoints."""
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from notifications.api.parsers import request_json
+from notifications.api.schema import problems
 from notifications.services import webhook_endpoints as endpoints
 from notifications.services.status_webhooks import EVENT_TYPES
 
@@ -35,7 +37,17 @@ _LIST = inline_serializer("WebhookEndpointList", {"results": type(_ENDPOINT)(man
 class WebhookEndpointsView(APIView):
     @extend_schema(
         request=_REQUEST,
-        responses={201: _CREATED},
+        responses={201: _CREATED, **problems(422)},
+        examples=[
+            OpenApiExample(
+                "Delivery outcomes",
+                {
+                    "url": "https://hooks.example.com/clarion",
+                    "event_types": ["delivery.sent", "delivery.failed", "delivery.dead"],
+                },
+                request_only=True,
+            )
+        ],
         summary="Subscribe an endpoint to status events",
     )
     def post(self, request):
@@ -48,7 +60,9 @@ class WebhookEndpointsView(APIView):
         )
 
     @extend_schema(
-        responses={200: _LIST}, summary="This API key's webhook endpoints (without their secrets)"
+        operation_id="webhook_endpoints_list",
+        responses={200: _LIST},
+        summary="This API key's webhook endpoints (without their secrets)",
     )
     def get(self, request):
         rows = endpoints.webhook_endpoints_list(api_key_id=request.user.api_key_id)
@@ -56,7 +70,11 @@ class WebhookEndpointsView(APIView):
 
 
 class WebhookEndpointView(APIView):
-    @extend_schema(summary="Remove a webhook endpoint", responses={204: None})
+    @extend_schema(
+        parameters=[OpenApiParameter("endpoint_id", OpenApiTypes.UUID, OpenApiParameter.PATH)],
+        responses={204: None, **problems(404)},
+        summary="Remove a webhook endpoint",
+    )
     def delete(self, request, endpoint_id: str):
         endpoints.webhook_endpoint_delete(
             api_key_id=request.user.api_key_id, endpoint_id=endpoint_id
