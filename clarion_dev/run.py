@@ -88,20 +88,47 @@ def main() -> int:
     key_file = str(DEVDATA / "demo-api-key")
     key = manage(env, "seed_demo", "--key-file", key_file, capture=True).strip()
     manage(env, "collectstatic", "--no-input", "-v", "0")
-    base = f"http://{host}:{port}"
-    demo = "(DEBUG is off: not served)"
-    if env["DEBUG"].strip().lower() in TRUE_WORDS:
-        demo = f"{base}/demo/   (pick a recipient, send a test event; exists because DEBUG is on)"
-    print(
-        f"""
+    debug = env["DEBUG"].strip().lower() in TRUE_WORDS
+    print(banner(f"http://{host}:{port}", debug=debug, key=key, key_source=key_source), flush=True)
+    honcho = Path(sys.executable).parent / "honcho"
+    return run_until_stopped([str(honcho), "-f", str(_supervised_procfile()), "start"], env)
+
+
+def places(base: str, *, debug: bool) -> list[tuple[str, str, str]]:
+    """What the banner lists: (label, URL, note); every URL answers a GET (tested)."""
+    found = [("Home", f"{base}/", "what is where")]
+    if debug:
+        found.append(
+            (
+                "Bell demo",
+                f"{base}/demo/",
+                "pick a recipient, send a test event; exists because DEBUG is on",
+            )
+        )
+    return [
+        *found,
+        ("API", f"{base}/api/v1/", "index of the API: its resources and docs (JSON)"),
+        ("API docs", f"{base}/api/docs/", "Swagger UI"),
+        ("ReDoc", f"{base}/api/redoc/", ""),
+        ("Admin", f"{base}/admin/", "python manage.py createsuperuser"),
+        ("Metrics", f"{base}/metrics", ""),
+        ("Health", f"{base}/healthz", ""),
+        ("Readiness", f"{base}/readyz", ""),
+    ]
+
+
+def banner(base: str, *, debug: bool, key: str, key_source: str) -> str:
+    """The text make run prints before the processes' logs start."""
+    rows = "\n".join(
+        f"  {label:<14} {url}" + (f"   ({note})" if note else "")
+        for label, url, note in places(base, debug=debug)
+    )
+    if not debug:
+        rows += "\n  Bell demo      (DEBUG is off: not served)"
+    return f"""
   Clarion is starting (Ctrl-C stops everything).
 
-  Bell demo      {demo}
-  API            {base}/api/v1/
-  API docs       {base}/api/docs/
-  Admin          {base}/admin/   (python manage.py createsuperuser)
-  Metrics        {base}/metrics
-  Readiness      {base}/readyz
+{rows}
 
   Demo API key   {key}
   SECRET_KEY     {key_source}
@@ -112,12 +139,11 @@ def main() -> int:
       -d '{{"type": "comment.created", "recipients": [{{"topic": "post:1:followers"}}],
            "actor": "dana", "data": {{"post_title": "Hello", "comment": "Nice!", "post_id": 1}}}}'
 
+  Every email, SMS and push it sends appears below in a frame (the console provider);
+  the periodic sweeps log only what they did (their routine lines are DEBUG).
+
   In another shell:  . .venv/bin/activate && python manage.py shell
-""",
-        flush=True,
-    )
-    honcho = Path(sys.executable).parent / "honcho"
-    return run_until_stopped([str(honcho), "-f", str(_supervised_procfile()), "start"], env)
+"""
 
 
 def run_until_stopped(command: list[str], env: dict[str, str]) -> int:
@@ -156,14 +182,30 @@ def run_until_stopped(command: list[str], env: dict[str, str]) -> int:
     return 0 if stop_by else code
 
 
+DEV_CELERY_APP = "clarion_dev.celery_app"
+
+
+def dev_command(command: str) -> str:
+    """A Procfile command for make run: Celery on DEV_CELERY_APP (config's app,
+    with quiet periodic sweeps), under clarion_dev.respawn."""
+    words = command.split()  # Procfile commands are words; ${VAR:-x} stays for honcho's shell
+    for i, word in enumerate(words):
+        if word in ("-A", "--app") and i + 1 < len(words) and words[i + 1] == "config":
+            words[i + 1] = DEV_CELERY_APP
+        elif word == "--app=config":
+            words[i] = f"--app={DEV_CELERY_APP}"
+    return f"python -m clarion_dev.respawn {' '.join(words)}"
+
+
 def _supervised_procfile() -> Path:
-    """The Procfile with the workers and Beat under clarion_dev.respawn: honcho
-    stops everything when one process exits; these come back instead."""
+    """The Procfile with the workers and Beat under clarion_dev.respawn (honcho
+    stops everything when one process exits; these come back instead) and on
+    the development Celery app."""
     lines = []
     for line in (ROOT / "Procfile").read_text().splitlines():
         name, sep, command = line.partition(":")
         if sep and name.strip() != "web" and command.strip():
-            line = f"{name}: python -m clarion_dev.respawn {command.strip()}"
+            line = f"{name}: {dev_command(command.strip())}"
         lines.append(line)
     path = DEVDATA / "Procfile.run"
     path.parent.mkdir(parents=True, exist_ok=True)

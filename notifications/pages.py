@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.staticfiles import finders
@@ -24,12 +25,51 @@ DEMO_EVENT = {
 }
 
 
+@dataclass(frozen=True)
+class Place:
+    """One link of the home page."""
+
+    title: str
+    path: str
+    about: str
+
+
+def home_sections(*, debug: bool) -> list[tuple[str, list[Place]]]:
+    """What the home page lists, by section (the demo only while DEBUG is on)."""
+    sections = [
+        (
+            "API",
+            [
+                Place("API index", "/api/v1/", "JSON: links to every main resource and the docs."),
+                Place("API docs", "/api/docs/", "Swagger UI: read and try every operation."),
+                Place("ReDoc", "/api/redoc/", "The same reference, as one readable page."),
+                Place("OpenAPI schema", "/api/schema/", "The schema itself, for code generators."),
+            ],
+        ),
+        (
+            "Operations",
+            [
+                Place("Admin", "/admin/", "Types, templates, recipients, deliveries, API keys."),
+                Place("Metrics", "/metrics", "Prometheus metrics of this process."),
+                Place("Health", "/healthz", "Answers while the process runs."),
+                Place("Readiness", "/readyz", "Whether PostgreSQL and Redis answer."),
+            ],
+        ),
+    ]
+    if debug:
+        demo = Place(
+            "Bell demo",
+            "/demo/",
+            "Pick a recipient, send a test event, watch the bell. Exists because DEBUG is on.",
+        )
+        sections.insert(0, ("Try it", [demo]))
+    return sections
+
+
+@require_safe
 def home(request):
-    demo = '<li><a href="/demo/">Bell demo</a> (DEBUG is on)</li>' if settings.DEBUG else ""
-    return HttpResponse(
-        "<!doctype html><title>Clarion</title><h1>Clarion</h1>"
-        f'<ul>{demo}<li><a href="/api/docs/">API docs</a></li><li><a href="/admin/">Admin</a></li>'
-        '<li><a href="/metrics">Metrics</a></li><li><a href="/readyz">Readiness</a></li></ul>'
+    return render(
+        request, "notifications/home.html", {"sections": home_sections(debug=settings.DEBUG)}
     )
 
 
