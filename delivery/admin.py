@@ -1,19 +1,24 @@
-"""Deliveries in the admin: their attempts, and the operator's actions on them."""
+"""Deliveries in the admin: read-only records with their attempt timeline,
+and the operator's actions on them."""
 
 from django.contrib import admin
+from django.utils.html import format_html
 
 from delivery.services.operations import deliveries_requeue, deliveries_send_now
-from notifications.admin import LargeTableAdmin
+from notifications.admin_display import ReadOnlyInline, RecordAdmin, change_link, short_id
 from notifications.models import Delivery, DeliveryAttempt
 
+# The event's page links to its deliveries through this lookup (two relations
+# away, so the admin refuses it unless it is named).
+EVENT_LOOKUPS = {"notification__event__id__exact", "notification__event__id"}
 
-class AttemptInline(admin.TabularInline):
+
+class AttemptInline(ReadOnlyInline):
     """The delivery's attempt timeline, oldest first: which provider, what it answered."""
 
     model = DeliveryAttempt
-    extra = 0
-    can_delete = False
     ordering = ("id",)
+    show_change_link = False
     fields = (
         "created_at",
         "provider",
@@ -25,12 +30,9 @@ class AttemptInline(admin.TabularInline):
     )
     readonly_fields = fields
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(Delivery)
-class DeliveryAdmin(LargeTableAdmin):
+class DeliveryAdmin(RecordAdmin):
     list_display = (
         "id",
         "notification_id",
@@ -44,8 +46,19 @@ class DeliveryAdmin(LargeTableAdmin):
     )
     list_filter = ("channel", "status", "reason")
     raw_id_fields = ("notification",)
+    readonly_fields = ("its_event",)
     inlines = [AttemptInline]
     actions = ["send_now", "requeue"]
+
+    def lookup_allowed(self, lookup, value, request=None) -> bool:
+        return lookup in EVENT_LOOKUPS or super().lookup_allowed(lookup, value, request)
+
+    @admin.display(description="event")
+    def its_event(self, obj: Delivery) -> str:
+        event_id = obj.notification.event_id
+        return format_html(
+            "{} {}", change_link("notifications_event", event_id, "open"), short_id(event_id)
+        )
 
     @admin.action(description="Send now (release a quiet-hours hold)")
     def send_now(self, request, queryset):
@@ -64,7 +77,7 @@ class DeliveryAdmin(LargeTableAdmin):
 
 
 @admin.register(DeliveryAttempt)
-class DeliveryAttemptAdmin(LargeTableAdmin):
+class DeliveryAttemptAdmin(RecordAdmin):
     list_display = (
         "id",
         "delivery_id",

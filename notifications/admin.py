@@ -1,39 +1,53 @@
 import json
 
-from django import forms
 from django.contrib import admin, messages
-from django.http import JsonResponse
-from django.shortcuts import render
-from django.urls import path
+from django.db.models import Count, Q
+from django.http import Http404, HttpResponseNotAllowed, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from common.errors import ClarionError, InvalidInput
+from notifications.admin_display import (
+    ADMIN_MEDIA,
+    LargeTableAdmin,
+    ReadOnlyInline,
+    RecordAdmin,
+    change_link,
+    changelist_link,
+    short_id,
+    status_counts,
+)
+from notifications.admin_forms import NotificationTypeForm, RecipientForm
+from notifications.admin_history import template_history
+from notifications.admin_widgets import template_names_used
 from notifications.api.auth import api_key_create
 from notifications.models import (
     ApiKey,
+    Delivery,
     Event,
     IdempotencyKey,
     Notification,
     NotificationType,
+    PushToken,
     Recipient,
     Subscription,
     SweepRun,
     Topic,
+    WebPushSubscription,
 )
 from notifications.publish import publish_fan_out_page
 from notifications.selectors import notification_type_cache_clear
 from notifications.services.events import event_accept
-from notifications.services.types import TYPE_FIELDS, parse_type
-from templates_app.models import TemplateVersion
+from notifications.services.template_restore import notification_type_template_restore
+from preferences.services import preferences_put
 from templates_app.preview import template_names_missing, template_preview
 from templates_app.services import template_versions_record
 
-
-class LargeTableAdmin(admin.ModelAdmin):
-    """Tables that grow to millions of rows: no exact counts, ids not dropdowns."""
-
-    show_full_result_count = False
-    list_per_page = 50
+# How many of a recipient's (or an event's) newest rows its page lists.
+RECENT_ROWS = 20
 
 
 @admin.register(ApiKey)
@@ -62,11 +76,93 @@ class ApiKeyAdmin(admin.ModelAdmin):
         self.message_user(request, f"Revoked {count} key(s); they stop working within 30 seconds.")
 
 
+class PushTokenInline(ReadOnlyInline):
+    model = PushToken
+    fields = ("platform", "token_start", "created_at", "last_seen_at")
+    readonly_fields = fields
+    show_change_link = False
+
+    @admin.display(description="token")
+    def token_start(self, obj: PushToken) -> str:
+        return short_id(obj.token)
+
+
+class WebPushInline(ReadOnlyInline):
+    model = WebPushSubscription
+    fields = ("endpoint", "user_agent", "created_at", "last_seen_at")
+    readonly_fields = fields
+    show_change_link = False
+    verbose_name = "web push subscription"
+
+
 @admin.register(Recipient)
 class RecipientAdmin(LargeTableAdmin):
+    form = RecipientForm
     list_display = ("external_id", "email", "phone", "locale", "timezone", "created_at")
     search_fields = ("=external_id", "email")
     raw_id_fields = ("user",)
+    readonly_fields = ("recent_notifications",)
+    inlines = [PushTokenInline, WebPushInline]
+    profile = ("external_id", "email", "phone", "locale", "timezone", "data", "user")
+
+    class Media:
+        css = ADMIN_MEDIA["css"]
+        js = (*ADMIN_MEDIA["js"], "clarion/admin/pref_grid.js")
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return [(None, {"fields": self.profile})]
+        return [
+            (None, {"fields": self.profile}),
+            (
+                "Preferences",
+                {
+                    "fields": ("preferences", ("pref_quiet_start", "pref_quiet_end"), "pref_caps"),
+                    "description": "A cell cycles on → off → as inherited. Saved through the "
+                    "preferences service, which checks it as the API does.",
+                },
+            ),
+            ("Recent notifications", {"fields": ("recent_notifications",)}),
+        ]
+
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else []
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        # preferences_put also copies the recipient's time zone, which quiet hours are read in.
+        if form.preferences_document is not None and (
+            form.preferences_changed() or "timezone" in form.changed_data
+        ):
+            preferences_put(recipient_id=form.instance.pk, body=form.preferences_document)
+
+    @admin.display(description="Newest notifications")
+    def recent_notifications(self, obj: Recipient) -> str:
+        if obj.pk is None:
+            return "-"
+        rows = Notification.objects.filter(recipient_id=obj.pk).order_by("-id")[:RECENT_ROWS]
+        items = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    change_link("notifications_notification", n.pk, n.pk),
+                    n.title,
+                    n.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    "read" if n.read_at else "unread",
+                    short_id(n.event_id),
+                )
+                for n in rows
+            ),
+        )
+        return format_html(
+            '<table class="clarion-table"><thead><tr><th>id</th><th>title</th><th>created</th>'
+            "<th>state</th><th>event</th></tr></thead><tbody>{}</tbody></table>{}",
+            items or mark_safe('<tr><td colspan="5">none yet</td></tr>'),  # noqa: S308 (constant)
+            changelist_link(
+                "notifications_notification", "All of them", recipient__id__exact=obj.pk
+            ),
+        )
 
 
 @admin.register(Topic)
@@ -82,65 +178,34 @@ class SubscriptionAdmin(LargeTableAdmin):
     list_select_related = ("topic", "recipient")
 
 
-class TemplateVersionInline(admin.TabularInline):
-    model = TemplateVersion
-    extra = 0
-    can_delete = False
-    fields = ("channel", "locale", "version", "fields", "created_at")
-    readonly_fields = fields
-    ordering = ("channel", "locale", "-version")
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-
-class NotificationTypeForm(forms.ModelForm):
-    """The admin's form checks a type by the rules `PUT /notification-types/{key}` uses."""
-
-    class Meta:
-        model = NotificationType
-        fields = (
-            "key",
-            "category",
-            "priority",
-            "channels",
-            "required_channels",
-            "default_locale",
-            "templates",
-            "sample_data",
-            "digest",
-            "throttle",
-            "escalation",
-            "retired_at",
-        )
-
-    def clean(self) -> dict:
-        cleaned = super().clean()
-        if any(name in self.errors for name in (*TYPE_FIELDS, "key")):
-            return cleaned  # a field that did not parse has its message; the rules need it whole
-        body = {name: cleaned[name] for name in TYPE_FIELDS if name in cleaned}
-        try:
-            parse_type(cleaned.get("key", ""), body)
-        except InvalidInput as error:
-            for path, problems in error.errors.items():
-                field = path.split(".", 1)[0]
-                for problem in problems:
-                    self.add_error(
-                        field if field in self.fields else None,
-                        problem if path == field else f"{path}: {problem}",
-                    )
-        return cleaned
-
-
 @admin.register(NotificationType)
 class NotificationTypeAdmin(admin.ModelAdmin):
+    """The template workbench: templates per channel × locale with a live
+    preview beside each, the rules as small forms, and the version history."""
+
     form = NotificationTypeForm
     list_display = ("key", "category", "priority", "channels", "retired_at", "updated_at")
     list_filter = ("category", "priority")
     search_fields = ("key",)
-    inlines = [TemplateVersionInline]
     actions = ["send_test"]
-    change_form_template = "admin/notifications/notificationtype/change_form.html"
+    change_form_template = "admin/notifications/notificationtype/type_editor.html"
+    fieldsets = [
+        (None, {"fields": ("key", "category", "priority", "retired_at")}),
+        ("Channels", {"fields": ("channels", "required_channels")}),
+        (
+            "Templates",
+            {
+                "fields": ("default_locale", "sample_data", "templates"),
+                "description": "Each locale is previewed beside its fields, against "
+                "sample_data, as you type.",
+            },
+        ),
+        ("Rules", {"fields": ("digest", "throttle", "escalation")}),
+    ]
+
+    class Media:
+        css = ADMIN_MEDIA["css"]
+        js = (*ADMIN_MEDIA["js"], "clarion/admin/type_editor.js")
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         # The saved templates' variables that sample_data lacks, shown before the live preview runs.
@@ -148,6 +213,7 @@ class NotificationTypeAdmin(admin.ModelAdmin):
         if obj is not None:
             sample = obj.sample_data if isinstance(obj.sample_data, dict) else {}
             missing = template_names_missing(obj.templates, sample)
+            context["template_history"] = template_history(type_id=obj.pk, current=obj.templates)
         context["templates_missing"] = missing
         return super().render_change_form(
             request, context, add=add, change=change, form_url=form_url, obj=obj
@@ -165,6 +231,11 @@ class NotificationTypeAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.preview_view),
                 name="notifications_notificationtype_preview",
             ),
+            path(
+                "<int:type_id>/restore/<int:version_id>/",
+                self.admin_site.admin_view(self.restore_view),
+                name="notifications_notificationtype_restore",
+            ),
             *super().get_urls(),
         ]
 
@@ -181,14 +252,34 @@ class NotificationTypeAdmin(admin.ModelAdmin):
             return JsonResponse(
                 {"errors": {"json": ["templates and sample_data must be objects"]}}, status=400
             )
-        return JsonResponse(
-            template_preview(
-                templates=templates,
-                sample_data=sample,
-                locale=request.POST.get("locale") or "",
-                default_locale=request.POST.get("default_locale") or "en",
-            )
+        result = template_preview(
+            templates=templates,
+            sample_data=sample,
+            locale=request.POST.get("locale") or "",
+            default_locale=request.POST.get("default_locale") or "en",
         )
+        return JsonResponse({**result, "used": template_names_used(templates)})
+
+    def restore_view(self, request, type_id: int, version_id: int):
+        """Make an earlier version current again (a new version, checked like any edit)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_change_permission(request):
+            raise Http404
+        try:
+            version = notification_type_template_restore(type_id=type_id, version_id=version_id)
+        except InvalidInput as error:
+            problems = "; ".join(f"{p}: {' '.join(m)}" for p, m in error.errors.items())
+            self.message_user(request, f"Not restored: {problems}", messages.ERROR)
+        except ClarionError as error:  # NotFound: no such version of this type
+            raise Http404(error.detail) from error
+        else:
+            self.message_user(
+                request,
+                f"Restored {version.channel}/{version.locale}: it is now version"
+                f" {version.version}.",
+            )
+        return redirect(reverse("admin:notifications_notificationtype_change", args=[type_id]))
 
     @admin.action(description="Send a test to a recipient (uses the type's sample data)")
     def send_test(self, request, queryset):
@@ -228,9 +319,9 @@ class NotificationTypeAdmin(admin.ModelAdmin):
 
 
 @admin.register(Event)
-class EventAdmin(LargeTableAdmin):
+class EventAdmin(RecordAdmin):
     list_display = (
-        "id",
+        "short_event_id",
         "type",
         "status",
         "priority",
@@ -242,8 +333,96 @@ class EventAdmin(LargeTableAdmin):
     list_filter = ("status", "priority")
     list_select_related = ("type",)
     search_fields = ("=id", "=idempotency_key")
-    readonly_fields = [f.name for f in Event._meta.fields]
+    readonly_fields = [
+        "notifications_by_state",
+        "deliveries_by_status",
+        "newest_deliveries",
+        *(f.name for f in Event._meta.fields),
+    ]
+    fieldsets = [
+        (None, {"fields": [f.name for f in Event._meta.fields]}),
+        (
+            "What it produced",
+            {"fields": ("notifications_by_state", "deliveries_by_status", "newest_deliveries")},
+        ),
+    ]
     actions = ["republish"]
+
+    @admin.display(description="id", ordering="id")
+    def short_event_id(self, obj: Event) -> str:
+        return format_html(
+            "{} {}", change_link("notifications_event", obj.pk, "open"), short_id(obj.pk)
+        )
+
+    @admin.display(description="Notifications")
+    def notifications_by_state(self, obj: Event) -> str:
+        counts = Notification.objects.filter(event_id=obj.pk).aggregate(
+            total=Count("id"),
+            unread=Count("id", filter=Q(read_at__isnull=True, visible=True)),
+            read=Count("id", filter=Q(read_at__isnull=False)),
+            hidden=Count("id", filter=Q(visible=False)),
+        )
+        return format_html(
+            "{} · unread {} · read {} · not in the inbox {}",
+            changelist_link(
+                "notifications_notification", f"{counts['total']} in all", event__id__exact=obj.pk
+            ),
+            counts["unread"],
+            counts["read"],
+            counts["hidden"],
+        )
+
+    @admin.display(description="Deliveries by status")
+    def deliveries_by_status(self, obj: Event) -> str:
+        counts = (
+            Delivery.objects.filter(notification__event_id=obj.pk)
+            .values_list("status")
+            .annotate(n=Count("id"))
+            .order_by("status")
+        )
+        return format_html(
+            "{} {}",
+            status_counts(
+                counts,
+                model="notifications_delivery",
+                field="status__exact",
+                notification__event__id__exact=obj.pk,
+            ),
+            changelist_link(
+                "notifications_delivery", "all deliveries", notification__event__id__exact=obj.pk
+            ),
+        )
+
+    @admin.display(description="Newest deliveries")
+    def newest_deliveries(self, obj: Event) -> str:
+        rows = (
+            Delivery.objects.filter(notification__event_id=obj.pk)
+            .select_related("notification__recipient")
+            .order_by("-id")[:RECENT_ROWS]
+        )
+        items = format_html_join(
+            "",
+            '<tr><td>{}</td><td>{}</td><td>{}</td><td><span class="clarion-chip'
+            ' clarion-chip--{}">{}</span></td><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    change_link("notifications_delivery", d.pk, d.pk),
+                    d.notification.recipient.external_id,
+                    d.channel,
+                    d.status,
+                    d.status,
+                    d.reason or "",
+                    d.attempts,
+                )
+                for d in rows
+            ),
+        )
+        return format_html(
+            '<table class="clarion-table"><thead><tr><th>id</th><th>recipient</th>'
+            "<th>channel</th><th>status</th><th>reason</th><th>attempts</th></tr></thead>"
+            "<tbody>{}</tbody></table>",
+            items or mark_safe('<tr><td colspan="6">none</td></tr>'),  # noqa: S308 (constant)
+        )
 
     @admin.action(description="Re-publish fan-out (safe: a page already done is skipped)")
     def republish(self, request, queryset):
@@ -264,11 +443,43 @@ class IdempotencyKeyAdmin(LargeTableAdmin):
 
 
 @admin.register(Notification)
-class NotificationAdmin(LargeTableAdmin):
-    list_display = ("id", "recipient", "title", "created_at", "read_at", "archived_at")
+class NotificationAdmin(RecordAdmin):
+    list_display = (
+        "id",
+        "recipient",
+        "title",
+        "event_short_id",
+        "created_at",
+        "read_at",
+        "archived_at",
+    )
     raw_id_fields = ("event", "recipient")
     list_select_related = ("recipient",)
     search_fields = ("=recipient__external_id",)
+    readonly_fields = ["event_short_id", "its_deliveries"]
+
+    @admin.display(description="event")
+    def event_short_id(self, obj: Notification) -> str:
+        return format_html(
+            "{} {}",
+            change_link("notifications_event", obj.event_id, "open"),
+            short_id(obj.event_id),
+        )
+
+    @admin.display(description="Deliveries")
+    def its_deliveries(self, obj: Notification) -> str:
+        counts = (
+            Delivery.objects.filter(notification_id=obj.pk)
+            .values_list("status")
+            .annotate(n=Count("id"))
+            .order_by("status")
+        )
+        return status_counts(
+            counts,
+            model="notifications_delivery",
+            field="status__exact",
+            notification__id__exact=obj.pk,
+        )
 
 
 @admin.register(SweepRun)
