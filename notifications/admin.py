@@ -50,6 +50,18 @@ from templates_app.services import template_versions_record
 RECENT_ROWS = 20
 
 
+def delivery_status_chips(**filters: object) -> str:
+    """Deliveries matching `filters` (admin changelist lookups, which are also
+    ORM lookups) counted by status, as chips linking to each status's list."""
+    counts = (
+        Delivery.objects.filter(**{key.removesuffix("__exact"): v for key, v in filters.items()})
+        .values_list("status")
+        .annotate(n=Count("id"))
+        .order_by("status")
+    )
+    return status_counts(counts, model="notifications_delivery", field="status__exact", **filters)
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
     list_display = ("name", "prefix", "rate_limit", "created_at", "last_used_at", "revoked_at")
@@ -374,20 +386,9 @@ class EventAdmin(RecordAdmin):
 
     @admin.display(description="Deliveries by status")
     def deliveries_by_status(self, obj: Event) -> str:
-        counts = (
-            Delivery.objects.filter(notification__event_id=obj.pk)
-            .values_list("status")
-            .annotate(n=Count("id"))
-            .order_by("status")
-        )
         return format_html(
             "{} {}",
-            status_counts(
-                counts,
-                model="notifications_delivery",
-                field="status__exact",
-                notification__event__id__exact=obj.pk,
-            ),
+            delivery_status_chips(notification__event__id__exact=obj.pk),
             changelist_link(
                 "notifications_delivery", "all deliveries", notification__event__id__exact=obj.pk
             ),
@@ -468,18 +469,7 @@ class NotificationAdmin(RecordAdmin):
 
     @admin.display(description="Deliveries")
     def its_deliveries(self, obj: Notification) -> str:
-        counts = (
-            Delivery.objects.filter(notification_id=obj.pk)
-            .values_list("status")
-            .annotate(n=Count("id"))
-            .order_by("status")
-        )
-        return status_counts(
-            counts,
-            model="notifications_delivery",
-            field="status__exact",
-            notification__id__exact=obj.pk,
-        )
+        return delivery_status_chips(notification__id__exact=obj.pk)
 
 
 @admin.register(SweepRun)

@@ -1,7 +1,9 @@
-"""Shared test helpers: polling with a deadline, SQL shortcuts."""
+"""Shared test helpers: polling with a deadline, SQL shortcuts, Schemathesis runs."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -99,3 +101,32 @@ def run_concurrently(function: Callable[..., object], argument_lists: list[tuple
 # (notifications/services/lanes.py), and every page notes when it began
 # (services/fanout.py, pages_started).
 FIRST_PAGE_BOOKKEEPING = 4
+
+
+def schemathesis_run(
+    base_url: str, header: str, *, checks: str, examples: int, seed: int, extra: tuple = ()
+) -> subprocess.CompletedProcess:
+    """Schemathesis' CLI against a running server's /api/schema/, with `header`
+    (authorization) on every request; a fixed seed so a failure reproduces."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
+            "run",
+            f"{base_url}/api/schema/",
+            "-H",
+            header,
+            "--checks",
+            checks,
+            "--max-examples",
+            str(examples),
+            "--seed",
+            str(seed),
+            "--no-color",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

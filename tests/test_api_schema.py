@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -31,6 +30,7 @@ from notifications.models import Recipient
 from notifications.services.events import event_accept
 from notifications.services.fanout import event_fan_out_page
 from notifications.services.tokens import recipient_token_issue
+from tests.helpers import schemathesis_run
 
 API_PREFIX = "/api/v1/"
 # What APIView implements for every view; not operations of the API's own.
@@ -223,27 +223,13 @@ def test_redoc_renders_every_operation_offline(browser, asgi_server):
 def conformance(server, header: str, *extra: str) -> subprocess.CompletedProcess:
     """Schemathesis against the running server, checking that each answer's
     status code, content type and body are the ones the schema documents."""
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "schemathesis.cli",
-            "run",
-            f"{server.base_url}/api/schema/",
-            "-H",
-            header,
-            "--checks",
-            "status_code_conformance,content_type_conformance,response_schema_conformance",
-            "--max-examples",
-            "10",
-            "--seed",
-            "20261202",
-            "--no-color",
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    return schemathesis_run(
+        server.base_url,
+        header,
+        checks="status_code_conformance,content_type_conformance,response_schema_conformance",
+        examples=10,
+        seed=20261202,
+        extra=extra,
     )
 
 

@@ -6,43 +6,26 @@ path ids no generator reliably finds: NUL, 10,000 characters, %2F."""
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 
 from notifications.api.auth import api_key_create
 from notifications.models import Recipient
 from notifications.services.tokens import recipient_token_issue
+from tests.helpers import schemathesis_run
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.pipeline]
 
 
 def schemathesis(server, header: str, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "schemathesis.cli",
-            "run",
-            f"{server.base_url}/api/schema/",
-            "-H",
-            header,
-            "--checks",
-            "not_a_server_error",
-            "--max-examples",
-            "20",
-            "--seed",
-            "20261126",
-            "--no-color",
-            "--generation-allow-x00",
-            "true",
-            "--generation-codec",
-            "utf-8",
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    """Schemathesis against the running server, NUL bytes included: no answer is a 5xx."""
+    return schemathesis_run(
+        server.base_url,
+        header,
+        checks="not_a_server_error",
+        examples=20,
+        seed=20261126,
+        extra=("--generation-allow-x00", "true", "--generation-codec", "utf-8", *extra),
     )
 
 
