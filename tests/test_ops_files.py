@@ -1,6 +1,8 @@
 """ops/: the Prometheus alerts and the Grafana dashboard name only metrics a
 real /metrics scrape serves, every alert says how bad it is and links a
-runbook that exists, and promtool accepts the rules (and their unit tests)."""
+runbook that exists, promtool accepts the rules (and their unit tests), and
+the dashboard decodes through Grafana's own dashboard model (the Grafana
+Foundation SDK, generated from Grafana's schema) without losing a field."""
 
 from __future__ import annotations
 
@@ -14,6 +16,10 @@ import pytest
 import yaml
 from django.conf import settings
 from django.utils import timezone
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.cog.plugins import register_default_plugins
+from grafana_foundation_sdk.cog.runtime import panelcfg_config
+from grafana_foundation_sdk.models.dashboard import Dashboard
 from prometheus_client.parser import text_string_to_metric_families
 
 import notifications.api.intake  # noqa: F401 - registers the intake's metrics, as the web process does
@@ -58,6 +64,44 @@ def alert_rules() -> list[dict]:
 
 def dashboard_panels() -> list[dict]:
     return json.loads(DASHBOARD.read_text())["panels"]
+
+
+# Keys of Grafana's export format around the dashboard model ("Import" reads them).
+EXPORT_ONLY = {"__inputs", "__requires", "__elements"}
+
+
+def lost_in_grafanas_model(exported: dict) -> list[str]:
+    """Paths of the fields (or values) the dashboard model of Grafana drops or
+    changes when it decodes `exported`, panel options and Prometheus queries
+    through their own typed models."""
+    register_default_plugins()
+    dashboard = {key: value for key, value in exported.items() if key not in EXPORT_ONLY}
+    decoded = json.loads(json.dumps(Dashboard.from_json(dashboard).to_json(), cls=JSONEncoder))
+    return differences(dashboard, decoded)
+
+
+def differences(original: object, decoded: object, path: str = "") -> list[str]:
+    if isinstance(original, dict):
+        if not isinstance(decoded, dict):
+            return [f"{path}: not an object"]
+        return [
+            found
+            for key, value in original.items()
+            for found in (
+                differences(value, decoded[key], f"{path}/{key}")
+                if key in decoded
+                else [f"{path}/{key}: dropped"]
+            )
+        ]
+    if isinstance(original, list):
+        if not isinstance(decoded, list) or len(decoded) != len(original):
+            return [f"{path}: list changed"]
+        return [
+            found
+            for i, (item, decoded_item) in enumerate(zip(original, decoded, strict=True))
+            for found in differences(item, decoded_item, f"{path}[{i}]")
+        ]
+    return [] if original == decoded else [f"{path}: {original!r} became {decoded!r}"]
 
 
 def heading_anchors(markdown: str) -> set[str]:
@@ -136,3 +180,27 @@ def test_the_dashboard_has_a_row_per_part_of_the_pipeline_and_a_sound_layout():
         assert grid["x"] + grid["w"] <= 24, panel["title"]
         if panel["type"] != "row":
             assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+
+
+def test_the_dashboard_decodes_through_grafanas_model_losing_nothing():
+    assert lost_in_grafanas_model(json.loads(DASHBOARD.read_text())) == []
+
+
+def test_every_dashboard_panel_is_a_core_grafana_panel_with_typed_options():
+    register_default_plugins()
+    for panel in dashboard_panels():
+        if panel["type"] != "row":
+            assert panelcfg_config(panel["type"]) is not None, panel["type"]
+
+
+def test_a_misspelled_dashboard_field_is_caught_by_grafanas_model():
+    dashboard = json.loads(DASHBOARD.read_text())
+    panel = next(p for p in dashboard["panels"] if p["type"] == "timeseries")
+    panel["gridpos"] = panel.pop("gridPos")
+    panel["options"]["legend"]["displaymode"] = "table"
+
+    lost = lost_in_grafanas_model(dashboard)
+
+    index = dashboard["panels"].index(panel)
+    assert f"/panels[{index}]/gridpos: dropped" in lost
+    assert f"/panels[{index}]/options/legend/displaymode: dropped" in lost
