@@ -50,6 +50,13 @@ from templates_app.services import template_versions_record
 RECENT_ROWS = 20
 
 
+def problems_text(error: ClarionError) -> str:
+    """An error's fields at fault and their messages, for an admin message."""
+    if not error.errors:
+        return error.detail
+    return "; ".join(f"{field}: {' '.join(found)}" for field, found in error.errors.items())
+
+
 def delivery_status_chips(**filters: object) -> str:
     """Deliveries matching `filters` (admin changelist lookups, which are also
     ORM lookups) counted by status, as chips linking to each status's list."""
@@ -244,6 +251,11 @@ class NotificationTypeAdmin(admin.ModelAdmin):
                 name="notifications_notificationtype_preview",
             ),
             path(
+                "<int:type_id>/send-test/",
+                self.admin_site.admin_view(self.send_test_view),
+                name="notifications_notificationtype_send_test",
+            ),
+            path(
                 "<int:type_id>/restore/<int:version_id>/",
                 self.admin_site.admin_view(self.restore_view),
                 name="notifications_notificationtype_restore",
@@ -281,8 +293,7 @@ class NotificationTypeAdmin(admin.ModelAdmin):
         try:
             version = notification_type_template_restore(type_id=type_id, version_id=version_id)
         except InvalidInput as error:
-            problems = "; ".join(f"{p}: {' '.join(m)}" for p, m in error.errors.items())
-            self.message_user(request, f"Not restored: {problems}", messages.ERROR)
+            self.message_user(request, f"Not restored: {problems_text(error)}", messages.ERROR)
         except ClarionError as error:  # NotFound: no such version of this type
             raise Http404(error.detail) from error
         else:
@@ -297,18 +308,41 @@ class NotificationTypeAdmin(admin.ModelAdmin):
     def send_test(self, request, queryset):
         external_id = request.POST.get("recipient")
         if not external_id:
-            return render(
-                request,
-                "admin/notifications/notificationtype/send_test.html",
-                {
-                    **self.admin_site.each_context(request),
-                    "types": queryset,
-                    "opts": self.model._meta,
-                    "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-                },
-            )
+            return self.send_test_form(request, queryset, as_action=True)
+        self.send_tests(request, queryset, external_id)
+        return None
+
+    def send_test_view(self, request, type_id: int):
+        """The type page's "Send a test to…": the same form and events as the action."""
+        if not self.has_change_permission(request):
+            raise Http404
+        types = NotificationType.objects.filter(pk=type_id)
+        if not types:
+            raise Http404("No such notification type")
+        external_id = request.POST.get("recipient") if request.method == "POST" else None
+        if not external_id:
+            return self.send_test_form(request, types, as_action=False)
+        self.send_tests(request, types, external_id)
+        return redirect(reverse("admin:notifications_notificationtype_change", args=[type_id]))
+
+    def send_test_form(self, request, types, *, as_action: bool):
+        return render(
+            request,
+            "admin/notifications/notificationtype/send_test.html",
+            {
+                **self.admin_site.each_context(request),
+                "types": types,
+                "opts": self.model._meta,
+                "as_action": as_action,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
+
+    def send_tests(self, request, types, external_id: str) -> None:
+        """One event per type, to `external_id`, with the type's sample data;
+        accepted like a producer's, so it goes through the whole pipeline."""
         sent = []
-        for notification_type in queryset:
+        for notification_type in types:
             body = {
                 "type": notification_type.key,
                 "recipients": [external_id],
@@ -320,14 +354,13 @@ class NotificationTypeAdmin(admin.ModelAdmin):
             except ClarionError as error:
                 self.message_user(
                     request,
-                    f"{notification_type.key}: {error.detail} {error.errors}",
+                    f"No test of {notification_type.key} sent: {problems_text(error)}",
                     messages.ERROR,
                 )
         if sent:
             self.message_user(
                 request, f"Sent {len(sent)} test event(s) to {external_id}: {', '.join(sent)}"
             )
-        return None
 
 
 @admin.register(Event)

@@ -384,6 +384,55 @@ def test_restore_takes_only_a_post_of_a_version_of_that_type(admin_client, comme
     assert admin_client.post(f"{TYPE_URL}{comment.pk}/restore/{version.pk}/").status_code == 404
 
 
+# --- send a test ------------------------------------------------------------
+
+
+def send_test_url(notification_type: NotificationType) -> str:
+    return f"{TYPE_URL}{notification_type.pk}/send-test/"
+
+
+def test_the_type_page_offers_send_a_test(admin_client, comment):
+    page = admin_client.get(change_url(comment)).content.decode()
+
+    assert f'href="{send_test_url(comment)}">Send a test to…</a>' in page
+
+
+def test_send_a_test_from_the_type_page_accepts_an_event_with_the_sample_data(
+    admin_client, comment
+):
+    form = admin_client.get(send_test_url(comment)).content.decode()
+    assert 'name="recipient"' in form and 'name="action"' not in form
+
+    response = admin_client.post(send_test_url(comment), {"recipient": "tester"}, follow=True)
+
+    assert response.redirect_chain == [(change_url(comment), 302)]
+    event = Event.objects.get()
+    assert (event.type_id, event.recipients["ids"], event.data) == (
+        comment.pk,
+        ["tester"],
+        BODY["sample_data"],
+    )
+    assert f"Sent 1 test event(s) to tester: {event.id}" in response.content.decode()
+
+
+@pytest.mark.parametrize("recipient", ["a\x00b", "x" * 10_000])
+def test_a_hostile_test_recipient_is_refused_with_a_message_and_no_event(
+    admin_client, comment, recipient
+):
+    response = admin_client.post(send_test_url(comment), {"recipient": recipient}, follow=True)
+
+    assert response.status_code == 200
+    assert "No test of comment.created sent: recipients[0]: Recipient id must be" in (
+        response.content.decode()
+    )
+    assert not Event.objects.exists()
+
+
+def test_send_a_test_of_a_type_that_does_not_exist_is_a_404(admin_client, comment):
+    assert admin_client.get(f"{TYPE_URL}999999/send-test/").status_code == 404
+    assert not Event.objects.exists()
+
+
 # --- records, read-only ----------------------------------------------------
 
 
