@@ -39,6 +39,7 @@ SCENARIOS = (
     "sweep_saved_searches",
     "sweep_scaling",
     "sweep_reminders",
+    "run_idle_output",
 )
 DEFAULT = ("ingest", "fanout", "inbox")
 
@@ -105,6 +106,10 @@ def _runner(name: str):
             "sweep_scaling": triggers.run_scaling,
             "sweep_reminders": triggers.run_reminders,
         }[name]
+    if name == "run_idle_output":
+        from bench import run_output
+
+        return run_output.run
     raise KeyError(name)
 
 

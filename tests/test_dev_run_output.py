@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,6 +144,27 @@ def test_make_runs_workers_and_beat_run_on_the_dev_celery_app_under_respawn():
         assert dev.startswith("python -m clarion_dev.respawn celery ")
         assert f"-A {DEV_CELERY_APP} " in dev and "-A config " not in dev
         assert "${" in dev or "beat" in dev  # honcho's shell still expands the variables
+
+
+def filters_of_the_dev_app(quiet_logs: str | None) -> str:
+    """The filters on Beat's logger once clarion_dev.celery_app is imported, in a
+    fresh interpreter with CLARION_DEV_QUIET_LOGS as given."""
+    env = {k: v for k, v in os.environ.items() if k != "CLARION_DEV_QUIET_LOGS"}
+    if quiet_logs is not None:
+        env["CLARION_DEV_QUIET_LOGS"] = quiet_logs
+    code = (
+        "import logging, clarion_dev.celery_app;"
+        " print([type(f).__name__ for f in logging.getLogger('celery.beat').filters])"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_the_dev_app_quiets_the_routine_lines_unless_told_not_to():
+    assert filters_of_the_dev_app(None) == "['RoutineSweepLines']"
+    assert filters_of_the_dev_app("0") == "[]"
+    assert filters_of_the_dev_app("false") == "[]"
 
 
 def test_the_banner_prints_every_place_and_the_demo_only_with_debug_on():

@@ -76,7 +76,9 @@ def devdata(tmp_path_factory) -> Path:
 class MakeRun:
     """`python -m clarion_dev.run` in a process group of its own, as in a terminal."""
 
-    def __init__(self, database_url: str, redis_url: str, devdata: Path) -> None:
+    def __init__(
+        self, database_url: str, redis_url: str, devdata: Path, extra_env: dict | None = None
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = devdata / f"make-run-{self.port}.log"
@@ -97,6 +99,7 @@ class MakeRun:
             URGENT_CONCURRENCY="1",
             BULK_CONCURRENCY="1",
         )
+        env.update(extra_env or {})
         self.process = subprocess.Popen(
             [sys.executable, "-m", "clarion_dev.run"],
             cwd=ROOT,
