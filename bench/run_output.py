@@ -36,51 +36,25 @@ RECORDED_SWEEPS = (
 
 
 def _idle_lines(env: BenchEnv, seconds: float, *, quiet: bool) -> dict:
-    from tests.redis_server import RedisServer
-    from tests.test_make_run_stops import MakeRun, alive, with_database
+    from tests.test_make_run_stops import make_run_up
 
     name = f"{psycopg.conninfo.conninfo_to_dict(env.database_url)['dbname']}_make_run"
-    admin_url = with_database(env.database_url, "postgres")
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
-    redis = RedisServer()
-    redis.start()
     devdata = Path(tempfile.mkdtemp(prefix="clarion-bench-run-"))
-    database_url = with_database(env.database_url, name)
-    running = MakeRun(
-        database_url,
-        redis.url,
-        devdata,
-        extra_env={"CLARION_DEV_QUIET_LOGS": "1" if quiet else "0"},
-    )
-    tree = []
-    try:
-        running.wait_until_up(timeout=180)
-        tree = running.tree()
-        time.sleep(WARM_UP)
+    label = "quiet" if quiet else "baseline"
+    extra_env = {"CLARION_DEV_QUIET_LOGS": "1" if quiet else "0"}
+    with make_run_up(env.database_url, name, devdata, extra_env) as running:
+        time.sleep(WARM_UP)  # start-up's own lines (seeding, first sweeps) are not idle output
         before = len(running.log().splitlines())
         t0 = time.monotonic()
-        time.sleep(seconds)
+        time.sleep(seconds)  # the window measured
         elapsed = time.monotonic() - t0
         written = running.log().splitlines()[before:]
-        with psycopg.connect(database_url, autocommit=True) as conn:
+        with psycopg.connect(running.database_url, autocommit=True) as conn:
             sweeps = conn.execute(RECORDED_SWEEPS, (round(elapsed),)).fetchone()[0]
-        (env.log_dir / f"make-run-{'quiet' if quiet else 'baseline'}.log").write_text(running.log())
-    finally:
-        if running.process.poll() is None:
-            running.ctrl_c()
-            try:
-                running.process.wait(15)
-            except Exception:  # noqa: BLE001 - whatever is left is killed below
-                pass
-        running.kill_everything(alive(tree))
-        redis.stop()
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        (env.log_dir / f"make-run-{label}.log").write_text(running.log())
     per_minute = len(written) * 60 / elapsed
     say(
-        f"{'quiet' if quiet else 'baseline'}: {len(written)} lines in {elapsed:.0f} s"
+        f"{label}: {len(written)} lines in {elapsed:.0f} s"
         f" ({per_minute:.1f}/min), {sweeps} sweep runs recorded meanwhile"
     )
     return {"lines": len(written), "per_minute": per_minute, "sweeps": sweeps, "first": written[:5]}

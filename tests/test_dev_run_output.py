@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 from celery.app.trace import LOG_FAILURE, LOG_RECEIVED, LOG_SUCCESS
 
@@ -32,8 +31,7 @@ from clarion_dev.run import DEV_CELERY_APP, banner, dev_command, places
 from delivery.console import message_block
 from delivery.providers import Message
 from tests.helpers import wait_for
-from tests.redis_server import RedisServer
-from tests.test_make_run_stops import MakeRun, alive, with_database
+from tests.test_make_run_stops import MakeRun, make_run_up
 from tests.workers import database_url_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -227,31 +225,12 @@ def dev_run(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Ma
     """`python -m clarion_dev.run` on a database and Redis of its own, up, for this module."""
     from django.db import connection
 
-    test_url = database_url_for(connection.settings_dict)
-    name = f"{connection.settings_dict['NAME']}_dev_run"
-    admin_url = with_database(test_url, "postgres")
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
-    redis = RedisServer()
-    redis.start()
-    running = MakeRun(with_database(test_url, name), redis.url, tmp_path_factory.mktemp("devdata"))
-    tree = []
-    try:
-        running.wait_until_up()
-        tree = running.tree()
+    with make_run_up(
+        database_url_for(connection.settings_dict),
+        f"{connection.settings_dict['NAME']}_dev_run",
+        tmp_path_factory.mktemp("devdata"),
+    ) as running:
         yield running
-    finally:
-        if running.process.poll() is None:
-            running.ctrl_c()
-            try:
-                running.process.wait(15)
-            except Exception:  # noqa: BLE001 - whatever is left is killed below
-                pass
-        running.kill_everything(alive(tree))
-        redis.stop()
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def demo_key(log: str) -> str:

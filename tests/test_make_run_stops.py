@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -79,6 +80,7 @@ class MakeRun:
     def __init__(
         self, database_url: str, redis_url: str, devdata: Path, extra_env: dict | None = None
     ) -> None:
+        self.database_url = database_url
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = devdata / f"make-run-{self.port}.log"
@@ -161,6 +163,38 @@ def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             pass
     return left
+
+
+@contextmanager
+def make_run_up(
+    server_url: str, name: str, devdata: Path, extra_env: dict | None = None
+) -> Iterator[MakeRun]:
+    """`make run` up on a fresh database `name` of `server_url`'s server and a
+    private Redis; on leaving, stopped with Ctrl-C (whatever is left is killed)
+    and the database dropped."""
+    admin_url = with_database(server_url, "postgres")
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    redis = RedisServer()
+    redis.start()
+    running = MakeRun(with_database(server_url, name), redis.url, devdata, extra_env)
+    tree = []
+    try:
+        running.wait_until_up(timeout=180)
+        tree = running.tree()
+        yield running
+    finally:
+        if running.process.poll() is None:
+            running.ctrl_c()
+            try:
+                running.process.wait(15)
+            except Exception:  # noqa: BLE001 - whatever is left is killed below
+                pass
+        running.kill_everything(alive(tree))
+        redis.stop()
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def describe(processes: list[psutil.Process]) -> list[str]:
